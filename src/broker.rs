@@ -1,0 +1,106 @@
+//! One core's broker: the state every handler on that core reads.
+//!
+//! Each core is advertised as its own Kafka broker (id = core index). Its `Broker` holds the
+//! core's read-only catalog replica, its handle to the controller and the shutdown signal. It
+//! lives in an `Rc` on its core and is never shared with another thread.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::meta::catalog::Catalog;
+use crate::meta::controller::ControllerClient;
+use crate::meta::topic_name::{TopicName, TopicNameError};
+
+/// Fires once, for every core, when the process is asked to stop.
+#[derive(Clone)]
+pub struct Shutdown {
+    signal: async_channel::Receiver<()>,
+}
+
+impl Shutdown {
+    /// The signal fires when `trigger` is closed or dropped.
+    pub fn new() -> (async_channel::Sender<()>, Shutdown) {
+        let (tx, rx) = async_channel::bounded(1);
+        (tx, Shutdown { signal: rx })
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.signal.is_closed()
+    }
+
+    pub async fn wait(&self) {
+        while self.signal.recv().await.is_ok() {}
+    }
+}
+
+/// Messages between cores. Control only: nothing on the data path crosses cores.
+pub enum CoreMessage {
+    /// A new catalog version from the controller; reply on `done` once it is in use.
+    Catalog {
+        catalog: Arc<Catalog>,
+        done: async_channel::Sender<()>,
+    },
+}
+
+pub struct Broker {
+    /// Kafka broker id, equal to the core index.
+    pub id: i32,
+    pub config: Arc<Config>,
+    pub controller: ControllerClient,
+    pub shutdown: Shutdown,
+    catalog: RefCell<Arc<Catalog>>,
+}
+
+impl Broker {
+    pub fn new(
+        id: i32,
+        config: Arc<Config>,
+        catalog: Arc<Catalog>,
+        controller: ControllerClient,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            controller,
+            shutdown,
+            catalog: RefCell::new(catalog),
+        }
+    }
+
+    /// This core's current catalog replica.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        *self.catalog.borrow_mut() = catalog;
+    }
+
+    /// Maps a name a Kafka client sent to its Pulsar topic.
+    pub fn topic_name(&self, kafka_name: &str) -> Result<TopicName, TopicNameError> {
+        TopicName::parse(
+            kafka_name,
+            &self.config.kafka_tenant,
+            &self.config.kafka_namespace,
+        )
+    }
+
+    /// The name Kafka clients see for a topic they did not name themselves (listings).
+    pub fn kafka_name(&self, name: &TopicName) -> String {
+        name.kafka_name(&self.config.kafka_tenant, &self.config.kafka_namespace)
+    }
+
+    /// Applies messages from other cores until every sender is gone.
+    pub async fn run_inbox(&self, inbox: async_channel::Receiver<CoreMessage>) {
+        while let Ok(msg) = inbox.recv().await {
+            match msg {
+                CoreMessage::Catalog { catalog, done } => {
+                    self.set_catalog(catalog);
+                    let _ = done.send(()).await;
+                }
+            }
+        }
+    }
+}

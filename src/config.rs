@@ -1,0 +1,463 @@
+//! Configuration: defaults, then a TOML file, then `KOPD_*` environment variables, then flags.
+//!
+//! Every key uses Kafka's dotted name where Kafka has the concept (`num.partitions`) and
+//! KoP's where Pulsar has it (`kafka.tenant`). In the TOML file a dotted key and the
+//! equivalent nested table mean the same thing. The environment variable of a key is
+//! `KOPD_` + the key upper-cased with `.` and `-` turned into `_`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// One bad setting: which key, and what is wrong with it.
+#[derive(Debug, Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    Local,
+}
+
+/// Broker-wide defaults for topic configs (Kafka's `log.*` / `message.max.bytes` keys).
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub cleanup_policy: String,
+    pub max_message_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub message_timestamp_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    /// Number of cores (executors, advertised brokers). Resolved: never 0.
+    pub cores: usize,
+    pub data_dir: PathBuf,
+    pub storage: StorageKind,
+    pub kafka_tenant: String,
+    pub kafka_namespace: String,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub max_partitions_per_topic: i32,
+    pub socket_request_max_bytes: usize,
+    pub max_connections_per_core: usize,
+    /// Bytes of io_uring registered buffer per core; the sum must fit RLIMIT_MEMLOCK.
+    pub io_memory_per_core: usize,
+    pub shutdown_timeout_ms: u64,
+    pub control_queue_capacity: usize,
+    pub topic_defaults: TopicDefaults,
+    /// Every key's effective value, for DescribeConfigs on broker resources.
+    pub settings: Vec<Setting>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+    /// Set by file, environment or flag rather than defaulted.
+    pub explicit: bool,
+    pub doc: &'static str,
+}
+
+/// Every key with its default, as text. The single list parsing, env lookup and docs use.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    (
+        "listen",
+        "127.0.0.1:9092",
+        "address of core 0's Kafka listener; core i listens on port + i",
+    ),
+    (
+        "advertised.host",
+        "",
+        "host advertised to clients (default: the listen host)",
+    ),
+    (
+        "cores",
+        "0",
+        "executors (one per core, each a Kafka broker); 0 = all online CPUs",
+    ),
+    ("data.dir", "./data", "directory for metadata and ledgers"),
+    ("storage", "local", "ledger store: `local` (embedded)"),
+    (
+        "kafka.tenant",
+        "public",
+        "Pulsar tenant for Kafka topics without one",
+    ),
+    (
+        "kafka.namespace",
+        "default",
+        "Pulsar namespace for Kafka topics without one",
+    ),
+    (
+        "auto.create.topics.enable",
+        "true",
+        "create unknown topics named in Metadata requests",
+    ),
+    (
+        "num.partitions",
+        "1",
+        "partitions of an auto-created topic or a CreateTopics with -1",
+    ),
+    (
+        "max.partitions.per.topic",
+        "100000",
+        "upper bound on a topic's partition count",
+    ),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        "largest request frame accepted",
+    ),
+    (
+        "max.connections",
+        "10000",
+        "Kafka connections accepted over all cores",
+    ),
+    (
+        "io.memory.per.core",
+        "524288",
+        "io_uring registered buffer bytes per core (memlock)",
+    ),
+    (
+        "shutdown.timeout.ms",
+        "10000",
+        "how long shutdown waits for in-flight requests",
+    ),
+    (
+        "control.queue.capacity",
+        "1024",
+        "bound of every cross-core control queue",
+    ),
+    (
+        "log.retention.ms",
+        "604800000",
+        "default retention.ms of topics",
+    ),
+    (
+        "log.retention.bytes",
+        "-1",
+        "default retention.bytes of topics",
+    ),
+    (
+        "log.cleanup.policy",
+        "delete",
+        "default cleanup.policy of topics",
+    ),
+    (
+        "message.max.bytes",
+        "1048588",
+        "default max.message.bytes of topics",
+    ),
+    (
+        "log.segment.bytes",
+        "1073741824",
+        "default segment.bytes (ledger rollover size)",
+    ),
+    (
+        "log.roll.ms",
+        "604800000",
+        "default segment.ms (ledger rollover age)",
+    ),
+    (
+        "log.message.timestamp.type",
+        "CreateTime",
+        "default message.timestamp.type",
+    ),
+];
+
+/// The environment variable that sets `key`.
+pub fn env_name(key: &str) -> String {
+    let mut s = String::from("KOPD_");
+    for c in key.chars() {
+        s.push(match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        });
+    }
+    s
+}
+
+/// Flattens nested TOML tables into dotted keys.
+fn flatten(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out)?,
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            toml::Value::Integer(i) => {
+                out.insert(key, i.to_string());
+            }
+            toml::Value::Boolean(b) => {
+                out.insert(key, b.to_string());
+            }
+            toml::Value::Float(f) => {
+                out.insert(key, f.to_string());
+            }
+            _ => return Err(bad(&key, "arrays and dates are not accepted here")),
+        }
+    }
+    Ok(())
+}
+
+/// Layers raw settings. Later layers win; unknown keys are errors.
+#[derive(Debug, Default)]
+pub struct ConfigSources {
+    values: BTreeMap<String, String>,
+}
+
+impl ConfigSources {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> Result<(), ConfigError> {
+        if !KEYS.iter().any(|(k, _, _)| *k == key) {
+            return Err(bad(key, "unknown key"));
+        }
+        self.values.insert(key.to_string(), value.into());
+        Ok(())
+    }
+
+    pub fn add_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            bad("--config", format!("not valid TOML: {}", e.message()))
+        })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &table, &mut flat)?;
+        for (k, v) in flat {
+            self.set(&k, v)?;
+        }
+        Ok(())
+    }
+
+    pub fn add_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (k, _, _) in KEYS {
+            if let Some(v) = lookup(&env_name(k)) {
+                self.set(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn raw(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, d, _)| *d))
+            .unwrap_or("")
+    }
+
+    fn int(&self, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let raw = self.raw(key).trim();
+        let v: i64 = raw
+            .parse()
+            .map_err(|_| bad(key, format!("`{raw}` is not an integer")))?;
+        if v < min || v > max {
+            return Err(bad(key, format!("{v} is outside {min}..={max}")));
+        }
+        Ok(v)
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        match self.raw(key).trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(bad(key, format!("`{other}` is not true or false"))),
+        }
+    }
+
+    fn name(&self, key: &str) -> Result<String, ConfigError> {
+        let v = self.raw(key).trim().to_string();
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad(key, format!("`{v}` is not a valid Pulsar name")));
+        }
+        Ok(v)
+    }
+
+    fn one_of(&self, key: &str, allowed: &[&str]) -> Result<String, ConfigError> {
+        let v = self.raw(key).trim();
+        if allowed.contains(&v) {
+            Ok(v.to_string())
+        } else {
+            Err(bad(
+                key,
+                format!("`{v}` is not one of {}", allowed.join(", ")),
+            ))
+        }
+    }
+
+    /// Validates every key and resolves derived values (core count, advertised host).
+    pub fn resolve(&self, online_cpus: usize) -> Result<Config, ConfigError> {
+        let listen_raw = self.raw("listen").trim();
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            bad(
+                "listen",
+                format!("`{listen_raw}` is not HOST:PORT with a numeric host"),
+            )
+        })?;
+        let cores = match self.int("cores", 0, 1024)? as usize {
+            0 => online_cpus.max(1),
+            n => n,
+        };
+        if listen.port() as usize + cores - 1 > u16::MAX as usize || listen.port() == 0 {
+            return Err(bad(
+                "listen",
+                format!(
+                    "port {} leaves no room for {cores} cores (port + core index)",
+                    listen.port()
+                ),
+            ));
+        }
+        let advertised_host = match self.raw("advertised.host").trim() {
+            "" if listen.ip().is_unspecified() => "127.0.0.1".to_string(),
+            "" => listen.ip().to_string(),
+            h => h.to_string(),
+        };
+        let data_dir = PathBuf::from(self.raw("data.dir"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("data.dir", "must not be empty"));
+        }
+        // Only `local` exists so far; `one_of` rejects anything else by name.
+        self.one_of("storage", &["local"])?;
+        let storage = StorageKind::Local;
+        let max_connections = self.int("max.connections", 1, 10_000_000)? as usize;
+        let io_memory_per_core = self.int("io.memory.per.core", 64 << 10, 1 << 30)? as usize;
+        let topic_defaults = TopicDefaults {
+            retention_ms: self.int("log.retention.ms", -1, i64::MAX)?,
+            retention_bytes: self.int("log.retention.bytes", -1, i64::MAX)?,
+            cleanup_policy: self.one_of(
+                "log.cleanup.policy",
+                &["delete", "compact", "compact,delete", "delete,compact"],
+            )?,
+            max_message_bytes: self.int("message.max.bytes", 0, i32::MAX as i64)?,
+            segment_bytes: self.int("log.segment.bytes", 14, i32::MAX as i64)?,
+            segment_ms: self.int("log.roll.ms", 1, i64::MAX)?,
+            message_timestamp_type: self.one_of(
+                "log.message.timestamp.type",
+                &["CreateTime", "LogAppendTime"],
+            )?,
+        };
+        Ok(Config {
+            listen,
+            advertised_host,
+            cores,
+            data_dir,
+            storage,
+            kafka_tenant: self.name("kafka.tenant")?,
+            kafka_namespace: self.name("kafka.namespace")?,
+            auto_create_topics: self.boolean("auto.create.topics.enable")?,
+            num_partitions: self.int("num.partitions", 1, 100_000)? as i32,
+            max_partitions_per_topic: self.int("max.partitions.per.topic", 1, 1_000_000)? as i32,
+            socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)?
+                as usize,
+            max_connections_per_core: max_connections.div_ceil(cores),
+            io_memory_per_core,
+            shutdown_timeout_ms: self.int("shutdown.timeout.ms", 0, 3_600_000)? as u64,
+            control_queue_capacity: self.int("control.queue.capacity", 1, 1_000_000)? as usize,
+            topic_defaults,
+            settings: KEYS
+                .iter()
+                .map(|(k, _, doc)| Setting {
+                    key: k.to_string(),
+                    value: self.raw(k).to_string(),
+                    explicit: self.values.contains_key(*k),
+                    doc,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Config {
+    /// The listener address of one core.
+    pub fn core_listen(&self, core: usize) -> SocketAddr {
+        SocketAddr::new(self.listen.ip(), self.listen.port() + core as u16)
+    }
+
+    pub fn core_port(&self, core: usize) -> u16 {
+        self.listen.port() + core as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let c = ConfigSources::new().resolve(4).unwrap();
+        assert_eq!(c.cores, 4);
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.num_partitions, 1);
+        assert_eq!(c.socket_request_max_bytes, 100 << 20);
+        assert_eq!(c.core_port(3), 9095);
+    }
+
+    #[test]
+    fn later_layers_win_and_tables_flatten() {
+        let mut s = ConfigSources::new();
+        s.add_toml("cores = 2\n[num]\npartitions = 3\n").unwrap();
+        s.add_env(|k| (k == "KOPD_NUM_PARTITIONS").then(|| "5".to_string()))
+            .unwrap();
+        let c = s.resolve(8).unwrap();
+        assert_eq!(c.cores, 2);
+        assert_eq!(c.num_partitions, 5);
+        s.set("num.partitions", "7").unwrap();
+        assert_eq!(s.resolve(8).unwrap().num_partitions, 7);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut s = ConfigSources::new();
+        s.set("num.partitions", "zero").unwrap();
+        assert_eq!(s.resolve(1).unwrap_err().key, "num.partitions");
+        let mut s = ConfigSources::new();
+        assert_eq!(s.add_toml("bogus = 1").unwrap_err().key, "bogus");
+        s.set("listen", "localhost").unwrap();
+        assert_eq!(s.resolve(1).unwrap_err().key, "listen");
+        let mut s = ConfigSources::new();
+        s.set("listen", "127.0.0.1:65535").unwrap();
+        s.set("cores", "2").unwrap();
+        assert_eq!(s.resolve(1).unwrap_err().key, "listen");
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(
+            env_name("auto.create.topics.enable"),
+            "KOPD_AUTO_CREATE_TOPICS_ENABLE"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! DescribeConfigs for topic and broker resources.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::meta::catalog::TopicEntry;
+use crate::meta::topic_config::{self, TOPIC_CONFIGS, TopicConfigDef};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's ConfigSource codes.
+pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+/// One topic config's effective value and where it came from.
+pub struct TopicConfigEntry {
+    pub def: &'static TopicConfigDef,
+    pub value: String,
+    pub source: i8,
+    pub default: String,
+}
+
+/// Every topic config of `topic` (or the defaults, for `None`).
+pub fn topic_config_entries(broker: &Broker, topic: Option<&TopicEntry>) -> Vec<TopicConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let default = topic_config::default_value(def, &broker.config.topic_defaults);
+            match topic.and_then(|t| t.configs.get(def.name)) {
+                Some(v) => TopicConfigEntry {
+                    def,
+                    value: v.clone(),
+                    source: SOURCE_DYNAMIC_TOPIC,
+                    default,
+                },
+                None => TopicConfigEntry {
+                    def,
+                    value: default.clone(),
+                    source: SOURCE_DEFAULT,
+                    default,
+                },
+            }
+        })
+        .collect()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(s(name))
+        .with_value(Some(s(value)))
+        .with_source(source)
+}
+
+fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
+    keys.as_ref()
+        .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
+}
+
+pub fn describe_configs(
+    broker: &Broker,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
+    let catalog = broker.catalog();
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let fail = |e: ResponseError, msg: String| {
+                base.clone()
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&msg)))
+            };
+            match res.resource_type {
+                RESOURCE_TOPIC => {
+                    let name = match broker.topic_name(res.resource_name.as_str()) {
+                        Ok(n) => n,
+                        Err(e) => return fail(ResponseError::InvalidTopicException, e.to_string()),
+                    };
+                    let Some(topic) = catalog.get(&name) else {
+                        return fail(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("Topic {} does not exist", res.resource_name.as_str()),
+                        );
+                    };
+                    let configs = topic_config_entries(broker, Some(topic))
+                        .into_iter()
+                        .filter(|e| wanted(&res.configuration_keys, e.def.name))
+                        .map(|e| {
+                            let mut synonyms = Vec::new();
+                            if req.include_synonyms {
+                                if e.source == SOURCE_DYNAMIC_TOPIC {
+                                    synonyms.push(synonym(
+                                        e.def.name,
+                                        &e.value,
+                                        SOURCE_DYNAMIC_TOPIC,
+                                    ));
+                                }
+                                synonyms.push(synonym(
+                                    e.def.broker_key,
+                                    &e.default,
+                                    SOURCE_DEFAULT,
+                                ));
+                            }
+                            DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_static_str(e.def.name))
+                                .with_value(Some(s(&e.value)))
+                                .with_config_source(e.source)
+                                .with_config_type(e.def.ty.kafka_code())
+                                .with_synonyms(synonyms)
+                                .with_documentation(
+                                    req.include_documentation
+                                        .then(|| StrBytes::from_static_str(e.def.doc)),
+                                )
+                        })
+                        .collect();
+                    base.with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    let id = res.resource_name.as_str();
+                    let valid =
+                        id.is_empty() || id.parse::<usize>().is_ok_and(|i| i < broker.config.cores);
+                    if !valid {
+                        return fail(
+                            ResponseError::InvalidRequest,
+                            format!("Unexpected broker id {id}"),
+                        );
+                    }
+                    let configs = broker
+                        .config
+                        .settings
+                        .iter()
+                        .filter(|st| wanted(&res.configuration_keys, &st.key))
+                        .map(|st| {
+                            let source = if st.explicit {
+                                SOURCE_STATIC_BROKER
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            DescribeConfigsResourceResult::default()
+                                .with_name(s(&st.key))
+                                .with_value(Some(s(&st.value)))
+                                .with_read_only(true)
+                                .with_config_source(source)
+                                .with_config_type(2)
+                                .with_synonyms(if req.include_synonyms {
+                                    vec![synonym(&st.key, &st.value, source)]
+                                } else {
+                                    vec![]
+                                })
+                                .with_documentation(req.include_documentation.then(|| s(st.doc)))
+                        })
+                        .collect();
+                    base.with_configs(configs)
+                }
+                other => fail(
+                    ResponseError::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                ),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}

@@ -1,0 +1,206 @@
+//! Metadata: brokers (one per core) and topics, each partition led by its owner core.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::meta::catalog::TopicEntry;
+use crate::meta::controller::{AdminError, AdminOp};
+use crate::meta::topic_name::TopicName;
+
+pub fn brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
+    (0..broker.config.cores)
+        .map(|core| {
+            (
+                core as i32,
+                broker.config.advertised_host.clone(),
+                broker.config.core_port(core) as i32,
+            )
+        })
+        .collect()
+}
+
+fn topic_response(kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, owner)| {
+            let leader = BrokerId(owner.core as i32);
+            MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(leader)
+                .with_leader_epoch(owner.epoch)
+                .with_replica_nodes(vec![leader])
+                .with_isr_nodes(vec![leader])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(KafkaTopicName(StrBytes::from_string(
+            kafka_name.to_string(),
+        ))))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(e.code())
+        .with_name(name.map(|n| KafkaTopicName(StrBytes::from_string(n.to_string()))))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+/// What became of one requested topic before auto-creation.
+enum Lookup {
+    Found(String, Arc<TopicEntry>),
+    Missing(String, TopicName),
+    Failed(MetadataResponseTopic),
+}
+
+pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let catalog = broker.catalog();
+    // v0 lists all topics with an empty array; v1+ with a null one.
+    let requested = match req.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    let topics = match requested {
+        None => catalog
+            .topics()
+            .map(|t| topic_response(&broker.kafka_name(&t.name), t))
+            .collect(),
+        Some(requested) => {
+            let lookups: Vec<Lookup> = requested
+                .into_iter()
+                .map(|rt| match rt.name {
+                    Some(n) => match broker.topic_name(n.as_str()) {
+                        Err(_) => Lookup::Failed(error_topic(
+                            Some(n.as_str()),
+                            uuid::Uuid::nil(),
+                            ResponseError::InvalidTopicException,
+                        )),
+                        Ok(name) => match catalog.get(&name) {
+                            Some(t) => Lookup::Found(n.to_string(), t.clone()),
+                            None => Lookup::Missing(n.to_string(), name),
+                        },
+                    },
+                    None => match catalog.get_by_id(&rt.topic_id) {
+                        Some(t) => Lookup::Found(broker.kafka_name(&t.name), t.clone()),
+                        None => Lookup::Failed(error_topic(
+                            None,
+                            rt.topic_id,
+                            ResponseError::UnknownTopicId,
+                        )),
+                    },
+                })
+                .collect();
+            // Kafka clients before v4 could not say no to auto-creation.
+            let allow_create =
+                broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+            let created = if allow_create {
+                auto_create(broker, &lookups).await
+            } else {
+                BTreeMap::new()
+            };
+            lookups
+                .into_iter()
+                .map(|l| match l {
+                    Lookup::Found(kname, t) => topic_response(&kname, &t),
+                    Lookup::Failed(resp) => resp,
+                    Lookup::Missing(kname, name) => match created.get(&name) {
+                        Some(Ok(t)) => topic_response(&kname, t),
+                        Some(Err(
+                            AdminError::InvalidConfig(_) | AdminError::InvalidPartitions(_),
+                        )) => error_topic(
+                            Some(&kname),
+                            uuid::Uuid::nil(),
+                            ResponseError::InvalidRequest,
+                        ),
+                        Some(Err(_)) => error_topic(
+                            Some(&kname),
+                            uuid::Uuid::nil(),
+                            ResponseError::LeaderNotAvailable,
+                        ),
+                        None => error_topic(
+                            Some(&kname),
+                            uuid::Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        ),
+                    },
+                })
+                .collect()
+        }
+    };
+    MetadataResponse::default()
+        .with_brokers(
+            brokers(broker)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(StrBytes::from_string(catalog.cluster_id.clone())))
+        .with_controller_id(BrokerId(0))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN)
+}
+
+/// Creates the missing topics with the default partition count, through the controller.
+async fn auto_create(
+    broker: &Broker,
+    lookups: &[Lookup],
+) -> BTreeMap<TopicName, Result<Arc<TopicEntry>, AdminError>> {
+    let mut missing: Vec<TopicName> = lookups
+        .iter()
+        .filter_map(|l| match l {
+            Lookup::Missing(_, n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return BTreeMap::new();
+    }
+    let ops = missing
+        .iter()
+        .map(|name| AdminOp::CreateTopic {
+            name: name.clone(),
+            partitions: broker.config.num_partitions,
+            owners: None,
+            configs: BTreeMap::new(),
+            validate_only: false,
+        })
+        .collect();
+    let results = broker.controller.submit(ops).await;
+    let catalog = broker.catalog();
+    missing
+        .into_iter()
+        .zip(results)
+        .map(|(name, r)| {
+            // Another client may have created it first: that is as good.
+            let r = match r {
+                Err(AdminError::TopicExists(_)) => {
+                    catalog.get(&name).cloned().ok_or(AdminError::UnknownTopic)
+                }
+                other => other,
+            };
+            (name, r)
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Kafka request handling: header parsing, version checks, dispatch to one handler per API
+//! family, response encoding.
+//!
+//! Unknown API keys, versions kopd does not serve (other than ApiVersions) and undecodable
+//! requests close the connection, as Kafka brokers do; ApiVersions at an unsupported version
+//! gets a v0 response carrying UNSUPPORTED_VERSION and the supported ranges.
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod errors;
+mod metadata;
+mod topics;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
+use thiserror::Error;
+
+use crate::broker::Broker;
+use crate::net::frame::{finish_frame, start_frame};
+
+pub use api_versions::SUPPORTED_APIS;
+
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    #[error("request of {0} bytes is shorter than a request header")]
+    Truncated(usize),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode response to {api:?} v{version}: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// The versions kopd serves of `api`, if any.
+pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _)| *k == api)
+        .map(|(_, r)| *r)
+}
+
+/// Decodes with the codec, turning a panic on hostile input into an error.
+fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("decoder panicked".into()),
+    }
+}
+
+/// Handles one request frame, appending its response frame (if any) to `out`.
+pub async fn handle_request(
+    broker: &Broker,
+    mut frame: Bytes,
+    out: &mut BytesMut,
+) -> Result<(), ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::Truncated(frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| ProtocolError::UnknownApiKey(key))?;
+    let supported = supported_versions(api);
+    let in_range = supported.is_some_and(|r| version >= r.min && version <= r.max);
+    if !in_range {
+        if api == ApiKey::ApiVersions {
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            api_versions::unsupported_version(correlation_id, out);
+            return Ok(());
+        }
+        return Err(ProtocolError::UnsupportedVersion { api, version });
+    }
+    let malformed = |reason: String| ProtocolError::Malformed {
+        api,
+        version,
+        reason,
+    };
+    let header_version = api.request_header_version(version);
+    let header =
+        guarded(|| RequestHeader::decode(&mut frame, header_version)).map_err(malformed)?;
+    let request = guarded(|| RequestKind::decode(api, &mut frame, version)).map_err(malformed)?;
+    if frame.has_remaining() {
+        tracing::debug!(
+            ?api,
+            version,
+            extra = frame.remaining(),
+            "request has trailing bytes"
+        );
+    }
+    let response = dispatch(broker, &header, request)
+        .await
+        .ok_or(ProtocolError::UnsupportedVersion { api, version })?;
+    let at = start_frame(out);
+    let encode_err = |e: anyhow::Error| ProtocolError::Encode {
+        api,
+        version,
+        reason: e.to_string(),
+    };
+    ResponseHeader::default()
+        .with_correlation_id(header.correlation_id)
+        .encode(out, api.response_header_version(version))
+        .map_err(encode_err)?;
+    response.encode(out, version).map_err(encode_err)?;
+    finish_frame(out, at);
+    Ok(())
+}
+
+/// `None` for an API without a handler (kept in step with SUPPORTED_APIS by a test).
+async fn dispatch(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let v = header.request_api_version;
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r, v)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create_topics(broker, r, v).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete_topics(broker, r, v).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(broker, r, v).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,13 @@
+//! kopd: a thread-per-core Kafka-protocol gateway storing data in Pulsar's layout.
+//! See ARCHITECTURE.md for the map.
+
+pub mod broker;
+pub mod config;
+pub mod kafka;
+pub mod meta;
+pub mod net;
+pub mod runtime;
+pub mod server;
+
+#[global_allocator]
+static GLOBAL: runtime::alloc::KopdAllocator = runtime::alloc::KopdAllocator;

@@ -1,0 +1,339 @@
+//! The topic catalog: every topic's Pulsar name, Kafka topic id, partitions with their owner
+//! cores, and config overrides.
+//!
+//! A `Catalog` value is immutable once published: the controller (core 0) builds the next
+//! version and sends an `Arc` of it to every core, which swaps its read-only replica.
+//!
+//! Persisted layout in the metadata store (Pulsar's paths where Pulsar has the concept):
+//! - `/admin/partitioned-topics/{tenant}/{ns}/persistent/{topic}`: Pulsar's partitioned-topic
+//!   metadata JSON `{"partitions": n, "properties": {...}}`; properties hold the Kafka topic id
+//!   (`kafka.topic.id`) and config overrides (`kafka.config.<name>`).
+//! - `/kopd/assignment/{tenant}/{ns}/persistent/{topic}`: `[[core, leader_epoch], ...]`.
+//! - `/kopd/cluster`: `{"cluster_id": ..., "cores": n}`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::assignment::PartitionOwner;
+use super::store::{MetadataStore, StoreError, StoreOp};
+use super::topic_name::TopicName;
+
+const TOPICS_PREFIX: &str = "/admin/partitioned-topics/";
+const ASSIGNMENT_PREFIX: &str = "/kopd/assignment/";
+const CLUSTER_PATH: &str = "/kopd/cluster";
+const TOPIC_ID_PROPERTY: &str = "kafka.topic.id";
+const CONFIG_PROPERTY_PREFIX: &str = "kafka.config.";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicEntry {
+    pub name: TopicName,
+    pub id: Uuid,
+    /// Index = partition number.
+    pub partitions: Vec<PartitionOwner>,
+    /// Config overrides only; defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub cluster_id: String,
+    pub cores: u32,
+    topics: BTreeMap<TopicName, Arc<TopicEntry>>,
+    ids: HashMap<Uuid, TopicName>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartitionedTopicMetadata {
+    partitions: u32,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClusterRecord {
+    cluster_id: String,
+    cores: u32,
+}
+
+fn corrupt(path: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{path}: {e}"))
+}
+
+impl Catalog {
+    pub fn get(&self, name: &TopicName) -> Option<&Arc<TopicEntry>> {
+        self.topics.get(name)
+    }
+
+    pub fn get_by_id(&self, id: &Uuid) -> Option<&Arc<TopicEntry>> {
+        self.ids.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicEntry>> {
+        self.topics.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// The core that owns partition `partition` of `name`, if both exist.
+    pub fn owner(&self, name: &TopicName, partition: i32) -> Option<u32> {
+        let topic = self.topics.get(name)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.partitions.get(p))
+            .map(|o| o.core)
+    }
+
+    pub fn insert(&mut self, topic: TopicEntry) {
+        self.ids.insert(topic.id, topic.name.clone());
+        self.topics.insert(topic.name.clone(), Arc::new(topic));
+    }
+
+    pub fn remove(&mut self, name: &TopicName) -> Option<Arc<TopicEntry>> {
+        let t = self.topics.remove(name)?;
+        self.ids.remove(&t.id);
+        Some(t)
+    }
+
+    /// Partition counts per core.
+    pub fn core_load(&self) -> Vec<u32> {
+        super::assignment::load(
+            self.cores,
+            self.topics
+                .values()
+                .flat_map(|t| t.partitions.iter().map(|p| p.core)),
+        )
+    }
+
+    /// Store ops that persist one topic (create or update).
+    pub fn put_ops(topic: &TopicEntry) -> Vec<StoreOp> {
+        let mut properties = BTreeMap::new();
+        properties.insert(TOPIC_ID_PROPERTY.to_string(), topic.id.to_string());
+        for (k, v) in &topic.configs {
+            properties.insert(format!("{CONFIG_PROPERTY_PREFIX}{k}"), v.clone());
+        }
+        let meta = PartitionedTopicMetadata {
+            partitions: topic.partitions.len() as u32,
+            properties,
+        };
+        let owners: Vec<[i64; 2]> = topic
+            .partitions
+            .iter()
+            .map(|p| [p.core as i64, p.epoch as i64])
+            .collect();
+        let path = topic.name.metadata_path();
+        vec![
+            StoreOp::Put {
+                path: format!("{TOPICS_PREFIX}{path}"),
+                value: serde_json::to_vec(&meta).unwrap_or_default(),
+            },
+            StoreOp::Put {
+                path: format!("{ASSIGNMENT_PREFIX}{path}"),
+                value: serde_json::to_vec(&owners).unwrap_or_default(),
+            },
+        ]
+    }
+
+    pub fn delete_ops(name: &TopicName) -> Vec<StoreOp> {
+        let path = name.metadata_path();
+        vec![
+            StoreOp::Delete {
+                path: format!("{TOPICS_PREFIX}{path}"),
+            },
+            StoreOp::Delete {
+                path: format!("{ASSIGNMENT_PREFIX}{path}"),
+            },
+        ]
+    }
+
+    pub fn cluster_op(&self) -> StoreOp {
+        let rec = ClusterRecord {
+            cluster_id: self.cluster_id.clone(),
+            cores: self.cores,
+        };
+        StoreOp::Put {
+            path: CLUSTER_PATH.into(),
+            value: serde_json::to_vec(&rec).unwrap_or_default(),
+        }
+    }
+
+    /// Reads the catalog from a store. `cores` is 0 and `cluster_id` empty on a new store.
+    pub fn load(store: &dyn MetadataStore) -> Result<Catalog, StoreError> {
+        let mut cat = Catalog::default();
+        if let Some(bytes) = store.get(CLUSTER_PATH) {
+            let rec: ClusterRecord =
+                serde_json::from_slice(bytes).map_err(|e| corrupt(CLUSTER_PATH, e))?;
+            cat.cluster_id = rec.cluster_id;
+            cat.cores = rec.cores;
+        }
+        for (path, bytes) in store.scan(TOPICS_PREFIX) {
+            let rel = &path[TOPICS_PREFIX.len()..];
+            let name = TopicName::from_metadata_path(rel)
+                .ok_or_else(|| corrupt(&path, "not a topic path"))?;
+            let meta: PartitionedTopicMetadata =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
+            let id = meta
+                .properties
+                .get(TOPIC_ID_PROPERTY)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| corrupt(&path, "no kafka.topic.id property"))?;
+            let configs = meta
+                .properties
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(CONFIG_PROPERTY_PREFIX)
+                        .map(|k| (k.to_string(), v.clone()))
+                })
+                .collect();
+            let apath = format!("{ASSIGNMENT_PREFIX}{rel}");
+            let owners: Vec<[i64; 2]> = match store.get(&apath) {
+                Some(b) => serde_json::from_slice(b).map_err(|e| corrupt(&apath, e))?,
+                None => Vec::new(),
+            };
+            // A partition without a recorded owner (e.g. written by Pulsar's own tools) gets
+            // core u32::MAX, which the startup rebalance replaces with a real core.
+            let partitions = (0..meta.partitions as usize)
+                .map(|i| match owners.get(i) {
+                    Some([core, epoch]) => PartitionOwner {
+                        core: *core as u32,
+                        epoch: *epoch as i32,
+                    },
+                    None => PartitionOwner {
+                        core: u32::MAX,
+                        epoch: 0,
+                    },
+                })
+                .collect();
+            cat.insert(TopicEntry {
+                name,
+                id,
+                partitions,
+                configs,
+            });
+        }
+        Ok(cat)
+    }
+
+    /// Makes the catalog fit `cores` cores: moves partitions of missing cores, evens out load.
+    /// Returns the store ops that persist the change (empty when nothing changed).
+    pub fn fit_to_cores(&mut self, cores: u32) -> Vec<StoreOp> {
+        let mut ops = Vec::new();
+        if self.cluster_id.is_empty() {
+            self.cluster_id = new_cluster_id();
+        }
+        if self.cores != cores {
+            self.cores = cores;
+            ops.push(self.cluster_op());
+        }
+        // Rebalance over the flattened partition list, then write back per topic.
+        let names: Vec<TopicName> = self.topics.keys().cloned().collect();
+        let mut flat: Vec<PartitionOwner> = Vec::new();
+        let mut spans = Vec::new();
+        for n in &names {
+            let t = &self.topics[n];
+            spans.push((flat.len(), t.partitions.len()));
+            flat.extend_from_slice(&t.partitions);
+        }
+        let moved = super::assignment::rebalance(&mut flat, cores);
+        if moved.is_empty() {
+            return ops;
+        }
+        for (n, (start, len)) in names.iter().zip(spans) {
+            let new = &flat[start..start + len];
+            if self.topics[n].partitions != new {
+                let mut t = (*self.topics[n]).clone();
+                t.partitions = new.to_vec();
+                ops.extend(Catalog::put_ops(&t));
+                self.insert(t);
+            }
+        }
+        ops
+    }
+}
+
+/// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 characters).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for b in bytes {
+        bits = (bits << 8) | b as u32;
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::LocalMetadataStore;
+    use super::*;
+
+    fn topic(local: &str, cores: &[u32]) -> TopicEntry {
+        TopicEntry {
+            name: TopicName {
+                tenant: "public".into(),
+                namespace: "default".into(),
+                local: local.into(),
+            },
+            id: Uuid::new_v4(),
+            partitions: cores
+                .iter()
+                .map(|&core| PartitionOwner { core, epoch: 0 })
+                .collect(),
+            configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_store() {
+        let dir = std::env::temp_dir().join(format!("kopd-catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = LocalMetadataStore::open(&dir).unwrap();
+        let mut cat = Catalog::default();
+        let mut ops = cat.fit_to_cores(2);
+        let t = topic("orders", &[0, 1, 0]);
+        ops.extend(Catalog::put_ops(&t));
+        cat.insert(t.clone());
+        store.commit(ops).unwrap();
+        let loaded = Catalog::load(&store).unwrap();
+        assert_eq!(loaded.cluster_id, cat.cluster_id);
+        assert_eq!(loaded.cluster_id.len(), 22);
+        assert_eq!(loaded.cores, 2);
+        assert_eq!(**loaded.get(&t.name).unwrap(), t);
+        assert_eq!(loaded.get_by_id(&t.id).unwrap().name, t.name);
+        assert_eq!(loaded.owner(&t.name, 1), Some(1));
+        assert_eq!(loaded.owner(&t.name, 3), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fitting_to_fewer_cores_moves_partitions() {
+        let mut cat = Catalog {
+            cluster_id: "x".into(),
+            cores: 4,
+            ..Default::default()
+        };
+        cat.insert(topic("a", &[0, 1, 2, 3]));
+        let ops = cat.fit_to_cores(2);
+        assert!(!ops.is_empty());
+        assert_eq!(cat.core_load(), vec![2, 2]);
+        assert!(cat.fit_to_cores(2).is_empty());
+    }
+}

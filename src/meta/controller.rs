@@ -1,0 +1,285 @@
+//! The controller: the one writer of the catalog, running on core 0.
+//!
+//! Cores send topic-admin operations here. The controller applies a request's operations to a
+//! copy of the catalog, persists the changes in one atomic store commit, publishes the new
+//! catalog to every core, waits until each core has swapped it in, and only then replies, so
+//! a client that created a topic on one broker (core) finds it on every other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::assignment::{self, PartitionOwner};
+use super::catalog::{Catalog, TopicEntry};
+use super::store::{MetadataStoreThread, StoreOp};
+use super::topic_config;
+use super::topic_name::TopicName;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AdminError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("this server does not host this topic")]
+    UnknownTopic,
+    #[error("no topic with this id")]
+    UnknownTopicId,
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("metadata store failed: {0}")]
+    Store(String),
+    #[error("the controller is not available")]
+    ControllerUnavailable,
+}
+
+#[derive(Debug, Clone)]
+pub enum TopicRef {
+    Name(TopicName),
+    Id(Uuid),
+}
+
+#[derive(Debug, Clone)]
+pub enum AdminOp {
+    CreateTopic {
+        name: TopicName,
+        partitions: i32,
+        /// Owner core per partition, when the client chose replica assignments.
+        owners: Option<Vec<u32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    DeleteTopic(TopicRef),
+    CreatePartitions {
+        name: TopicName,
+        total: i32,
+        owners: Option<Vec<u32>>,
+        validate_only: bool,
+    },
+}
+
+pub type AdminResult = Result<Arc<TopicEntry>, AdminError>;
+
+/// What a core publishes to every core after a change.
+pub type CatalogPublisher = Box<dyn Fn(Arc<Catalog>) -> futures_lite::future::Boxed<()>>;
+
+pub struct ControllerRequest {
+    pub ops: Vec<AdminOp>,
+    pub reply: async_channel::Sender<Vec<AdminResult>>,
+}
+
+/// A core's handle to the controller.
+#[derive(Clone)]
+pub struct ControllerClient {
+    inbox: async_channel::Sender<ControllerRequest>,
+}
+
+impl ControllerClient {
+    pub fn new(inbox: async_channel::Sender<ControllerRequest>) -> Self {
+        Self { inbox }
+    }
+
+    pub async fn submit(&self, ops: Vec<AdminOp>) -> Vec<AdminResult> {
+        let n = ops.len();
+        let (reply, answer) = async_channel::bounded(1);
+        if self
+            .inbox
+            .send(ControllerRequest { ops, reply })
+            .await
+            .is_err()
+        {
+            return vec![Err(AdminError::ControllerUnavailable); n];
+        }
+        answer
+            .recv()
+            .await
+            .unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
+    }
+}
+
+pub struct Controller {
+    catalog: Arc<Catalog>,
+    store: MetadataStoreThread,
+    max_partitions: i32,
+}
+
+impl Controller {
+    pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32) -> Self {
+        Self {
+            catalog,
+            store,
+            max_partitions,
+        }
+    }
+
+    /// Serves requests until every client handle is dropped.
+    pub async fn run(
+        mut self,
+        inbox: async_channel::Receiver<ControllerRequest>,
+        publish: CatalogPublisher,
+    ) {
+        while let Ok(req) = inbox.recv().await {
+            let mut next = (*self.catalog).clone();
+            let mut store_ops = Vec::new();
+            let mut results: Vec<AdminResult> = req
+                .ops
+                .iter()
+                .map(|op| self.apply(&mut next, op, &mut store_ops))
+                .collect();
+            if !store_ops.is_empty() {
+                match self.store.commit(store_ops).await {
+                    Ok(()) => {
+                        self.catalog = Arc::new(next);
+                        publish(self.catalog.clone()).await;
+                    }
+                    Err(e) => {
+                        let err = AdminError::Store(e.to_string());
+                        for (r, op) in results.iter_mut().zip(&req.ops) {
+                            if r.is_ok() && !op.validate_only() {
+                                *r = Err(err.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = req.reply.send(results).await;
+        }
+    }
+
+    fn check_owners(
+        &self,
+        owners: &Option<Vec<u32>>,
+        count: usize,
+        cores: u32,
+    ) -> Result<(), AdminError> {
+        if let Some(o) = owners {
+            if o.len() != count {
+                return Err(AdminError::InvalidReplicaAssignment(format!(
+                    "{} assignments given for {count} partitions",
+                    o.len()
+                )));
+            }
+            if let Some(bad) = o.iter().find(|c| **c >= cores) {
+                return Err(AdminError::InvalidReplicaAssignment(format!(
+                    "broker {bad} does not exist"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, cat: &mut Catalog, op: &AdminOp, store_ops: &mut Vec<StoreOp>) -> AdminResult {
+        match op {
+            AdminOp::CreateTopic {
+                name,
+                partitions,
+                owners,
+                configs,
+                validate_only,
+            } => {
+                if cat.get(name).is_some() {
+                    return Err(AdminError::TopicExists(name.to_string()));
+                }
+                if *partitions < 1 || *partitions > self.max_partitions {
+                    return Err(AdminError::InvalidPartitions(format!(
+                        "Number of partitions must be between 1 and {}",
+                        self.max_partitions
+                    )));
+                }
+                self.check_owners(owners, *partitions as usize, cat.cores)?;
+                topic_config::validate_all(configs).map_err(AdminError::InvalidConfig)?;
+                let cores = match owners {
+                    Some(o) => o.clone(),
+                    None => {
+                        let start = (hash(&name.to_string()) % cat.cores.max(1) as u64) as usize;
+                        assignment::place(&mut cat.core_load(), *partitions as usize, start)
+                    }
+                };
+                let topic = TopicEntry {
+                    name: name.clone(),
+                    id: Uuid::new_v4(),
+                    partitions: cores
+                        .into_iter()
+                        .map(|core| PartitionOwner { core, epoch: 0 })
+                        .collect(),
+                    configs: configs.clone(),
+                };
+                if !validate_only {
+                    store_ops.extend(Catalog::put_ops(&topic));
+                    cat.insert(topic.clone());
+                }
+                Ok(Arc::new(topic))
+            }
+            AdminOp::DeleteTopic(r) => {
+                let name = match r {
+                    TopicRef::Name(n) => cat.get(n).ok_or(AdminError::UnknownTopic)?.name.clone(),
+                    TopicRef::Id(id) => cat
+                        .get_by_id(id)
+                        .ok_or(AdminError::UnknownTopicId)?
+                        .name
+                        .clone(),
+                };
+                store_ops.extend(Catalog::delete_ops(&name));
+                cat.remove(&name).ok_or(AdminError::UnknownTopic)
+            }
+            AdminOp::CreatePartitions {
+                name,
+                total,
+                owners,
+                validate_only,
+            } => {
+                let existing = cat.get(name).ok_or(AdminError::UnknownTopic)?;
+                let current = existing.partitions.len() as i32;
+                if *total <= current {
+                    return Err(AdminError::InvalidPartitions(format!(
+                        "Topic currently has {current} partitions, which is higher than the requested {total}."
+                    )));
+                }
+                if *total > self.max_partitions {
+                    return Err(AdminError::InvalidPartitions(format!(
+                        "Number of partitions must be at most {}",
+                        self.max_partitions
+                    )));
+                }
+                let added = (*total - current) as usize;
+                self.check_owners(owners, added, cat.cores)?;
+                let new_cores = match owners {
+                    Some(o) => o.clone(),
+                    None => assignment::place(&mut cat.core_load(), added, current as usize),
+                };
+                let mut topic = (**existing).clone();
+                topic.partitions.extend(
+                    new_cores
+                        .into_iter()
+                        .map(|core| PartitionOwner { core, epoch: 0 }),
+                );
+                if !validate_only {
+                    store_ops.extend(Catalog::put_ops(&topic));
+                    cat.insert(topic.clone());
+                }
+                Ok(Arc::new(topic))
+            }
+        }
+    }
+}
+
+impl AdminOp {
+    fn validate_only(&self) -> bool {
+        match self {
+            AdminOp::CreateTopic { validate_only, .. }
+            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
+            AdminOp::DeleteTopic(_) => false,
+        }
+    }
+}
+
+/// FNV-1a: a stable hash (unlike std's, which is randomly seeded per process).
+pub fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}

@@ -1,0 +1,9 @@
+//! Cluster metadata: the topic catalog, partition -> core assignment, the controller that
+//! writes them, and the metadata stores that keep them.
+
+pub mod assignment;
+pub mod catalog;
+pub mod controller;
+pub mod store;
+pub mod topic_config;
+pub mod topic_name;

@@ -1,0 +1,101 @@
+//! The runtime seam: everything kopd needs from its executor, in one place.
+//!
+//! Handlers and the network layer use these functions and types rather than glommio's, so
+//! the executor could be replaced by touching only this module.
+
+pub mod alloc;
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+pub use glommio::net::TcpStream;
+
+/// A listening socket owned by one core.
+pub type TcpListener = glommio::net::TcpListener;
+
+/// How to start one core's executor.
+pub struct CoreSpec {
+    pub index: usize,
+    /// CPU to pin to, or `None` to let the scheduler place it.
+    pub cpu: Option<usize>,
+    /// io_uring registered-buffer bytes (counts against RLIMIT_MEMLOCK).
+    pub io_memory: usize,
+}
+
+/// A running core; `join` waits for its main future to finish.
+pub struct CoreHandle<T: Send + 'static> {
+    inner: glommio::ExecutorJoinHandle<T>,
+}
+
+impl<T: Send + 'static> CoreHandle<T> {
+    pub fn join(self) -> io::Result<T> {
+        self.inner
+            .join()
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Starts a pinned executor thread running `main`.
+pub fn start_core<G, F, T>(spec: CoreSpec, main: G) -> io::Result<CoreHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match spec.cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    let inner = glommio::LocalExecutorBuilder::new(placement)
+        .name(&format!("kopd-core-{}", spec.index))
+        .io_memory(spec.io_memory)
+        .spawn(main)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(CoreHandle { inner })
+}
+
+/// CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// CPU ids this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `fut` in the background on the current core.
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    glommio::spawn_local(fut).detach();
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// `Some(output)` if `fut` finishes within `d`.
+pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// Binds a listener without SO_REUSEPORT (so a second server on the same port fails loudly).
+/// Called before the cores start; the socket is handed to its core with [`adopt_listener`].
+pub fn bind_listener(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr)
+}
+
+/// Turns a bound std listener into this core's async listener. Must run on the core.
+pub fn adopt_listener(l: std::net::TcpListener) -> TcpListener {
+    // SAFETY: the fd comes from a live, bound, listening socket whose ownership moves here.
+    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}

@@ -1,0 +1,149 @@
+//! `kopd serve`: opens the metadata store, fits the catalog to the core count, binds one
+//! listener per core, starts one pinned executor per core and waits for a stop signal.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::broker::{Broker, CoreMessage, Shutdown};
+use crate::config::{Config, StorageKind};
+use crate::meta::catalog::Catalog;
+use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
+use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
+use crate::{net, runtime};
+
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data.dir {}", config.data_dir.display()))?;
+    let mut store: Box<dyn MetadataStore> = match config.storage {
+        StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
+    };
+    let mut catalog = Catalog::load(store.as_ref())?;
+    let previous_cores = catalog.cores;
+    let ops = catalog.fit_to_cores(config.cores as u32);
+    if !ops.is_empty() {
+        store.commit(ops)?;
+        if previous_cores != 0 && previous_cores != catalog.cores {
+            info!(
+                from = previous_cores,
+                to = catalog.cores,
+                "core count changed; partitions reassigned"
+            );
+        }
+    }
+    let catalog = Arc::new(catalog);
+    let store = MetadataStoreThread::spawn(store, config.control_queue_capacity)?;
+
+    let listeners = (0..config.cores)
+        .map(|core| {
+            let addr = config.core_listen(core);
+            runtime::bind_listener(addr)
+                .with_context(|| format!("cannot listen on {addr} (core {core})"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let (stop, shutdown) = Shutdown::new();
+    watch_signals(stop)?;
+
+    let (controller_tx, controller_rx) = async_channel::bounded(config.control_queue_capacity);
+    let inboxes: Vec<_> = (0..config.cores)
+        .map(|_| async_channel::bounded::<CoreMessage>(config.control_queue_capacity))
+        .collect();
+    let core_senders: Vec<_> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
+    let mut controller = Some((
+        Controller::new(catalog.clone(), store, config.max_partitions_per_topic),
+        controller_rx,
+    ));
+
+    let cpus = runtime::allowed_cpus();
+    let pin = cpus.len() >= config.cores;
+    if !pin {
+        warn!(
+            cores = config.cores,
+            cpus = cpus.len(),
+            "more cores than CPUs: executors are not pinned"
+        );
+    }
+    let mut handles = Vec::new();
+    for (core, (listener, (_, inbox))) in listeners.into_iter().zip(inboxes).enumerate() {
+        let spec = runtime::CoreSpec {
+            index: core,
+            cpu: pin.then(|| cpus[core]),
+            io_memory: config.io_memory_per_core,
+        };
+        let (config, catalog, shutdown) = (config.clone(), catalog.clone(), shutdown.clone());
+        let client = ControllerClient::new(controller_tx.clone());
+        let controller = if core == 0 { controller.take() } else { None };
+        let peers = core_senders.clone();
+        handles.push(runtime::start_core(spec, move || async move {
+            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown));
+            let b = broker.clone();
+            runtime::spawn(async move { b.run_inbox(inbox).await });
+            if let Some((controller, rx)) = controller {
+                runtime::spawn(controller.run(rx, publisher(peers)));
+            }
+            info!(core, addr = %broker.config.core_listen(core), "core serving");
+            net::serve(broker, runtime::adopt_listener(listener)).await;
+        })?);
+    }
+    drop((controller_tx, core_senders));
+    info!(cores = config.cores, listen = %config.listen, "kopd started");
+    for h in handles {
+        h.join()?;
+    }
+    info!("kopd stopped");
+    Ok(())
+}
+
+/// Sends each new catalog to every core and waits until all have it.
+fn publisher(cores: Vec<async_channel::Sender<CoreMessage>>) -> CatalogPublisher {
+    Box::new(move |catalog| {
+        let cores = cores.clone();
+        Box::pin(async move {
+            let (done_tx, done_rx) = async_channel::bounded(cores.len());
+            let mut expected = 0;
+            for c in &cores {
+                let msg = CoreMessage::Catalog {
+                    catalog: catalog.clone(),
+                    done: done_tx.clone(),
+                };
+                if c.send(msg).await.is_ok() {
+                    expected += 1;
+                }
+            }
+            drop(done_tx);
+            for _ in 0..expected {
+                if done_rx.recv().await.is_err() {
+                    break;
+                }
+            }
+        })
+    })
+}
+
+/// First SIGINT/SIGTERM: stop accepting and drain. Second: exit at once.
+fn watch_signals(stop: async_channel::Sender<()>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("kopd-signals".into())
+        .spawn(move || {
+            let mut stop = Some(stop);
+            for sig in signals.forever() {
+                match stop.take() {
+                    Some(s) => {
+                        info!(signal = sig, "stopping: finishing in-flight requests");
+                        s.close();
+                    }
+                    None => {
+                        warn!(signal = sig, "second stop signal: exiting now");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}

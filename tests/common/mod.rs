@@ -1,0 +1,216 @@
+//! Test support: runs the built `kopd` binary on free ports with a temporary data dir, and
+//! speaks raw Kafka protocol to it through the kafka-protocol codec.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+pub fn kopd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kopd"))
+}
+
+/// A fresh directory under the target dir, removed first if it exists.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kopd-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A base port with `n` consecutive free ports after it.
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base as u32 + n as u32 >= 65535 {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+pub struct Kopd {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub cores: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Kopd {
+    pub fn start(data_dir: &Path, cores: u16, extra: &[&str]) -> Kopd {
+        let port = free_ports(cores);
+        Self::start_on(data_dir, cores, port, extra)
+    }
+
+    pub fn start_on(data_dir: &Path, cores: u16, port: u16, extra: &[&str]) -> Kopd {
+        let child = Command::new(kopd_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--cores",
+                &cores.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn kopd");
+        let k = Kopd {
+            child: Some(child),
+            port,
+            cores,
+            data_dir: data_dir.to_path_buf(),
+        };
+        for core in 0..cores {
+            k.wait_listening(port + core);
+        }
+        k
+    }
+
+    fn wait_listening(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("kopd did not listen on {port} within 20 s");
+    }
+
+    pub fn addr(&self, core: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + core))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait (bounded) for exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kopd did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Kopd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A blocking Kafka client connection for tests.
+pub struct Conn {
+    pub stream: TcpStream,
+    next_correlation: i32,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Conn {
+            stream,
+            next_correlation: 1,
+        }
+    }
+
+    /// Encodes a request frame at `version`.
+    pub fn frame<R: Request>(correlation: i32, version: i16, req: &R) -> Vec<u8> {
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("kopd-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let mut buf = vec![0u8; u32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    pub fn send<R: Request>(&mut self, version: i16, req: &R) -> std::io::Result<R::Response> {
+        let c = self.next_correlation;
+        self.next_correlation += 1;
+        self.stream.write_all(&Self::frame(c, version, req))?;
+        let mut frame = self.read_frame()?;
+        let api = ApiKey::try_from(R::KEY).unwrap();
+        let header =
+            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        assert_eq!(
+            header.correlation_id, c,
+            "responses arrive in request order"
+        );
+        Ok(R::Response::decode(&mut frame, version).unwrap())
+    }
+
+    /// True if the server closed this connection (read returns EOF or reset).
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
