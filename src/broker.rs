@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::kafka::ProducerIdBlock;
+use crate::log::PartitionLogs;
 use crate::meta::catalog::Catalog;
 use crate::meta::controller::ControllerClient;
 use crate::meta::topic_name::{TopicName, TopicNameError};
@@ -37,10 +39,7 @@ impl Shutdown {
 /// Messages between cores. Control only: nothing on the data path crosses cores.
 pub enum CoreMessage {
     /// A new catalog version from the controller; reply on `done` once it is in use.
-    Catalog {
-        catalog: Arc<Catalog>,
-        done: async_channel::Sender<()>,
-    },
+    Catalog { catalog: Arc<Catalog>, done: async_channel::Sender<()> },
 }
 
 pub struct Broker {
@@ -49,6 +48,9 @@ pub struct Broker {
     pub config: Arc<Config>,
     pub controller: ControllerClient,
     pub shutdown: Shutdown,
+    /// The logs of the partitions this core owns.
+    pub logs: PartitionLogs,
+    pub producer_ids: ProducerIdBlock,
     catalog: RefCell<Arc<Catalog>>,
 }
 
@@ -59,12 +61,15 @@ impl Broker {
         catalog: Arc<Catalog>,
         controller: ControllerClient,
         shutdown: Shutdown,
+        logs: PartitionLogs,
     ) -> Self {
         Self {
             id,
             config,
             controller,
             shutdown,
+            logs,
+            producer_ids: ProducerIdBlock::default(),
             catalog: RefCell::new(catalog),
         }
     }
@@ -75,16 +80,13 @@ impl Broker {
     }
 
     pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        self.logs.catalog_changed(&catalog);
         *self.catalog.borrow_mut() = catalog;
     }
 
     /// Maps a name a Kafka client sent to its Pulsar topic.
     pub fn topic_name(&self, kafka_name: &str) -> Result<TopicName, TopicNameError> {
-        TopicName::parse(
-            kafka_name,
-            &self.config.kafka_tenant,
-            &self.config.kafka_namespace,
-        )
+        TopicName::parse(kafka_name, &self.config.kafka_tenant, &self.config.kafka_namespace)
     }
 
     /// The name Kafka clients see for a topic they did not name themselves (listings).

@@ -20,15 +20,21 @@ pub struct ConfigError {
 }
 
 fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_string(),
-        problem: problem.into(),
-    }
+    ConfigError { key: key.to_string(), problem: problem.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageKind {
     Local,
+}
+
+/// When an acknowledged entry is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// fdatasync before the ack; one sync covers every append of its commit window.
+    Always,
+    /// Ack after the write; fdatasync every so often. Chosen explicitly, never by default.
+    Interval(std::time::Duration),
 }
 
 /// Broker-wide defaults for topic configs (Kafka's `log.*` / `message.max.bytes` keys).
@@ -63,6 +69,11 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     pub control_queue_capacity: usize,
     pub topic_defaults: TopicDefaults,
+    pub retention_check_interval_ms: u64,
+    pub tail_cache_bytes: usize,
+    pub flush: Flush,
+    pub ledger_file_bytes: u64,
+    pub ledger_max_pending_bytes: usize,
     /// Every key's effective value, for DescribeConfigs on broker resources.
     pub settings: Vec<Setting>,
 }
@@ -77,109 +88,36 @@ pub struct Setting {
 }
 
 /// Every key with its default, as text. The single list parsing, env lookup and docs use.
+#[rustfmt::skip]
 pub const KEYS: &[(&str, &str, &str)] = &[
-    (
-        "listen",
-        "127.0.0.1:9092",
-        "address of core 0's Kafka listener; core i listens on port + i",
-    ),
-    (
-        "advertised.host",
-        "",
-        "host advertised to clients (default: the listen host)",
-    ),
-    (
-        "cores",
-        "0",
-        "executors (one per core, each a Kafka broker); 0 = all online CPUs",
-    ),
-    ("data.dir", "./data", "directory for metadata and ledgers"),
-    ("storage", "local", "ledger store: `local` (embedded)"),
-    (
-        "kafka.tenant",
-        "public",
-        "Pulsar tenant for Kafka topics without one",
-    ),
-    (
-        "kafka.namespace",
-        "default",
-        "Pulsar namespace for Kafka topics without one",
-    ),
-    (
-        "auto.create.topics.enable",
-        "true",
-        "create unknown topics named in Metadata requests",
-    ),
-    (
-        "num.partitions",
-        "1",
-        "partitions of an auto-created topic or a CreateTopics with -1",
-    ),
-    (
-        "max.partitions.per.topic",
-        "100000",
-        "upper bound on a topic's partition count",
-    ),
-    (
-        "socket.request.max.bytes",
-        "104857600",
-        "largest request frame accepted",
-    ),
-    (
-        "max.connections",
-        "10000",
-        "Kafka connections accepted over all cores",
-    ),
-    (
-        "io.memory.per.core",
-        "524288",
-        "io_uring registered buffer bytes per core (memlock)",
-    ),
-    (
-        "shutdown.timeout.ms",
-        "10000",
-        "how long shutdown waits for in-flight requests",
-    ),
-    (
-        "control.queue.capacity",
-        "1024",
-        "bound of every cross-core control queue",
-    ),
-    (
-        "log.retention.ms",
-        "604800000",
-        "default retention.ms of topics",
-    ),
-    (
-        "log.retention.bytes",
-        "-1",
-        "default retention.bytes of topics",
-    ),
-    (
-        "log.cleanup.policy",
-        "delete",
-        "default cleanup.policy of topics",
-    ),
-    (
-        "message.max.bytes",
-        "1048588",
-        "default max.message.bytes of topics",
-    ),
-    (
-        "log.segment.bytes",
-        "1073741824",
-        "default segment.bytes (ledger rollover size)",
-    ),
-    (
-        "log.roll.ms",
-        "604800000",
-        "default segment.ms (ledger rollover age)",
-    ),
-    (
-        "log.message.timestamp.type",
-        "CreateTime",
-        "default message.timestamp.type",
-    ),
+    ("listen",                           "127.0.0.1:9092", "address of core 0's Kafka listener; core i listens on port + i"),
+    ("advertised.host",                  "",            "host advertised to clients (default: the listen host)"),
+    ("cores",                            "0",           "executors (one per core, each a Kafka broker); 0 = all online CPUs"),
+    ("data.dir",                         "./data",      "directory for metadata and ledgers"),
+    ("storage",                          "local",       "ledger store: `local` (embedded)"),
+    ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
+    ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),
+    ("auto.create.topics.enable",        "true",        "create unknown topics named in Metadata requests"),
+    ("num.partitions",                   "1",           "partitions of an auto-created topic or a CreateTopics with -1"),
+    ("max.partitions.per.topic",         "100000",      "upper bound on a topic's partition count"),
+    ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
+    ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
+    ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
+    ("shutdown.timeout.ms",              "10000",       "how long shutdown waits for in-flight requests"),
+    ("control.queue.capacity",           "1024",        "bound of every cross-core control queue"),
+    ("log.retention.ms",                 "604800000",   "default retention.ms of topics"),
+    ("log.retention.bytes",              "-1",          "default retention.bytes of topics"),
+    ("log.cleanup.policy",               "delete",      "default cleanup.policy of topics"),
+    ("message.max.bytes",                "1048588",     "default max.message.bytes of topics"),
+    ("log.segment.bytes",                "1073741824",  "default segment.bytes (ledger rollover size)"),
+    ("log.roll.ms",                      "604800000",   "default segment.ms (ledger rollover age)"),
+    ("log.message.timestamp.type",       "CreateTime",  "default message.timestamp.type"),
+    ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
+    ("log.tail.cache.bytes",             "8388608",     "per-partition bytes of recent batches kept in memory"),
+    ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
+    ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
+    ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
+    ("ledger.max.pending.bytes",         "67108864",    "bytes per core queued for the disk before produce backs off"),
 ];
 
 /// The environment variable that sets `key`.
@@ -195,17 +133,9 @@ pub fn env_name(key: &str) -> String {
 }
 
 /// Flattens nested TOML tables into dotted keys.
-fn flatten(
-    prefix: &str,
-    table: &toml::Table,
-    out: &mut BTreeMap<String, String>,
-) -> Result<(), ConfigError> {
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match v {
             toml::Value::Table(t) => flatten(&key, t, out)?,
             toml::Value::String(s) => {
@@ -246,9 +176,8 @@ impl ConfigSources {
     }
 
     pub fn add_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            bad("--config", format!("not valid TOML: {}", e.message()))
-        })?;
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| bad("--config", format!("not valid TOML: {}", e.message())))?;
         let mut flat = BTreeMap::new();
         flatten("", &table, &mut flat)?;
         for (k, v) in flat {
@@ -276,9 +205,7 @@ impl ConfigSources {
 
     fn int(&self, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
         let raw = self.raw(key).trim();
-        let v: i64 = raw
-            .parse()
-            .map_err(|_| bad(key, format!("`{raw}` is not an integer")))?;
+        let v: i64 = raw.parse().map_err(|_| bad(key, format!("`{raw}` is not an integer")))?;
         if v < min || v > max {
             return Err(bad(key, format!("{v} is outside {min}..={max}")));
         }
@@ -295,11 +222,7 @@ impl ConfigSources {
 
     fn name(&self, key: &str) -> Result<String, ConfigError> {
         let v = self.raw(key).trim().to_string();
-        if v.is_empty()
-            || !v
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(bad(key, format!("`{v}` is not a valid Pulsar name")));
         }
         Ok(v)
@@ -310,22 +233,16 @@ impl ConfigSources {
         if allowed.contains(&v) {
             Ok(v.to_string())
         } else {
-            Err(bad(
-                key,
-                format!("`{v}` is not one of {}", allowed.join(", ")),
-            ))
+            Err(bad(key, format!("`{v}` is not one of {}", allowed.join(", "))))
         }
     }
 
     /// Validates every key and resolves derived values (core count, advertised host).
     pub fn resolve(&self, online_cpus: usize) -> Result<Config, ConfigError> {
         let listen_raw = self.raw("listen").trim();
-        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
-            bad(
-                "listen",
-                format!("`{listen_raw}` is not HOST:PORT with a numeric host"),
-            )
-        })?;
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|_| bad("listen", format!("`{listen_raw}` is not HOST:PORT with a numeric host")))?;
         let cores = match self.int("cores", 0, 1024)? as usize {
             0 => online_cpus.max(1),
             n => n,
@@ -333,10 +250,7 @@ impl ConfigSources {
         if listen.port() as usize + cores - 1 > u16::MAX as usize || listen.port() == 0 {
             return Err(bad(
                 "listen",
-                format!(
-                    "port {} leaves no room for {cores} cores (port + core index)",
-                    listen.port()
-                ),
+                format!("port {} leaves no room for {cores} cores (port + core index)", listen.port()),
             ));
         }
         let advertised_host = match self.raw("advertised.host").trim() {
@@ -356,17 +270,12 @@ impl ConfigSources {
         let topic_defaults = TopicDefaults {
             retention_ms: self.int("log.retention.ms", -1, i64::MAX)?,
             retention_bytes: self.int("log.retention.bytes", -1, i64::MAX)?,
-            cleanup_policy: self.one_of(
-                "log.cleanup.policy",
-                &["delete", "compact", "compact,delete", "delete,compact"],
-            )?,
+            cleanup_policy: self
+                .one_of("log.cleanup.policy", &["delete", "compact", "compact,delete", "delete,compact"])?,
             max_message_bytes: self.int("message.max.bytes", 0, i32::MAX as i64)?,
             segment_bytes: self.int("log.segment.bytes", 14, i32::MAX as i64)?,
             segment_ms: self.int("log.roll.ms", 1, i64::MAX)?,
-            message_timestamp_type: self.one_of(
-                "log.message.timestamp.type",
-                &["CreateTime", "LogAppendTime"],
-            )?,
+            message_timestamp_type: self.one_of("log.message.timestamp.type", &["CreateTime", "LogAppendTime"])?,
         };
         Ok(Config {
             listen,
@@ -379,13 +288,22 @@ impl ConfigSources {
             auto_create_topics: self.boolean("auto.create.topics.enable")?,
             num_partitions: self.int("num.partitions", 1, 100_000)? as i32,
             max_partitions_per_topic: self.int("max.partitions.per.topic", 1, 1_000_000)? as i32,
-            socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)?
-                as usize,
+            socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)? as usize,
             max_connections_per_core: max_connections.div_ceil(cores),
             io_memory_per_core,
             shutdown_timeout_ms: self.int("shutdown.timeout.ms", 0, 3_600_000)? as u64,
             control_queue_capacity: self.int("control.queue.capacity", 1, 1_000_000)? as usize,
             topic_defaults,
+            retention_check_interval_ms: self.int("log.retention.check.interval.ms", 1, i64::MAX)? as u64,
+            tail_cache_bytes: self.int("log.tail.cache.bytes", 0, 1 << 40)? as usize,
+            flush: match self.one_of("flush", &["always", "interval"])?.as_str() {
+                "always" => Flush::Always,
+                _ => Flush::Interval(std::time::Duration::from_millis(
+                    self.int("flush.interval.ms", 1, 3_600_000)? as u64
+                )),
+            },
+            ledger_file_bytes: self.int("ledger.file.bytes", 1 << 20, 1 << 40)? as u64,
+            ledger_max_pending_bytes: self.int("ledger.max.pending.bytes", 1 << 20, 1 << 40)? as usize,
             settings: KEYS
                 .iter()
                 .map(|(k, _, doc)| Setting {
@@ -429,8 +347,7 @@ mod tests {
     fn later_layers_win_and_tables_flatten() {
         let mut s = ConfigSources::new();
         s.add_toml("cores = 2\n[num]\npartitions = 3\n").unwrap();
-        s.add_env(|k| (k == "KOPD_NUM_PARTITIONS").then(|| "5".to_string()))
-            .unwrap();
+        s.add_env(|k| (k == "KOPD_NUM_PARTITIONS").then(|| "5".to_string())).unwrap();
         let c = s.resolve(8).unwrap();
         assert_eq!(c.cores, 2);
         assert_eq!(c.num_partitions, 5);
@@ -455,9 +372,6 @@ mod tests {
 
     #[test]
     fn env_names() {
-        assert_eq!(
-            env_name("auto.create.topics.enable"),
-            "KOPD_AUTO_CREATE_TOPICS_ENABLE"
-        );
+        assert_eq!(env_name("auto.create.topics.enable"), "KOPD_AUTO_CREATE_TOPICS_ENABLE");
     }
 }

@@ -4,10 +4,12 @@
 pub mod broker;
 pub mod config;
 pub mod kafka;
+pub mod log;
 pub mod meta;
 pub mod net;
 pub mod runtime;
 pub mod server;
+pub mod storage;
 
 #[global_allocator]
 static GLOBAL: runtime::alloc::KopdAllocator = runtime::alloc::KopdAllocator;

@@ -5,11 +5,7 @@ use clap::{Parser, Subcommand};
 use kopd::config::{ConfigSources, KEYS};
 
 #[derive(Parser)]
-#[command(
-    name = "kopd",
-    version,
-    about = "Kafka-protocol gateway storing data in Apache Pulsar's layout"
-)]
+#[command(name = "kopd", version, about = "Kafka-protocol gateway storing data in Apache Pulsar's layout")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,10 +68,7 @@ fn load(args: &ServeArgs) -> Result<kopd::config::Config, kopd::config::ConfigEr
     }
     for kv in &args.set {
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(kopd::config::ConfigError {
-                key: kv.clone(),
-                problem: "--set takes KEY=VALUE".into(),
-            });
+            return Err(kopd::config::ConfigError { key: kv.clone(), problem: "--set takes KEY=VALUE".into() });
         };
         sources.set(k.trim(), v.trim())?;
     }

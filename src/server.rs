@@ -8,11 +8,22 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, CoreMessage, Shutdown};
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, Flush, StorageKind};
+use crate::log::recovery::{self, PartitionKey, RecoveredLogs};
+use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
 use crate::meta::catalog::Catalog;
 use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
 use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
+use crate::storage::LedgerId;
+use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig};
 use crate::{net, runtime};
+
+/// What recovery hands one core: its partitions' rebuilt logs and their ledgers.
+#[derive(Default)]
+struct CoreShare {
+    logs: std::collections::HashMap<PartitionKey, RecoveredLog>,
+    ledgers: Vec<LedgerId>,
+}
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
@@ -27,20 +38,30 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     if !ops.is_empty() {
         store.commit(ops)?;
         if previous_cores != 0 && previous_cores != catalog.cores {
-            info!(
-                from = previous_cores,
-                to = catalog.cores,
-                "core count changed; partitions reassigned"
-            );
+            info!(from = previous_cores, to = catalog.cores, "core count changed; partitions reassigned");
         }
     }
     let catalog = Arc::new(catalog);
+
+    // Rebuild every partition's log from the ledger store, then deal each core its share.
+    let ledger_dir = config.data_dir.join("ledgers");
+    let RecoveredLogs { mut partitions, store: mut recovered_store } = recovery::recover(store.as_ref(), &ledger_dir)?;
+    let mut shares: Vec<CoreShare> = (0..config.cores).map(|_| CoreShare::default()).collect();
+    for (key, log) in partitions.drain() {
+        // Partitions of deleted topics go to core 0, which removes them.
+        let core = catalog.owner(&key.0, key.1).unwrap_or(0) as usize;
+        if let Some(share) = shares.get_mut(core) {
+            share.ledgers.extend(log.info.ledger_ids());
+            share.logs.insert(key, log);
+        }
+    }
+    let share_stores: Vec<_> = shares.iter_mut().map(|s| recovered_store.split_for_core(s.ledgers.drain(..))).collect();
     let store = MetadataStoreThread::spawn(store, config.control_queue_capacity)?;
 
     let listeners = (0..config.cores)
         .map(|core| {
             let addr = config.core_listen(core);
-            runtime::bind_listener(addr)
+            runtime::bind_listener(addr, std::time::Duration::from_secs(10))
                 .with_context(|| format!("cannot listen on {addr} (core {core})"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -49,37 +70,52 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     watch_signals(stop)?;
 
     let (controller_tx, controller_rx) = async_channel::bounded(config.control_queue_capacity);
-    let inboxes: Vec<_> = (0..config.cores)
-        .map(|_| async_channel::bounded::<CoreMessage>(config.control_queue_capacity))
-        .collect();
+    let inboxes: Vec<_> =
+        (0..config.cores).map(|_| async_channel::bounded::<CoreMessage>(config.control_queue_capacity)).collect();
     let core_senders: Vec<_> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
-    let mut controller = Some((
-        Controller::new(catalog.clone(), store, config.max_partitions_per_topic),
-        controller_rx,
-    ));
+    let mut controller =
+        Some((Controller::new(catalog.clone(), store.clone(), config.max_partitions_per_topic), controller_rx));
 
     let cpus = runtime::allowed_cpus();
     let pin = cpus.len() >= config.cores;
     if !pin {
-        warn!(
-            cores = config.cores,
-            cpus = cpus.len(),
-            "more cores than CPUs: executors are not pinned"
-        );
+        warn!(cores = config.cores, cpus = cpus.len(), "more cores than CPUs: executors are not pinned");
     }
     let mut handles = Vec::new();
+    let mut per_core = shares.into_iter().zip(share_stores);
     for (core, (listener, (_, inbox))) in listeners.into_iter().zip(inboxes).enumerate() {
-        let spec = runtime::CoreSpec {
-            index: core,
-            cpu: pin.then(|| cpus[core]),
-            io_memory: config.io_memory_per_core,
-        };
+        let Some((share, ledgers)) = per_core.next() else { break };
+        let meta = store.clone();
+        let spec =
+            runtime::CoreSpec { index: core, cpu: pin.then(|| cpus[core]), io_memory: config.io_memory_per_core };
         let (config, catalog, shutdown) = (config.clone(), catalog.clone(), shutdown.clone());
         let client = ControllerClient::new(controller_tx.clone());
         let controller = if core == 0 { controller.take() } else { None };
         let peers = core_senders.clone();
         handles.push(runtime::start_core(spec, move || async move {
-            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown));
+            let store_config = LocalStoreConfig {
+                dir: config.data_dir.join("ledgers"),
+                segment_bytes: config.ledger_file_bytes,
+                flush: match config.flush {
+                    Flush::Always => FlushPolicy::Always,
+                    Flush::Interval(d) => FlushPolicy::Interval(d),
+                },
+                max_pending_bytes: config.ledger_max_pending_bytes,
+            };
+            let ledger_store = match LocalLedgerStore::open(core, store_config, ledgers).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(core, error = %e, "cannot open the ledger store; this core will not serve");
+                    return;
+                }
+            };
+            let logs = PartitionLogs::new(config.clone(), ledger_store, meta, share.logs);
+            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs));
+            let b = broker.clone();
+            runtime::spawn(async move {
+                b.logs.open_recovered(&b.catalog(), b.id as u32).await;
+                b.logs.run_retention(std::time::Duration::from_millis(b.config.retention_check_interval_ms)).await;
+            });
             let b = broker.clone();
             runtime::spawn(async move { b.run_inbox(inbox).await });
             if let Some((controller, rx)) = controller {
@@ -106,10 +142,7 @@ fn publisher(cores: Vec<async_channel::Sender<CoreMessage>>) -> CatalogPublisher
             let (done_tx, done_rx) = async_channel::bounded(cores.len());
             let mut expected = 0;
             for c in &cores {
-                let msg = CoreMessage::Catalog {
-                    catalog: catalog.clone(),
-                    done: done_tx.clone(),
-                };
+                let msg = CoreMessage::Catalog { catalog: catalog.clone(), done: done_tx.clone() };
                 if c.send(msg).await.is_ok() {
                     expected += 1;
                 }
@@ -128,22 +161,20 @@ fn publisher(cores: Vec<async_channel::Sender<CoreMessage>>) -> CatalogPublisher
 fn watch_signals(stop: async_channel::Sender<()>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("kopd-signals".into())
-        .spawn(move || {
-            let mut stop = Some(stop);
-            for sig in signals.forever() {
-                match stop.take() {
-                    Some(s) => {
-                        info!(signal = sig, "stopping: finishing in-flight requests");
-                        s.close();
-                    }
-                    None => {
-                        warn!(signal = sig, "second stop signal: exiting now");
-                        std::process::exit(1);
-                    }
+    std::thread::Builder::new().name("kopd-signals".into()).spawn(move || {
+        let mut stop = Some(stop);
+        for sig in signals.forever() {
+            match stop.take() {
+                Some(s) => {
+                    info!(signal = sig, "stopping: finishing in-flight requests");
+                    s.close();
+                }
+                None => {
+                    warn!(signal = sig, "second stop signal: exiting now");
+                    std::process::exit(1);
                 }
             }
-        })?;
+        }
+    })?;
     Ok(())
 }

@@ -40,9 +40,7 @@ fn framed(body: &[u8]) -> Vec<u8> {
 fn malformed(i: u64, rng: &mut XorShift) -> Vec<u8> {
     match i % 8 {
         // Random bytes, random length prefix included.
-        0 => (0..(rng.next() % 64 + 1))
-            .map(|_| rng.next() as u8)
-            .collect(),
+        0 => (0..(rng.next() % 64 + 1)).map(|_| rng.next() as u8).collect(),
         // A 2 GiB frame size.
         1 => vec![0x7f, 0xff, 0xff, 0xff, 0, 0, 0],
         // A negative frame size.
@@ -85,13 +83,9 @@ fn send_malformed(addr: std::net::SocketAddr, bytes: &[u8]) {
 }
 
 fn healthy_round_trip(conn: &mut Conn) {
-    let v = conn
-        .send(3, &ApiVersionsRequest::default())
-        .expect("ApiVersions on healthy connection");
+    let v = conn.send(3, &ApiVersionsRequest::default()).expect("ApiVersions on healthy connection");
     assert_eq!(v.error_code, 0);
-    let m = conn
-        .send(12, &MetadataRequest::default())
-        .expect("Metadata on healthy connection");
+    let m = conn.send(12, &MetadataRequest::default()).expect("Metadata on healthy connection");
     assert_eq!(m.brokers.len(), 2);
 }
 
@@ -150,15 +144,9 @@ fn bad_frame_closes_only_its_connection() {
     healthy_round_trip(&mut good);
     let mut bad = Conn::connect(kopd.addr(0));
     bad.stream.write_all(&framed(&header(9999, 0, 1))).unwrap();
-    assert!(
-        bad.closed_by_server(),
-        "unknown API key closes the connection"
-    );
+    assert!(bad.closed_by_server(), "unknown API key closes the connection");
     let mut bad = Conn::connect(kopd.addr(0));
     bad.stream.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
-    assert!(
-        bad.closed_by_server(),
-        "a 2 GiB frame closes the connection"
-    );
+    assert!(bad.closed_by_server(), "a 2 GiB frame closes the connection");
     healthy_round_trip(&mut good);
 }

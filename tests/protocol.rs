@@ -18,15 +18,13 @@ fn api_versions_advertises_only_served_apis() {
     let mut c = Conn::connect(kopd.addr(0));
     let v = c.send(3, &ApiVersionsRequest::default()).unwrap();
     let keys: Vec<i16> = v.api_keys.iter().map(|k| k.api_key).collect();
-    // ApiVersions, Metadata, CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, DescribeCluster.
-    for k in [18, 3, 19, 20, 37, 32, 60] {
+    // ApiVersions, Metadata, CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+    // DescribeCluster, Produce, Fetch, ListOffsets, InitProducerId, DeleteRecords.
+    for k in [18, 3, 19, 20, 37, 32, 60, 0, 1, 2, 22, 21] {
         assert!(keys.contains(&k), "API {k} advertised");
     }
-    assert!(
-        !keys.contains(&0),
-        "Produce is not advertised before it is implemented"
-    );
-    assert_eq!(keys.len(), 7);
+    assert!(!keys.contains(&11), "JoinGroup is not advertised before it is implemented");
+    assert_eq!(keys.len(), 12);
 }
 
 #[test]
@@ -46,11 +44,7 @@ fn api_versions_at_unknown_version_answers_v0_with_unsupported_version() {
     assert_eq!(resp.get_i32(), 77);
     let v = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(v.error_code, 35);
-    assert!(
-        v.api_keys
-            .iter()
-            .any(|k| k.api_key == 18 && k.max_version >= 3)
-    );
+    assert!(v.api_keys.iter().any(|k| k.api_key == 18 && k.max_version >= 3));
 }
 
 #[test]
@@ -80,13 +74,9 @@ fn every_core_is_a_broker_on_its_own_port() {
     for core in 0..2 {
         let mut c = Conn::connect(kopd.addr(core));
         let m = c.send(12, &MetadataRequest::default()).unwrap();
-        let mut brokers: Vec<(i32, i32)> =
-            m.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+        let mut brokers: Vec<(i32, i32)> = m.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
         brokers.sort();
-        assert_eq!(
-            brokers,
-            vec![(0, kopd.port as i32), (1, kopd.port as i32 + 1)]
-        );
+        assert_eq!(brokers, vec![(0, kopd.port as i32), (1, kopd.port as i32 + 1)]);
         assert_eq!(m.controller_id.0, 0);
         assert_eq!(m.cluster_id.as_ref().map(|s| s.len()), Some(22));
     }
@@ -104,11 +94,7 @@ fn sigterm_exits_zero() {
 #[test]
 fn bad_config_exits_2_naming_the_key() {
     let dir = temp_dir("badconfig");
-    let out = Command::new(kopd_bin())
-        .args(["serve", "--cores", "many", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = Command::new(kopd_bin()).args(["serve", "--cores", "many", "--data-dir"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -116,11 +102,7 @@ fn bad_config_exits_2_naming_the_key() {
 
     let cfg = dir.join("kopd.toml");
     std::fs::write(&cfg, "num.partitions = -4\n").unwrap();
-    let out = Command::new(kopd_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(kopd_bin()).args(["serve", "--config"]).arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("num.partitions"));
 

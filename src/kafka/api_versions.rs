@@ -5,7 +5,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, MetadataRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Encodable, Message, VersionRange};
 
@@ -20,24 +21,22 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
     (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
     (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
+    (ApiKey::Produce, ProduceRequest::VERSIONS),
+    (ApiKey::Fetch, FetchRequest::VERSIONS),
+    (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),
+    (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS),
+    (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
 ];
 
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED_APIS
         .iter()
-        .map(|(k, r)| {
-            ApiVersion::default()
-                .with_api_key(*k as i16)
-                .with_min_version(r.min)
-                .with_max_version(r.max)
-        })
+        .map(|(k, r)| ApiVersion::default().with_api_key(*k as i16).with_min_version(r.min).with_max_version(r.max))
         .collect()
 }
 
 pub fn handle(_req: ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default()
-        .with_api_keys(api_keys())
-        .with_finalized_features_epoch(-1)
+    ApiVersionsResponse::default().with_api_keys(api_keys()).with_finalized_features_epoch(-1)
 }
 
 /// The v0 response Kafka sends when a client asks for an ApiVersions version it lacks, so

@@ -11,11 +11,7 @@ use crate::broker::Broker;
 /// Endpoint type 1 = brokers; 2 = controllers (KIP-919), which kopd does not expose apart.
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub fn describe_cluster(
-    broker: &Broker,
-    req: DescribeClusterRequest,
-    version: i16,
-) -> DescribeClusterResponse {
+pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
     let resp = DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(StrBytes::from_string(broker.catalog().cluster_id.clone()))
@@ -24,9 +20,7 @@ pub fn describe_cluster(
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return resp
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(StrBytes::from_static_str(
-                "kopd serves only broker endpoints",
-            )));
+            .with_error_message(Some(StrBytes::from_static_str("kopd serves only broker endpoints")));
     }
     resp.with_brokers(
         brokers(broker)

@@ -34,18 +34,8 @@ pub fn topic_config_entries(broker: &Broker, topic: Option<&TopicEntry>) -> Vec<
         .map(|def| {
             let default = topic_config::default_value(def, &broker.config.topic_defaults);
             match topic.and_then(|t| t.configs.get(def.name)) {
-                Some(v) => TopicConfigEntry {
-                    def,
-                    value: v.clone(),
-                    source: SOURCE_DYNAMIC_TOPIC,
-                    default,
-                },
-                None => TopicConfigEntry {
-                    def,
-                    value: default.clone(),
-                    source: SOURCE_DEFAULT,
-                    default,
-                },
+                Some(v) => TopicConfigEntry { def, value: v.clone(), source: SOURCE_DYNAMIC_TOPIC, default },
+                None => TopicConfigEntry { def, value: default.clone(), source: SOURCE_DEFAULT, default },
             }
         })
         .collect()
@@ -56,22 +46,14 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
-    DescribeConfigsSynonym::default()
-        .with_name(s(name))
-        .with_value(Some(s(value)))
-        .with_source(source)
+    DescribeConfigsSynonym::default().with_name(s(name)).with_value(Some(s(value))).with_source(source)
 }
 
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
-    keys.as_ref()
-        .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
+    keys.as_ref().is_none_or(|k| k.iter().any(|k| k.as_str() == name))
 }
 
-pub fn describe_configs(
-    broker: &Broker,
-    req: DescribeConfigsRequest,
-    _version: i16,
-) -> DescribeConfigsResponse {
+pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
     let catalog = broker.catalog();
     let results = req
         .resources
@@ -81,9 +63,7 @@ pub fn describe_configs(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let fail = |e: ResponseError, msg: String| {
-                base.clone()
-                    .with_error_code(e.code())
-                    .with_error_message(Some(s(&msg)))
+                base.clone().with_error_code(e.code()).with_error_message(Some(s(&msg)))
             };
             match res.resource_type {
                 RESOURCE_TOPIC => {
@@ -104,17 +84,9 @@ pub fn describe_configs(
                             let mut synonyms = Vec::new();
                             if req.include_synonyms {
                                 if e.source == SOURCE_DYNAMIC_TOPIC {
-                                    synonyms.push(synonym(
-                                        e.def.name,
-                                        &e.value,
-                                        SOURCE_DYNAMIC_TOPIC,
-                                    ));
+                                    synonyms.push(synonym(e.def.name, &e.value, SOURCE_DYNAMIC_TOPIC));
                                 }
-                                synonyms.push(synonym(
-                                    e.def.broker_key,
-                                    &e.default,
-                                    SOURCE_DEFAULT,
-                                ));
+                                synonyms.push(synonym(e.def.broker_key, &e.default, SOURCE_DEFAULT));
                             }
                             DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(e.def.name))
@@ -123,8 +95,7 @@ pub fn describe_configs(
                                 .with_config_type(e.def.ty.kafka_code())
                                 .with_synonyms(synonyms)
                                 .with_documentation(
-                                    req.include_documentation
-                                        .then(|| StrBytes::from_static_str(e.def.doc)),
+                                    req.include_documentation.then(|| StrBytes::from_static_str(e.def.doc)),
                                 )
                         })
                         .collect();
@@ -132,13 +103,9 @@ pub fn describe_configs(
                 }
                 RESOURCE_BROKER => {
                     let id = res.resource_name.as_str();
-                    let valid =
-                        id.is_empty() || id.parse::<usize>().is_ok_and(|i| i < broker.config.cores);
+                    let valid = id.is_empty() || id.parse::<usize>().is_ok_and(|i| i < broker.config.cores);
                     if !valid {
-                        return fail(
-                            ResponseError::InvalidRequest,
-                            format!("Unexpected broker id {id}"),
-                        );
+                        return fail(ResponseError::InvalidRequest, format!("Unexpected broker id {id}"));
                     }
                     let configs = broker
                         .config
@@ -146,11 +113,7 @@ pub fn describe_configs(
                         .iter()
                         .filter(|st| wanted(&res.configuration_keys, &st.key))
                         .map(|st| {
-                            let source = if st.explicit {
-                                SOURCE_STATIC_BROKER
-                            } else {
-                                SOURCE_DEFAULT
-                            };
+                            let source = if st.explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
                             DescribeConfigsResourceResult::default()
                                 .with_name(s(&st.key))
                                 .with_value(Some(s(&st.value)))
@@ -167,10 +130,7 @@ pub fn describe_configs(
                         .collect();
                     base.with_configs(configs)
                 }
-                other => fail(
-                    ResponseError::InvalidRequest,
-                    format!("Unsupported resource type {other}"),
-                ),
+                other => fail(ResponseError::InvalidRequest, format!("Unsupported resource type {other}")),
             }
         })
         .collect();

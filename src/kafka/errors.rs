@@ -14,10 +14,7 @@ pub struct KafkaError {
 
 impl KafkaError {
     pub fn new(e: ResponseError, message: impl Into<String>) -> Self {
-        Self {
-            code: e.code(),
-            message: Some(StrBytes::from_string(message.into())),
-        }
+        Self { code: e.code(), message: Some(StrBytes::from_string(message.into())) }
     }
 }
 

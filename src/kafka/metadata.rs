@@ -7,9 +7,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName,
-};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
@@ -19,13 +17,7 @@ use crate::meta::topic_name::TopicName;
 
 pub fn brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
     (0..broker.config.cores)
-        .map(|core| {
-            (
-                core as i32,
-                broker.config.advertised_host.clone(),
-                broker.config.core_port(core) as i32,
-            )
-        })
+        .map(|core| (core as i32, broker.config.advertised_host.clone(), broker.config.core_port(core) as i32))
         .collect()
 }
 
@@ -45,9 +37,7 @@ fn topic_response(kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(KafkaTopicName(StrBytes::from_string(
-            kafka_name.to_string(),
-        ))))
+        .with_name(Some(KafkaTopicName(StrBytes::from_string(kafka_name.to_string()))))
         .with_topic_id(topic.id)
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
@@ -76,10 +66,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
         _ => None,
     };
     let topics = match requested {
-        None => catalog
-            .topics()
-            .map(|t| topic_response(&broker.kafka_name(&t.name), t))
-            .collect(),
+        None => catalog.topics().map(|t| topic_response(&broker.kafka_name(&t.name), t)).collect(),
         Some(requested) => {
             let lookups: Vec<Lookup> = requested
                 .into_iter()
@@ -97,22 +84,13 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                     },
                     None => match catalog.get_by_id(&rt.topic_id) {
                         Some(t) => Lookup::Found(broker.kafka_name(&t.name), t.clone()),
-                        None => Lookup::Failed(error_topic(
-                            None,
-                            rt.topic_id,
-                            ResponseError::UnknownTopicId,
-                        )),
+                        None => Lookup::Failed(error_topic(None, rt.topic_id, ResponseError::UnknownTopicId)),
                     },
                 })
                 .collect();
             // Kafka clients before v4 could not say no to auto-creation.
-            let allow_create =
-                broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-            let created = if allow_create {
-                auto_create(broker, &lookups).await
-            } else {
-                BTreeMap::new()
-            };
+            let allow_create = broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+            let created = if allow_create { auto_create(broker, &lookups).await } else { BTreeMap::new() };
             lookups
                 .into_iter()
                 .map(|l| match l {
@@ -120,23 +98,11 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                     Lookup::Failed(resp) => resp,
                     Lookup::Missing(kname, name) => match created.get(&name) {
                         Some(Ok(t)) => topic_response(&kname, t),
-                        Some(Err(
-                            AdminError::InvalidConfig(_) | AdminError::InvalidPartitions(_),
-                        )) => error_topic(
-                            Some(&kname),
-                            uuid::Uuid::nil(),
-                            ResponseError::InvalidRequest,
-                        ),
-                        Some(Err(_)) => error_topic(
-                            Some(&kname),
-                            uuid::Uuid::nil(),
-                            ResponseError::LeaderNotAvailable,
-                        ),
-                        None => error_topic(
-                            Some(&kname),
-                            uuid::Uuid::nil(),
-                            ResponseError::UnknownTopicOrPartition,
-                        ),
+                        Some(Err(AdminError::InvalidConfig(_) | AdminError::InvalidPartitions(_))) => {
+                            error_topic(Some(&kname), uuid::Uuid::nil(), ResponseError::InvalidRequest)
+                        }
+                        Some(Err(_)) => error_topic(Some(&kname), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
+                        None => error_topic(Some(&kname), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
                     },
                 })
                 .collect()
@@ -161,10 +127,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
 }
 
 /// Creates the missing topics with the default partition count, through the controller.
-async fn auto_create(
-    broker: &Broker,
-    lookups: &[Lookup],
-) -> BTreeMap<TopicName, Result<Arc<TopicEntry>, AdminError>> {
+async fn auto_create(broker: &Broker, lookups: &[Lookup]) -> BTreeMap<TopicName, Result<Arc<TopicEntry>, AdminError>> {
     let mut missing: Vec<TopicName> = lookups
         .iter()
         .filter_map(|l| match l {
@@ -195,9 +158,7 @@ async fn auto_create(
         .map(|(name, r)| {
             // Another client may have created it first: that is as good.
             let r = match r {
-                Err(AdminError::TopicExists(_)) => {
-                    catalog.get(&name).cloned().ok_or(AdminError::UnknownTopic)
-                }
+                Err(AdminError::TopicExists(_)) => catalog.get(&name).cloned().ok_or(AdminError::UnknownTopic),
                 other => other,
             };
             (name, r)

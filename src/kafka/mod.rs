@@ -8,8 +8,14 @@
 mod api_versions;
 mod cluster;
 mod configs;
+mod delete_records;
 mod errors;
+mod fetch;
+mod list_offsets;
 mod metadata;
+mod partition;
+mod produce;
+mod producer_id;
 mod topics;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -21,6 +27,7 @@ use crate::broker::Broker;
 use crate::net::frame::{finish_frame, start_frame};
 
 pub use api_versions::SUPPORTED_APIS;
+pub use producer_id::ProducerIdBlock;
 
 #[derive(Debug, Error)]
 pub enum ProtocolError {
@@ -31,25 +38,14 @@ pub enum ProtocolError {
     #[error("{api:?} v{version} is not supported")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("cannot decode {api:?} v{version}: {reason}")]
-    Malformed {
-        api: ApiKey,
-        version: i16,
-        reason: String,
-    },
+    Malformed { api: ApiKey, version: i16, reason: String },
     #[error("cannot encode response to {api:?} v{version}: {reason}")]
-    Encode {
-        api: ApiKey,
-        version: i16,
-        reason: String,
-    },
+    Encode { api: ApiKey, version: i16, reason: String },
 }
 
 /// The versions kopd serves of `api`, if any.
 pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
-    SUPPORTED_APIS
-        .iter()
-        .find(|(k, _)| *k == api)
-        .map(|(_, r)| *r)
+    SUPPORTED_APIS.iter().find(|(k, _)| *k == api).map(|(_, r)| *r)
 }
 
 /// Decodes with the codec, turning a panic on hostile input into an error.
@@ -62,11 +58,7 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
 }
 
 /// Handles one request frame, appending its response frame (if any) to `out`.
-pub async fn handle_request(
-    broker: &Broker,
-    mut frame: Bytes,
-    out: &mut BytesMut,
-) -> Result<(), ProtocolError> {
+pub async fn handle_request(broker: &Broker, mut frame: Bytes, out: &mut BytesMut) -> Result<(), ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Truncated(frame.len()));
     }
@@ -83,32 +75,22 @@ pub async fn handle_request(
         }
         return Err(ProtocolError::UnsupportedVersion { api, version });
     }
-    let malformed = |reason: String| ProtocolError::Malformed {
-        api,
-        version,
-        reason,
-    };
+    let malformed = |reason: String| ProtocolError::Malformed { api, version, reason };
     let header_version = api.request_header_version(version);
-    let header =
-        guarded(|| RequestHeader::decode(&mut frame, header_version)).map_err(malformed)?;
+    let header = guarded(|| RequestHeader::decode(&mut frame, header_version)).map_err(malformed)?;
     let request = guarded(|| RequestKind::decode(api, &mut frame, version)).map_err(malformed)?;
     if frame.has_remaining() {
-        tracing::debug!(
-            ?api,
-            version,
-            extra = frame.remaining(),
-            "request has trailing bytes"
-        );
+        tracing::debug!(?api, version, extra = frame.remaining(), "request has trailing bytes");
     }
-    let response = dispatch(broker, &header, request)
-        .await
-        .ok_or(ProtocolError::UnsupportedVersion { api, version })?;
+    // acks=0: the producer expects no response at all.
+    let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
+    let response =
+        dispatch(broker, &header, request).await.ok_or(ProtocolError::UnsupportedVersion { api, version })?;
+    if silent {
+        return Ok(());
+    }
     let at = start_frame(out);
-    let encode_err = |e: anyhow::Error| ProtocolError::Encode {
-        api,
-        version,
-        reason: e.to_string(),
-    };
+    let encode_err = |e: anyhow::Error| ProtocolError::Encode { api, version, reason: e.to_string() };
     ResponseHeader::default()
         .with_correlation_id(header.correlation_id)
         .encode(out, api.response_header_version(version))
@@ -119,30 +101,23 @@ pub async fn handle_request(
 }
 
 /// `None` for an API without a handler (kept in step with SUPPORTED_APIS by a test).
-async fn dispatch(
-    broker: &Broker,
-    header: &RequestHeader,
-    request: RequestKind,
-) -> Option<ResponseKind> {
+async fn dispatch(broker: &Broker, header: &RequestHeader, request: RequestKind) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::create_topics(broker, r, v).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::delete_topics(broker, r, v).await)
-        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create_topics(broker, r, v).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete_topics(broker, r, v).await),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(topics::create_partitions(broker, r, v).await)
         }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v))
-        }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
-        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v)),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, v).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r, v).await),
         _ => return None,
     })
 }

@@ -6,13 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, TopicName as KafkaTopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, TopicName as KafkaTopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -36,23 +34,14 @@ fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usiz
 }
 
 /// Request-only checks of one CreatableTopic, yielding the controller op.
-fn creation_op(
-    broker: &Broker,
-    t: &CreatableTopic,
-    validate_only: bool,
-) -> Result<AdminOp, KafkaError> {
-    let name = broker
-        .topic_name(t.name.as_str())
-        .map_err(|e| KafkaError::from(&e))?;
+fn creation_op(broker: &Broker, t: &CreatableTopic, validate_only: bool) -> Result<AdminOp, KafkaError> {
+    let name = broker.topic_name(t.name.as_str()).map_err(|e| KafkaError::from(&e))?;
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let value = c.value.as_ref().ok_or_else(|| {
             KafkaError::new(
                 ResponseError::InvalidConfig,
-                format!(
-                    "Null value not supported for topic config {}",
-                    c.name.as_str()
-                ),
+                format!("Null value not supported for topic config {}", c.name.as_str()),
             )
         })?;
         configs.insert(c.name.to_string(), value.to_string());
@@ -66,9 +55,7 @@ fn creation_op(
         }
         let mut owners = vec![None; t.assignments.len()];
         for a in &t.assignments {
-            let slot = usize::try_from(a.partition_index)
-                .ok()
-                .and_then(|i| owners.get_mut(i));
+            let slot = usize::try_from(a.partition_index).ok().and_then(|i| owners.get_mut(i));
             let (Some(slot), Some(first)) = (slot, a.broker_ids.first()) else {
                 return Err(KafkaError::new(
                     ResponseError::InvalidReplicaAssignment,
@@ -78,12 +65,8 @@ fn creation_op(
             *slot = u32::try_from(first.0).ok();
         }
         let owners: Option<Vec<u32>> = owners.into_iter().collect();
-        let owners = owners.ok_or_else(|| {
-            KafkaError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "Invalid replica assignment",
-            )
-        })?;
+        let owners = owners
+            .ok_or_else(|| KafkaError::new(ResponseError::InvalidReplicaAssignment, "Invalid replica assignment"))?;
         return Ok(AdminOp::CreateTopic {
             name,
             partitions: owners.len() as i32,
@@ -119,43 +102,21 @@ fn creation_op(
         }
         n => n,
     };
-    Ok(AdminOp::CreateTopic {
-        name,
-        partitions,
-        owners: None,
-        configs,
-        validate_only,
-    })
+    Ok(AdminOp::CreateTopic { name, partitions, owners: None, configs, validate_only })
 }
 
 /// Runs per-entry results through the controller: entries that passed local checks are
 /// submitted in one batch (one store commit); the rest keep their error.
-async fn submit(
-    broker: &Broker,
-    checked: Vec<Result<AdminOp, KafkaError>>,
-) -> Vec<Result<AdminResult, KafkaError>> {
-    let ops: Vec<AdminOp> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok().cloned())
-        .collect();
+async fn submit(broker: &Broker, checked: Vec<Result<AdminOp, KafkaError>>) -> Vec<Result<AdminResult, KafkaError>> {
+    let ops: Vec<AdminOp> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
     let mut results = broker.controller.submit(ops).await.into_iter();
     checked
         .into_iter()
-        .map(|c| {
-            c.map(|_| {
-                results.next().unwrap_or(Err(
-                    crate::meta::controller::AdminError::ControllerUnavailable,
-                ))
-            })
-        })
+        .map(|c| c.map(|_| results.next().unwrap_or(Err(crate::meta::controller::AdminError::ControllerUnavailable))))
         .collect()
 }
 
-pub async fn create_topics(
-    broker: &Broker,
-    req: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
+pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let dups = duplicates(req.topics.iter().map(|t| t.name.as_str()));
     let checked = req
         .topics
@@ -194,14 +155,10 @@ pub async fn create_topics(
                             })
                             .collect()
                     });
-                    base.with_topic_id(if req.validate_only {
-                        uuid::Uuid::nil()
-                    } else {
-                        topic.id
-                    })
-                    .with_num_partitions(topic.partitions.len() as i32)
-                    .with_replication_factor(1)
-                    .with_configs(configs)
+                    base.with_topic_id(if req.validate_only { uuid::Uuid::nil() } else { topic.id })
+                        .with_num_partitions(topic.partitions.len() as i32)
+                        .with_replication_factor(1)
+                        .with_configs(configs)
                 }
             }
         })
@@ -209,22 +166,12 @@ pub async fn create_topics(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub async fn delete_topics(
-    broker: &Broker,
-    req: DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
+pub async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics`, by name or by id.
     let entries: Vec<(Option<KafkaTopicName>, uuid::Uuid)> = if version >= 6 {
-        req.topics
-            .into_iter()
-            .map(|t| (t.name, t.topic_id))
-            .collect()
+        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
     } else {
-        req.topic_names
-            .into_iter()
-            .map(|n| (Some(n), uuid::Uuid::nil()))
-            .collect()
+        req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect()
     };
     let catalog = broker.catalog();
     let checked = entries
@@ -234,15 +181,11 @@ pub async fn delete_topics(
                 ResponseError::InvalidRequest,
                 "Exactly one of topic name and topic id must be set",
             )),
-            (Some(n), true) => broker
-                .topic_name(n.as_str())
-                .map(|n| AdminOp::DeleteTopic(TopicRef::Name(n)))
-                .map_err(|_| {
-                    KafkaError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        "This server does not host this topic",
-                    )
-                }),
+            (Some(n), true) => {
+                broker.topic_name(n.as_str()).map(|n| AdminOp::DeleteTopic(TopicRef::Name(n))).map_err(|_| {
+                    KafkaError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic")
+                })
+            }
             (None, false) => Ok(AdminOp::DeleteTopic(TopicRef::Id(*id))),
         })
         .collect();
@@ -252,18 +195,11 @@ pub async fn delete_topics(
         .zip(results)
         .map(|((name, id), r)| {
             // Answer by-id deletions with the name the topic had.
-            let name = name.or_else(|| {
-                catalog
-                    .get_by_id(&id)
-                    .map(|t| kname(&broker.kafka_name(&t.name)))
-            });
+            let name = name.or_else(|| catalog.get_by_id(&id).map(|t| kname(&broker.kafka_name(&t.name))));
             let base = DeletableTopicResult::default().with_name(name);
             match r.and_then(|r| r.map_err(|e| KafkaError::from(&e))) {
                 Ok(t) => base.with_topic_id(t.id),
-                Err(e) => base
-                    .with_topic_id(id)
-                    .with_error_code(e.code)
-                    .with_error_message(e.message),
+                Err(e) => base.with_topic_id(id).with_error_code(e.code).with_error_message(e.message),
             }
         })
         .collect();
@@ -281,16 +217,10 @@ pub async fn create_partitions(
         .iter()
         .map(|t| {
             if dups.contains_key(t.name.as_str()) {
-                return Err(KafkaError::new(
-                    ResponseError::InvalidRequest,
-                    "Duplicate topic in request.",
-                ));
+                return Err(KafkaError::new(ResponseError::InvalidRequest, "Duplicate topic in request."));
             }
             let name = broker.topic_name(t.name.as_str()).map_err(|_| {
-                KafkaError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    "This server does not host this topic",
-                )
+                KafkaError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic")
             })?;
             let owners = match &t.assignments {
                 None => None,
@@ -306,12 +236,7 @@ pub async fn create_partitions(
                         })?,
                 ),
             };
-            Ok(AdminOp::CreatePartitions {
-                name,
-                total: t.count,
-                owners,
-                validate_only: req.validate_only,
-            })
+            Ok(AdminOp::CreatePartitions { name, total: t.count, owners, validate_only: req.validate_only })
         })
         .collect();
     let results = submit(broker, checked).await;

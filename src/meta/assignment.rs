@@ -63,12 +63,8 @@ pub fn rebalance(owners: &mut [PartitionOwner], cores: u32) -> Vec<usize> {
             .max_by_key(|(c, l)| (**l, std::cmp::Reverse(*c)))
             .map(|(c, l)| (c, *l))
             .unwrap_or((0, 0));
-        let (min_c, min_l) = l
-            .iter()
-            .enumerate()
-            .min_by_key(|(c, l)| (**l, *c))
-            .map(|(c, l)| (c, *l))
-            .unwrap_or((0, 0));
+        let (min_c, min_l) =
+            l.iter().enumerate().min_by_key(|(c, l)| (**l, *c)).map(|(c, l)| (c, *l)).unwrap_or((0, 0));
         if max_l <= min_l + 1 {
             break;
         }
@@ -90,10 +86,7 @@ mod tests {
     use super::*;
 
     fn owners(cores: &[u32]) -> Vec<PartitionOwner> {
-        cores
-            .iter()
-            .map(|&core| PartitionOwner { core, epoch: 0 })
-            .collect()
+        cores.iter().map(|&core| PartitionOwner { core, epoch: 0 }).collect()
     }
 
     #[test]

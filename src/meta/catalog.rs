@@ -24,6 +24,7 @@ use super::topic_name::TopicName;
 const TOPICS_PREFIX: &str = "/admin/partitioned-topics/";
 const ASSIGNMENT_PREFIX: &str = "/kopd/assignment/";
 const CLUSTER_PATH: &str = "/kopd/cluster";
+const PRODUCER_IDS_PATH: &str = "/kopd/producer-ids";
 const TOPIC_ID_PROPERTY: &str = "kafka.topic.id";
 const CONFIG_PROPERTY_PREFIX: &str = "kafka.config.";
 
@@ -41,6 +42,8 @@ pub struct TopicEntry {
 pub struct Catalog {
     pub cluster_id: String,
     pub cores: u32,
+    /// First producer id not yet handed out (blocks are reserved through the controller).
+    pub next_producer_id: i64,
     topics: BTreeMap<TopicName, Arc<TopicEntry>>,
     ids: HashMap<Uuid, TopicName>,
 }
@@ -86,10 +89,7 @@ impl Catalog {
     /// The core that owns partition `partition` of `name`, if both exist.
     pub fn owner(&self, name: &TopicName, partition: i32) -> Option<u32> {
         let topic = self.topics.get(name)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|p| topic.partitions.get(p))
-            .map(|o| o.core)
+        usize::try_from(partition).ok().and_then(|p| topic.partitions.get(p)).map(|o| o.core)
     }
 
     pub fn insert(&mut self, topic: TopicEntry) {
@@ -105,12 +105,7 @@ impl Catalog {
 
     /// Partition counts per core.
     pub fn core_load(&self) -> Vec<u32> {
-        super::assignment::load(
-            self.cores,
-            self.topics
-                .values()
-                .flat_map(|t| t.partitions.iter().map(|p| p.core)),
-        )
+        super::assignment::load(self.cores, self.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.core)))
     }
 
     /// Store ops that persist one topic (create or update).
@@ -120,15 +115,8 @@ impl Catalog {
         for (k, v) in &topic.configs {
             properties.insert(format!("{CONFIG_PROPERTY_PREFIX}{k}"), v.clone());
         }
-        let meta = PartitionedTopicMetadata {
-            partitions: topic.partitions.len() as u32,
-            properties,
-        };
-        let owners: Vec<[i64; 2]> = topic
-            .partitions
-            .iter()
-            .map(|p| [p.core as i64, p.epoch as i64])
-            .collect();
+        let meta = PartitionedTopicMetadata { partitions: topic.partitions.len() as u32, properties };
+        let owners: Vec<[i64; 2]> = topic.partitions.iter().map(|p| [p.core as i64, p.epoch as i64]).collect();
         let path = topic.name.metadata_path();
         vec![
             StoreOp::Put {
@@ -145,41 +133,38 @@ impl Catalog {
     pub fn delete_ops(name: &TopicName) -> Vec<StoreOp> {
         let path = name.metadata_path();
         vec![
-            StoreOp::Delete {
-                path: format!("{TOPICS_PREFIX}{path}"),
-            },
-            StoreOp::Delete {
-                path: format!("{ASSIGNMENT_PREFIX}{path}"),
-            },
+            StoreOp::Delete { path: format!("{TOPICS_PREFIX}{path}") },
+            StoreOp::Delete { path: format!("{ASSIGNMENT_PREFIX}{path}") },
         ]
     }
 
     pub fn cluster_op(&self) -> StoreOp {
-        let rec = ClusterRecord {
-            cluster_id: self.cluster_id.clone(),
-            cores: self.cores,
-        };
-        StoreOp::Put {
-            path: CLUSTER_PATH.into(),
-            value: serde_json::to_vec(&rec).unwrap_or_default(),
-        }
+        let rec = ClusterRecord { cluster_id: self.cluster_id.clone(), cores: self.cores };
+        StoreOp::Put { path: CLUSTER_PATH.into(), value: serde_json::to_vec(&rec).unwrap_or_default() }
+    }
+
+    pub fn producer_id_op(&self) -> StoreOp {
+        StoreOp::Put { path: PRODUCER_IDS_PATH.into(), value: self.next_producer_id.to_string().into_bytes() }
     }
 
     /// Reads the catalog from a store. `cores` is 0 and `cluster_id` empty on a new store.
     pub fn load(store: &dyn MetadataStore) -> Result<Catalog, StoreError> {
         let mut cat = Catalog::default();
         if let Some(bytes) = store.get(CLUSTER_PATH) {
-            let rec: ClusterRecord =
-                serde_json::from_slice(bytes).map_err(|e| corrupt(CLUSTER_PATH, e))?;
+            let rec: ClusterRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(CLUSTER_PATH, e))?;
             cat.cluster_id = rec.cluster_id;
             cat.cores = rec.cores;
         }
+        if let Some(bytes) = store.get(PRODUCER_IDS_PATH) {
+            cat.next_producer_id = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(PRODUCER_IDS_PATH, "not a number"))?;
+        }
         for (path, bytes) in store.scan(TOPICS_PREFIX) {
             let rel = &path[TOPICS_PREFIX.len()..];
-            let name = TopicName::from_metadata_path(rel)
-                .ok_or_else(|| corrupt(&path, "not a topic path"))?;
-            let meta: PartitionedTopicMetadata =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
+            let name = TopicName::from_metadata_path(rel).ok_or_else(|| corrupt(&path, "not a topic path"))?;
+            let meta: PartitionedTopicMetadata = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
             let id = meta
                 .properties
                 .get(TOPIC_ID_PROPERTY)
@@ -188,10 +173,7 @@ impl Catalog {
             let configs = meta
                 .properties
                 .iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(CONFIG_PROPERTY_PREFIX)
-                        .map(|k| (k.to_string(), v.clone()))
-                })
+                .filter_map(|(k, v)| k.strip_prefix(CONFIG_PROPERTY_PREFIX).map(|k| (k.to_string(), v.clone())))
                 .collect();
             let apath = format!("{ASSIGNMENT_PREFIX}{rel}");
             let owners: Vec<[i64; 2]> = match store.get(&apath) {
@@ -202,22 +184,11 @@ impl Catalog {
             // core u32::MAX, which the startup rebalance replaces with a real core.
             let partitions = (0..meta.partitions as usize)
                 .map(|i| match owners.get(i) {
-                    Some([core, epoch]) => PartitionOwner {
-                        core: *core as u32,
-                        epoch: *epoch as i32,
-                    },
-                    None => PartitionOwner {
-                        core: u32::MAX,
-                        epoch: 0,
-                    },
+                    Some([core, epoch]) => PartitionOwner { core: *core as u32, epoch: *epoch as i32 },
+                    None => PartitionOwner { core: u32::MAX, epoch: 0 },
                 })
                 .collect();
-            cat.insert(TopicEntry {
-                name,
-                id,
-                partitions,
-                configs,
-            });
+            cat.insert(TopicEntry { name, id, partitions, configs });
         }
         Ok(cat)
     }
@@ -287,16 +258,9 @@ mod tests {
 
     fn topic(local: &str, cores: &[u32]) -> TopicEntry {
         TopicEntry {
-            name: TopicName {
-                tenant: "public".into(),
-                namespace: "default".into(),
-                local: local.into(),
-            },
+            name: TopicName { tenant: "public".into(), namespace: "default".into(), local: local.into() },
             id: Uuid::new_v4(),
-            partitions: cores
-                .iter()
-                .map(|&core| PartitionOwner { core, epoch: 0 })
-                .collect(),
+            partitions: cores.iter().map(|&core| PartitionOwner { core, epoch: 0 }).collect(),
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
         }
     }
@@ -325,11 +289,7 @@ mod tests {
 
     #[test]
     fn fitting_to_fewer_cores_moves_partitions() {
-        let mut cat = Catalog {
-            cluster_id: "x".into(),
-            cores: 4,
-            ..Default::default()
-        };
+        let mut cat = Catalog { cluster_id: "x".into(), cores: 4, ..Default::default() };
         cat.insert(topic("a", &[0, 1, 2, 3]));
         let ops = cat.fit_to_cores(2);
         assert!(!ops.is_empty());

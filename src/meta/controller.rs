@@ -67,9 +67,16 @@ pub type AdminResult = Result<Arc<TopicEntry>, AdminError>;
 /// What a core publishes to every core after a change.
 pub type CatalogPublisher = Box<dyn Fn(Arc<Catalog>) -> futures_lite::future::Boxed<()>>;
 
-pub struct ControllerRequest {
-    pub ops: Vec<AdminOp>,
-    pub reply: async_channel::Sender<Vec<AdminResult>>,
+pub enum ControllerRequest {
+    Admin {
+        ops: Vec<AdminOp>,
+        reply: async_channel::Sender<Vec<AdminResult>>,
+    },
+    /// A block of `count` fresh producer ids; the reply is the first.
+    ProducerIds {
+        count: i64,
+        reply: async_channel::Sender<Result<i64, AdminError>>,
+    },
 }
 
 /// A core's handle to the controller.
@@ -86,18 +93,19 @@ impl ControllerClient {
     pub async fn submit(&self, ops: Vec<AdminOp>) -> Vec<AdminResult> {
         let n = ops.len();
         let (reply, answer) = async_channel::bounded(1);
-        if self
-            .inbox
-            .send(ControllerRequest { ops, reply })
-            .await
-            .is_err()
-        {
+        if self.inbox.send(ControllerRequest::Admin { ops, reply }).await.is_err() {
             return vec![Err(AdminError::ControllerUnavailable); n];
         }
-        answer
-            .recv()
+        answer.recv().await.unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
+    }
+
+    pub async fn producer_ids(&self, count: i64) -> Result<i64, AdminError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.inbox
+            .send(ControllerRequest::ProducerIds { count, reply })
             .await
-            .unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
+            .map_err(|_| AdminError::ControllerUnavailable)?;
+        answer.recv().await.map_err(|_| AdminError::ControllerUnavailable)?
     }
 }
 
@@ -109,27 +117,24 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32) -> Self {
-        Self {
-            catalog,
-            store,
-            max_partitions,
-        }
+        Self { catalog, store, max_partitions }
     }
 
     /// Serves requests until every client handle is dropped.
-    pub async fn run(
-        mut self,
-        inbox: async_channel::Receiver<ControllerRequest>,
-        publish: CatalogPublisher,
-    ) {
+    pub async fn run(mut self, inbox: async_channel::Receiver<ControllerRequest>, publish: CatalogPublisher) {
         while let Ok(req) = inbox.recv().await {
+            let req = match req {
+                ControllerRequest::Admin { ops, reply } => (ops, reply),
+                ControllerRequest::ProducerIds { count, reply } => {
+                    let _ = reply.send(self.allocate_producer_ids(count).await).await;
+                    continue;
+                }
+            };
+            let (ops, reply) = req;
             let mut next = (*self.catalog).clone();
             let mut store_ops = Vec::new();
-            let mut results: Vec<AdminResult> = req
-                .ops
-                .iter()
-                .map(|op| self.apply(&mut next, op, &mut store_ops))
-                .collect();
+            let mut results: Vec<AdminResult> =
+                ops.iter().map(|op| self.apply(&mut next, op, &mut store_ops)).collect();
             if !store_ops.is_empty() {
                 match self.store.commit(store_ops).await {
                     Ok(()) => {
@@ -138,7 +143,7 @@ impl Controller {
                     }
                     Err(e) => {
                         let err = AdminError::Store(e.to_string());
-                        for (r, op) in results.iter_mut().zip(&req.ops) {
+                        for (r, op) in results.iter_mut().zip(&ops) {
                             if r.is_ok() && !op.validate_only() {
                                 *r = Err(err.clone());
                             }
@@ -146,16 +151,21 @@ impl Controller {
                     }
                 }
             }
-            let _ = req.reply.send(results).await;
+            let _ = reply.send(results).await;
         }
     }
 
-    fn check_owners(
-        &self,
-        owners: &Option<Vec<u32>>,
-        count: usize,
-        cores: u32,
-    ) -> Result<(), AdminError> {
+    /// Reserves producer ids durably, so ids are never handed out twice across restarts.
+    async fn allocate_producer_ids(&mut self, count: i64) -> Result<i64, AdminError> {
+        let mut next = (*self.catalog).clone();
+        let first = next.next_producer_id;
+        next.next_producer_id = first + count.max(1);
+        self.store.commit(vec![next.producer_id_op()]).await.map_err(|e| AdminError::Store(e.to_string()))?;
+        self.catalog = Arc::new(next);
+        Ok(first)
+    }
+
+    fn check_owners(&self, owners: &Option<Vec<u32>>, count: usize, cores: u32) -> Result<(), AdminError> {
         if let Some(o) = owners {
             if o.len() != count {
                 return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -164,9 +174,7 @@ impl Controller {
                 )));
             }
             if let Some(bad) = o.iter().find(|c| **c >= cores) {
-                return Err(AdminError::InvalidReplicaAssignment(format!(
-                    "broker {bad} does not exist"
-                )));
+                return Err(AdminError::InvalidReplicaAssignment(format!("broker {bad} does not exist")));
             }
         }
         Ok(())
@@ -174,13 +182,7 @@ impl Controller {
 
     fn apply(&self, cat: &mut Catalog, op: &AdminOp, store_ops: &mut Vec<StoreOp>) -> AdminResult {
         match op {
-            AdminOp::CreateTopic {
-                name,
-                partitions,
-                owners,
-                configs,
-                validate_only,
-            } => {
+            AdminOp::CreateTopic { name, partitions, owners, configs, validate_only } => {
                 if cat.get(name).is_some() {
                     return Err(AdminError::TopicExists(name.to_string()));
                 }
@@ -202,10 +204,7 @@ impl Controller {
                 let topic = TopicEntry {
                     name: name.clone(),
                     id: Uuid::new_v4(),
-                    partitions: cores
-                        .into_iter()
-                        .map(|core| PartitionOwner { core, epoch: 0 })
-                        .collect(),
+                    partitions: cores.into_iter().map(|core| PartitionOwner { core, epoch: 0 }).collect(),
                     configs: configs.clone(),
                 };
                 if !validate_only {
@@ -217,21 +216,12 @@ impl Controller {
             AdminOp::DeleteTopic(r) => {
                 let name = match r {
                     TopicRef::Name(n) => cat.get(n).ok_or(AdminError::UnknownTopic)?.name.clone(),
-                    TopicRef::Id(id) => cat
-                        .get_by_id(id)
-                        .ok_or(AdminError::UnknownTopicId)?
-                        .name
-                        .clone(),
+                    TopicRef::Id(id) => cat.get_by_id(id).ok_or(AdminError::UnknownTopicId)?.name.clone(),
                 };
                 store_ops.extend(Catalog::delete_ops(&name));
                 cat.remove(&name).ok_or(AdminError::UnknownTopic)
             }
-            AdminOp::CreatePartitions {
-                name,
-                total,
-                owners,
-                validate_only,
-            } => {
+            AdminOp::CreatePartitions { name, total, owners, validate_only } => {
                 let existing = cat.get(name).ok_or(AdminError::UnknownTopic)?;
                 let current = existing.partitions.len() as i32;
                 if *total <= current {
@@ -252,11 +242,7 @@ impl Controller {
                     None => assignment::place(&mut cat.core_load(), added, current as usize),
                 };
                 let mut topic = (**existing).clone();
-                topic.partitions.extend(
-                    new_cores
-                        .into_iter()
-                        .map(|core| PartitionOwner { core, epoch: 0 }),
-                );
+                topic.partitions.extend(new_cores.into_iter().map(|core| PartitionOwner { core, epoch: 0 }));
                 if !validate_only {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());
@@ -270,8 +256,9 @@ impl Controller {
 impl AdminOp {
     fn validate_only(&self) -> bool {
         match self {
-            AdminOp::CreateTopic { validate_only, .. }
-            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
+            AdminOp::CreateTopic { validate_only, .. } | AdminOp::CreatePartitions { validate_only, .. } => {
+                *validate_only
+            }
             AdminOp::DeleteTopic(_) => false,
         }
     }
@@ -279,7 +266,5 @@ impl AdminOp {
 
 /// FNV-1a: a stable hash (unlike std's, which is randomly seeded per process).
 pub fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

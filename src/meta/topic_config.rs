@@ -84,22 +84,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "how long delete tombstones are kept on compacted topics"
     ),
-    def!(
-        "flush.messages",
-        "log.flush.interval.messages",
-        Long,
-        1,
-        NO_ENUM,
-        "records between forced flushes"
-    ),
-    def!(
-        "flush.ms",
-        "log.flush.interval.ms",
-        Long,
-        0,
-        NO_ENUM,
-        "time between forced flushes"
-    ),
+    def!("flush.messages", "log.flush.interval.messages", Long, 1, NO_ENUM, "records between forced flushes"),
+    def!("flush.ms", "log.flush.interval.ms", Long, 0, NO_ENUM, "time between forced flushes"),
     def!(
         "max.compaction.lag.ms",
         "log.cleaner.max.compaction.lag.ms",
@@ -108,14 +94,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "longest a record stays uncompacted"
     ),
-    def!(
-        "max.message.bytes",
-        "message.max.bytes",
-        Int,
-        0,
-        NO_ENUM,
-        "largest record batch accepted"
-    ),
+    def!("max.message.bytes", "message.max.bytes", Int, 0, NO_ENUM, "largest record batch accepted"),
     def!(
         "message.timestamp.type",
         "log.message.timestamp.type",
@@ -156,22 +135,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "age beyond which whole ledgers are deleted (-1: no limit)"
     ),
-    def!(
-        "segment.bytes",
-        "log.segment.bytes",
-        Int,
-        14,
-        NO_ENUM,
-        "ledger rollover size"
-    ),
-    def!(
-        "segment.ms",
-        "log.roll.ms",
-        Long,
-        1,
-        NO_ENUM,
-        "ledger rollover age"
-    ),
+    def!("segment.bytes", "log.segment.bytes", Int, 14, NO_ENUM, "ledger rollover size"),
+    def!("segment.ms", "log.roll.ms", Long, 1, NO_ENUM, "ledger rollover age"),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
@@ -209,20 +174,12 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::String if !def.allowed.is_empty() && !def.allowed.contains(&value) => {
-            return Err(format!(
-                "{}: must be one of {}",
-                invalid(),
-                def.allowed.join(", ")
-            ));
+            return Err(format!("{}: must be one of {}", invalid(), def.allowed.join(", ")));
         }
         ConfigType::List => {
             for item in value.split(',').map(str::trim) {
                 if !def.allowed.contains(&item) {
-                    return Err(format!(
-                        "{}: each item must be one of {}",
-                        invalid(),
-                        def.allowed.join(", ")
-                    ));
+                    return Err(format!("{}: each item must be one of {}", invalid(), def.allowed.join(", ")));
                 }
             }
         }
@@ -250,10 +207,6 @@ mod tests {
         assert!(validate("cleanup.policy", "shred").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("max.message.bytes", "99999999999").is_err());
-        assert!(
-            validate("no.such.config", "1")
-                .unwrap_err()
-                .contains("Unknown")
-        );
+        assert!(validate("no.such.config", "1").unwrap_err().contains("Unknown"));
     }
 }

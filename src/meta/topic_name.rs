@@ -43,10 +43,7 @@ fn check_segment(s: &str) -> Result<(), TopicNameError> {
     if s.len() > MAX_KAFKA_NAME_LEN {
         return Err(TopicNameError::TooLong);
     }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         return Err(TopicNameError::IllegalCharacter(s.to_string()));
     }
     Ok(())
@@ -54,11 +51,7 @@ fn check_segment(s: &str) -> Result<(), TopicNameError> {
 
 impl TopicName {
     /// Parses what a Kafka client sent as a topic name.
-    pub fn parse(
-        kafka_name: &str,
-        default_tenant: &str,
-        default_namespace: &str,
-    ) -> Result<Self, TopicNameError> {
+    pub fn parse(kafka_name: &str, default_tenant: &str, default_namespace: &str) -> Result<Self, TopicNameError> {
         let rest = kafka_name.strip_prefix("persistent://");
         if rest.is_none() && !kafka_name.contains('/') {
             check_segment(kafka_name)?;
@@ -76,11 +69,7 @@ impl TopicName {
         for s in [tenant, namespace, local] {
             check_segment(s).map_err(|_| TopicNameError::BadPulsarName(kafka_name.to_string()))?;
         }
-        Ok(TopicName {
-            tenant: tenant.to_string(),
-            namespace: namespace.to_string(),
-            local: local.to_string(),
-        })
+        Ok(TopicName { tenant: tenant.to_string(), namespace: namespace.to_string(), local: local.to_string() })
     }
 
     /// The name Kafka clients see when listing: short in the default namespace, full elsewhere.
@@ -99,10 +88,7 @@ impl TopicName {
 
     /// `tenant/namespace/persistent/topic`, the tail of Pulsar's metadata paths.
     pub fn metadata_path(&self) -> String {
-        format!(
-            "{}/{}/persistent/{}",
-            self.tenant, self.namespace, self.local
-        )
+        format!("{}/{}/persistent/{}", self.tenant, self.namespace, self.local)
     }
 
     pub fn from_metadata_path(path: &str) -> Option<Self> {
@@ -120,11 +106,7 @@ impl TopicName {
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "persistent://{}/{}/{}",
-            self.tenant, self.namespace, self.local
-        )
+        write!(f, "persistent://{}/{}/{}", self.tenant, self.namespace, self.local)
     }
 }
 
@@ -136,38 +118,20 @@ mod tests {
     fn short_and_full_names() {
         let t = TopicName::parse("orders", "public", "default").unwrap();
         assert_eq!(t.to_string(), "persistent://public/default/orders");
-        assert_eq!(
-            t.partition(3),
-            "persistent://public/default/orders-partition-3"
-        );
+        assert_eq!(t.partition(3), "persistent://public/default/orders-partition-3");
         assert_eq!(t.kafka_name("public", "default"), "orders");
         let full = TopicName::parse("persistent://acme/prod/orders", "public", "default").unwrap();
-        assert_eq!(
-            full,
-            TopicName::parse("acme/prod/orders", "public", "default").unwrap()
-        );
-        assert_eq!(
-            full.kafka_name("public", "default"),
-            "persistent://acme/prod/orders"
-        );
-        assert_eq!(
-            TopicName::from_metadata_path(&full.metadata_path()),
-            Some(full)
-        );
+        assert_eq!(full, TopicName::parse("acme/prod/orders", "public", "default").unwrap());
+        assert_eq!(full.kafka_name("public", "default"), "persistent://acme/prod/orders");
+        assert_eq!(TopicName::from_metadata_path(&full.metadata_path()), Some(full));
     }
 
     #[test]
     fn invalid_names() {
         assert_eq!(TopicName::parse("", "p", "d"), Err(TopicNameError::Empty));
         assert_eq!(TopicName::parse("..", "p", "d"), Err(TopicNameError::Dots));
-        assert!(matches!(
-            TopicName::parse("a b", "p", "d"),
-            Err(TopicNameError::IllegalCharacter(_))
-        ));
-        assert_eq!(
-            TopicName::parse(&"x".repeat(250), "p", "d"),
-            Err(TopicNameError::TooLong)
-        );
+        assert!(matches!(TopicName::parse("a b", "p", "d"), Err(TopicNameError::IllegalCharacter(_))));
+        assert_eq!(TopicName::parse(&"x".repeat(250), "p", "d"), Err(TopicNameError::TooLong));
         assert!(TopicName::parse("a/b", "p", "d").is_err());
         assert!(TopicName::parse("persistent://a//t", "p", "d").is_err());
         assert!(TopicName::parse("persistent://a/b/c/d", "p", "d").is_err());

@@ -51,10 +51,7 @@ impl FrameDecoder {
         }
         let size = size as usize;
         if size > self.max_size {
-            return Err(FrameError::TooLarge {
-                size,
-                max: self.max_size,
-            });
+            return Err(FrameError::TooLarge { size, max: self.max_size });
         }
         Ok(Some(size))
     }
@@ -81,17 +78,11 @@ mod tests {
         let d = FrameDecoder::new(100);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[0, 0, 0, 2, b'a', b'b', 0, 0, 0, 3, b'c']);
-        assert_eq!(
-            d.next_frame(&mut buf).unwrap().unwrap(),
-            Bytes::from_static(b"ab")
-        );
+        assert_eq!(d.next_frame(&mut buf).unwrap().unwrap(), Bytes::from_static(b"ab"));
         assert_eq!(d.next_frame(&mut buf).unwrap(), None);
         assert_eq!(d.missing(&buf), 2);
         buf.extend_from_slice(b"de");
-        assert_eq!(
-            d.next_frame(&mut buf).unwrap().unwrap(),
-            Bytes::from_static(b"cde")
-        );
+        assert_eq!(d.next_frame(&mut buf).unwrap().unwrap(), Bytes::from_static(b"cde"));
         assert!(buf.is_empty());
     }
 
@@ -99,15 +90,9 @@ mod tests {
     fn rejects_bad_sizes() {
         let d = FrameDecoder::new(100);
         let mut buf = BytesMut::from(&[0x80, 0, 0, 0][..]);
-        assert!(matches!(
-            d.next_frame(&mut buf),
-            Err(FrameError::NegativeSize(_))
-        ));
+        assert!(matches!(d.next_frame(&mut buf), Err(FrameError::NegativeSize(_))));
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            d.next_frame(&mut buf),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(d.next_frame(&mut buf), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]

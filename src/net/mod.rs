@@ -44,10 +44,7 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
             }
         };
         if open.get() >= broker.config.max_connections_per_core {
-            debug!(
-                core = broker.id,
-                "connection limit reached; closing new connection"
-            );
+            debug!(core = broker.id, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         }
@@ -68,11 +65,7 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
         runtime::sleep(Duration::from_millis(5)).await;
     }
     if open.get() > 0 {
-        warn!(
-            core = broker.id,
-            open = open.get(),
-            "shutdown timeout: dropping open connections"
-        );
+        warn!(core = broker.id, open = open.get(), "shutdown timeout: dropping open connections");
     }
 }
 
@@ -84,15 +77,10 @@ async fn serve_connection(broker: &Broker, mut stream: TcpStream) -> Result<(), 
     let mut outbuf = BytesMut::new();
     loop {
         while let Some(frame) = decoder.next_frame(&mut inbuf).map_err(|e| e.to_string())? {
-            kafka::handle_request(broker, frame, &mut outbuf)
-                .await
-                .map_err(|e| e.to_string())?;
+            kafka::handle_request(broker, frame, &mut outbuf).await.map_err(|e| e.to_string())?;
         }
         if !outbuf.is_empty() {
-            stream
-                .write_all(&outbuf)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            stream.write_all(&outbuf).await.map_err(|e| format!("write failed: {e}"))?;
             outbuf.clear();
         }
         if broker.shutdown.is_triggered() {
@@ -106,23 +94,16 @@ async fn serve_connection(broker: &Broker, mut stream: TcpStream) -> Result<(), 
         let start = inbuf.len();
         let want = decoder.missing(&inbuf).clamp(READ_CHUNK, MAX_READ);
         inbuf.resize(start + want, 0);
-        let read = futures_lite::future::or(
-            async { Some(stream.read(&mut inbuf[start..]).await) },
-            async {
-                broker.shutdown.wait().await;
-                None
-            },
-        )
+        let read = futures_lite::future::or(async { Some(stream.read(&mut inbuf[start..]).await) }, async {
+            broker.shutdown.wait().await;
+            None
+        })
         .await;
         match read {
             None => return Ok(()),
             Some(Ok(0)) => {
                 inbuf.truncate(start);
-                return if inbuf.is_empty() {
-                    Ok(())
-                } else {
-                    Err("peer closed mid-frame".into())
-                };
+                return if inbuf.is_empty() { Ok(()) } else { Err("peer closed mid-frame".into()) };
             }
             Some(Ok(n)) => inbuf.truncate(start + n),
             Some(Err(e)) => return Err(format!("read failed: {e}")),

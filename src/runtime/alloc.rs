@@ -34,20 +34,12 @@ unsafe fn map_lazily(size: usize) -> *mut u8 {
             0,
         )
     };
-    if ptr == libc::MAP_FAILED {
-        std::ptr::null_mut()
-    } else {
-        ptr.cast()
-    }
+    if ptr == libc::MAP_FAILED { std::ptr::null_mut() } else { ptr.cast() }
 }
 
 unsafe impl GlobalAlloc for KopdAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if lazy_mappable(layout) {
-            unsafe { map_lazily(layout.size()) }
-        } else {
-            unsafe { MiMalloc.alloc(layout) }
-        }
+        if lazy_mappable(layout) { unsafe { map_lazily(layout.size()) } } else { unsafe { MiMalloc.alloc(layout) } }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {

@@ -31,9 +31,7 @@ pub struct CoreHandle<T: Send + 'static> {
 
 impl<T: Send + 'static> CoreHandle<T> {
     pub fn join(self) -> io::Result<T> {
-        self.inner
-            .join()
-            .map_err(|e| io::Error::other(e.to_string()))
+        self.inner.join().map_err(|e| io::Error::other(e.to_string()))
     }
 }
 
@@ -58,16 +56,12 @@ where
 
 /// CPUs this process may run on.
 pub fn online_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// CPU ids this process may run on, in order.
 pub fn allowed_cpus() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .unwrap_or_default()
+    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
 }
 
 /// Runs `fut` in the background on the current core.
@@ -90,8 +84,20 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> 
 
 /// Binds a listener without SO_REUSEPORT (so a second server on the same port fails loudly).
 /// Called before the cores start; the socket is handed to its core with [`adopt_listener`].
-pub fn bind_listener(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(addr)
+///
+/// After a crash the kernel tears down the dead process's io_uring asynchronously, and its
+/// pending accept keeps the old listening socket alive for a moment; so "address in use" is
+/// retried for up to `patience` before it counts.
+pub fn bind_listener(addr: std::net::SocketAddr, patience: Duration) -> io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Turns a bound std listener into this core's async listener. Must run on the core.

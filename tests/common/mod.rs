@@ -55,13 +55,7 @@ impl Kopd {
 
     pub fn start_on(data_dir: &Path, cores: u16, port: u16, extra: &[&str]) -> Kopd {
         let child = Command::new(kopd_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--cores",
-                &cores.to_string(),
-            ])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -69,12 +63,7 @@ impl Kopd {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn kopd");
-        let k = Kopd {
-            child: Some(child),
-            port,
-            cores,
-            data_dir: data_dir.to_path_buf(),
-        };
+        let k = Kopd { child: Some(child), port, cores, data_dir: data_dir.to_path_buf() };
         for core in 0..cores {
             k.wait_listening(port + core);
         }
@@ -106,14 +95,27 @@ impl Kopd {
 
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// SIGKILL, then wait until the ports are released: the kernel tears down the dead
+    /// process's io_uring (and the listening sockets it pins) asynchronously.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for core in 0..self.cores {
+            while TcpStream::connect(("127.0.0.1", self.port + core)).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// SIGTERM, then wait (bounded) for exit.
@@ -144,10 +146,7 @@ impl Drop for Kopd {
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 
 /// A blocking Kafka client connection for tests.
@@ -159,13 +158,8 @@ pub struct Conn {
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Conn {
-            stream,
-            next_correlation: 1,
-        }
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Conn { stream, next_correlation: 1 }
     }
 
     /// Encodes a request frame at `version`.
@@ -176,9 +170,7 @@ impl Conn {
             .with_correlation_id(correlation)
             .with_client_id(Some(StrBytes::from_static_str("kopd-test")));
         let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
+        header.encode(&mut body, R::header_version(version)).unwrap();
         req.encode(&mut body, version).unwrap();
         let mut out = (body.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(&body);
@@ -199,12 +191,8 @@ impl Conn {
         self.stream.write_all(&Self::frame(c, version, req))?;
         let mut frame = self.read_frame()?;
         let api = ApiKey::try_from(R::KEY).unwrap();
-        let header =
-            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-        assert_eq!(
-            header.correlation_id, c,
-            "responses arrive in request order"
-        );
+        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, c, "responses arrive in request order");
         Ok(R::Response::decode(&mut frame, version).unwrap())
     }
 

@@ -64,8 +64,7 @@ impl<'a> Cursor<'a> {
         Some(a)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn string(&mut self) -> Option<String> {
         let n = self.u32()? as usize;
@@ -83,10 +82,7 @@ fn decode_ops(payload: &[u8]) -> Option<Vec<StoreOp>> {
         match kind {
             OP_PUT => {
                 let len = c.u32()? as usize;
-                ops.push(StoreOp::Put {
-                    path,
-                    value: c.take(len)?.to_vec(),
-                });
+                ops.push(StoreOp::Put { path, value: c.take(len)?.to_vec() });
             }
             OP_DELETE => ops.push(StoreOp::Delete { path }),
             _ => return None,
@@ -111,12 +107,7 @@ impl LocalMetadataStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir)?;
         let path = dir.join("metadata.log");
-        let mut log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut log = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes)?;
         let mut map = BTreeMap::new();
@@ -126,10 +117,7 @@ impl LocalMetadataStore {
             sync_dir(dir)?;
             MAGIC.len()
         } else if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(StoreError::Corrupt(format!(
-                "{} does not start with the kopd metadata magic",
-                path.display()
-            )));
+            return Err(StoreError::Corrupt(format!("{} does not start with the kopd metadata magic", path.display())));
         } else {
             let mut pos = MAGIC.len();
             loop {
@@ -162,31 +150,16 @@ impl LocalMetadataStore {
         }
         // Appends go to the end regardless of the read position.
         let log = OpenOptions::new().append(true).open(&path)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            map,
-            log,
-            log_len: valid_len as u64,
-            failed: false,
-        })
+        Ok(Self { dir: dir.to_path_buf(), map, log, log_len: valid_len as u64, failed: false })
     }
 
     fn live_bytes(&self) -> u64 {
-        self.map
-            .iter()
-            .map(|(k, v)| (k.len() + v.len() + 9) as u64)
-            .sum()
+        self.map.iter().map(|(k, v)| (k.len() + v.len() + 9) as u64).sum()
     }
 
     fn compact(&mut self) -> Result<(), StoreError> {
-        let ops: Vec<StoreOp> = self
-            .map
-            .iter()
-            .map(|(k, v)| StoreOp::Put {
-                path: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
+        let ops: Vec<StoreOp> =
+            self.map.iter().map(|(k, v)| StoreOp::Put { path: k.clone(), value: v.clone() }).collect();
         let tmp = self.dir.join("metadata.log.tmp");
         let mut f = File::create(&tmp)?;
         let rec = frame(&encode_ops(&ops));
@@ -220,9 +193,7 @@ impl MetadataStore for LocalMetadataStore {
             return Ok(());
         }
         if self.failed {
-            return Err(StoreError::Corrupt(
-                "an earlier write failed; restart to recover".into(),
-            ));
+            return Err(StoreError::Corrupt("an earlier write failed; restart to recover".into()));
         }
         let rec = frame(&encode_ops(&ops));
         if let Err(e) = self.log.write_all(&rec).and_then(|_| self.log.sync_data()) {
@@ -231,9 +202,7 @@ impl MetadataStore for LocalMetadataStore {
         }
         self.log_len += rec.len() as u64;
         apply(&mut self.map, &ops);
-        if self.log_len > COMPACTION_MIN_BYTES
-            && self.log_len > COMPACTION_FACTOR * self.live_bytes()
-        {
+        if self.log_len > COMPACTION_MIN_BYTES && self.log_len > COMPACTION_FACTOR * self.live_bytes() {
             self.compact()?;
         }
         Ok(())
@@ -251,10 +220,7 @@ mod tests {
     }
 
     fn put(p: &str, v: &str) -> StoreOp {
-        StoreOp::Put {
-            path: p.into(),
-            value: v.as_bytes().to_vec(),
-        }
+        StoreOp::Put { path: p.into(), value: v.as_bytes().to_vec() }
     }
 
     #[test]
@@ -263,16 +229,10 @@ mod tests {
         {
             let mut s = LocalMetadataStore::open(&d).unwrap();
             s.commit(vec![put("/a/1", "x"), put("/a/2", "y")]).unwrap();
-            s.commit(vec![StoreOp::Delete {
-                path: "/a/1".into(),
-            }])
-            .unwrap();
+            s.commit(vec![StoreOp::Delete { path: "/a/1".into() }]).unwrap();
         }
         // A crash mid-append leaves a partial record behind.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(d.join("metadata.log"))
-            .unwrap();
+        let mut f = OpenOptions::new().append(true).open(d.join("metadata.log")).unwrap();
         f.write_all(&[0, 0, 0, 50, 1, 2]).unwrap();
         drop(f);
         let mut s = LocalMetadataStore::open(&d).unwrap();

@@ -64,32 +64,24 @@ pub struct MetadataStoreThread {
 }
 
 impl MetadataStoreThread {
-    pub fn spawn(
-        mut store: Box<dyn MetadataStore>,
-        queue_capacity: usize,
-    ) -> std::io::Result<Self> {
+    pub fn spawn(mut store: Box<dyn MetadataStore>, queue_capacity: usize) -> std::io::Result<Self> {
         let (tx, rx) = async_channel::bounded::<CommitRequest>(queue_capacity);
-        thread::Builder::new()
-            .name("kopd-meta-store".into())
-            .spawn(move || {
-                while let Ok(req) = rx.recv_blocking() {
-                    let result = store.commit(req.ops);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "metadata commit failed");
-                    }
-                    // The requester may have given up (shutdown); nothing to do then.
-                    let _ = req.reply.send_blocking(result);
+        thread::Builder::new().name("kopd-meta-store".into()).spawn(move || {
+            while let Ok(req) = rx.recv_blocking() {
+                let result = store.commit(req.ops);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "metadata commit failed");
                 }
-            })?;
+                // The requester may have given up (shutdown); nothing to do then.
+                let _ = req.reply.send_blocking(result);
+            }
+        })?;
         Ok(Self { requests: tx })
     }
 
     pub async fn commit(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
         let (reply, answer) = async_channel::bounded(1);
-        self.requests
-            .send(CommitRequest { ops, reply })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        self.requests.send(CommitRequest { ops, reply }).await.map_err(|_| StoreError::Stopped)?;
         answer.recv().await.map_err(|_| StoreError::Stopped)?
     }
 }

@@ -1,0 +1,211 @@
+//! Fetch: a non-durable cursor per requested partition reads stored batches forward from the
+//! fetch offset (tail cache first, else the ledger store) and returns their bytes unchanged.
+//! When fewer than `min_bytes` are available the request waits, woken by appends, at most
+//! `max_wait_ms`.
+//!
+//! Fetch sessions (KIP-227) are declined: every response carries session id 0, which clients
+//! take as "no session" and keep sending full fetch requests.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use super::partition;
+use crate::broker::Broker;
+use crate::log::managed_ledger::ManagedLedger;
+use crate::meta::catalog::TopicEntry;
+use crate::runtime;
+
+/// One requested partition, resolved once per request.
+struct Target {
+    topic_index: usize,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    log: Result<Rc<ManagedLedger>, ResponseError>,
+    leader: Option<(i32, i32)>,
+}
+
+/// A read position in a partition's log that lives only as long as the request.
+struct NonDurableCursor<'a> {
+    log: &'a ManagedLedger,
+    next_offset: i64,
+}
+
+impl NonDurableCursor<'_> {
+    /// Reads whole batches until `budget` bytes would be exceeded; the first batch is returned
+    /// even when larger (`allow_oversize`), so a consumer can always make progress.
+    async fn read(
+        &mut self,
+        mut budget: usize,
+        mut allow_oversize: bool,
+        out: &mut Vec<Bytes>,
+    ) -> Result<usize, ResponseError> {
+        let mut total = 0;
+        while let Some(e) = self.log.entry_from(self.next_offset) {
+            if (e.size as usize) > budget && !allow_oversize {
+                break;
+            }
+            let batch = self.log.read_batch(&e).await.map_err(|err| partition::log_error_code(&err))?;
+            total += batch.len();
+            budget = budget.saturating_sub(batch.len());
+            allow_oversize = false;
+            out.push(batch);
+            self.next_offset = e.last_offset + 1;
+            if budget == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
+async fn resolve(
+    broker: &Broker,
+    topic: &Arc<TopicEntry>,
+    partition: i32,
+    client_epoch: i32,
+) -> (Result<Rc<ManagedLedger>, ResponseError>, Option<(i32, i32)>) {
+    let leader = topic.partitions.get(partition as usize).map(|o| (o.core as i32, o.epoch));
+    let owner = match partition::owned(broker, topic, partition)
+        .and_then(|o| partition::check_leader_epoch(&o, client_epoch).map(|_| o))
+    {
+        Ok(o) => o,
+        Err(e) => return (Err(e), leader),
+    };
+    let _ = owner;
+    (broker.logs.get(topic, partition).await.map_err(|e| partition::log_error_code(&e)), leader)
+}
+
+pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 {
+        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let catalog = broker.catalog();
+    let mut targets = Vec::new();
+    let mut topic_meta = Vec::new();
+    for (ti, ft) in req.topics.iter().enumerate() {
+        let topic = partition::topic(broker, &catalog, (version < 13).then(|| ft.topic.as_str()), ft.topic_id);
+        topic_meta.push((ft.topic.clone(), ft.topic_id));
+        for fp in &ft.partitions {
+            let (log, leader) = match &topic {
+                Ok(t) => resolve(broker, t, fp.partition, fp.current_leader_epoch).await,
+                Err(e) => (Err(*e), None),
+            };
+            targets.push(Target {
+                topic_index: ti,
+                partition: fp.partition,
+                fetch_offset: fp.fetch_offset,
+                max_bytes: fp.partition_max_bytes.max(0) as usize,
+                log,
+                leader,
+            });
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let read_committed = req.isolation_level == 1;
+    let (mut datas, total) = loop {
+        // Register for wake-ups before reading, so an append in between is not missed.
+        let listeners: Vec<_> = targets.iter().filter_map(|t| t.log.as_ref().ok()).map(|l| l.listen()).collect();
+        let (datas, total) = read_all(&targets, req.max_bytes.max(0) as usize).await;
+        let now = Instant::now();
+        let errors = datas.iter().any(|d| d.error_code != 0);
+        if total >= min_bytes || errors || now >= deadline || listeners.is_empty() || broker.shutdown.is_triggered() {
+            break (datas, total);
+        }
+        let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
+        runtime::timeout(
+            deadline - now,
+            futures_lite::future::or(
+                async {
+                    any.await;
+                },
+                broker.shutdown.wait(),
+            ),
+        )
+        .await;
+    };
+    let _ = total;
+
+    let mut responses: Vec<FetchableTopicResponse> = topic_meta
+        .into_iter()
+        .map(|(name, id)| FetchableTopicResponse::default().with_topic(name).with_topic_id(id))
+        .collect();
+    for (t, d) in targets.iter().zip(datas.drain(..)) {
+        let mut d = d;
+        if read_committed {
+            d = d.with_aborted_transactions(Some(Vec::new()));
+        }
+        // current_leader (KIP-951) exists from v12.
+        if version >= 12
+            && d.error_code == ResponseError::NotLeaderOrFollower.code()
+            && let Some((leader, epoch)) = t.leader
+        {
+            {
+                d = d.with_current_leader(
+                    LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
+                );
+            }
+        }
+        responses[t.topic_index].partitions.push(d);
+    }
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}
+
+/// One read pass over every target, within the request's byte budget.
+async fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize) {
+    let mut budget = max_bytes;
+    let mut total = 0;
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        let base = PartitionData::default()
+            .with_partition_index(t.partition)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(BrokerId(-1));
+        let log = match &t.log {
+            Ok(l) => l,
+            Err(e) => {
+                out.push(base.with_error_code(e.code()).with_records(Some(Bytes::new())));
+                continue;
+            }
+        };
+        let (hwm, start) = (log.high_watermark(), log.log_start_offset());
+        let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(start);
+        if t.fetch_offset < start || t.fetch_offset > hwm {
+            out.push(base.with_error_code(ResponseError::OffsetOutOfRange.code()).with_records(Some(Bytes::new())));
+            continue;
+        }
+        let mut batches = Vec::new();
+        let mut cursor = NonDurableCursor { log, next_offset: t.fetch_offset };
+        let limit = t.max_bytes.min(budget);
+        match cursor.read(limit, total == 0, &mut batches).await {
+            Ok(n) => {
+                total += n;
+                budget = budget.saturating_sub(n);
+                let records = match batches.len() {
+                    0 => Bytes::new(),
+                    1 => batches.pop().unwrap_or_default(),
+                    _ => {
+                        let mut buf = BytesMut::with_capacity(n);
+                        for b in &batches {
+                            buf.extend_from_slice(b);
+                        }
+                        buf.freeze()
+                    }
+                };
+                out.push(base.with_records(Some(records)));
+            }
+            Err(e) => out.push(base.with_error_code(e.code()).with_records(Some(Bytes::new()))),
+        }
+    }
+    (out, total)
+}

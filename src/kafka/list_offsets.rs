@@ -1,0 +1,97 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp, from the
+//! offset and time index; the exact record is found by reading the one batch the index names.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::partition;
+use crate::broker::Broker;
+use crate::log::managed_ledger::ManagedLedger;
+use crate::log::offset_index::IndexEntry;
+use crate::log::record_batch;
+
+/// Bound on a stored batch's decompressed size when searching it (as validation bounds it).
+const MAX_UNCOMPRESSED: usize = 64 << 20;
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (offset, timestamp) of the first record in `e`'s batch matching `pick`.
+async fn find_record(
+    log: &ManagedLedger,
+    e: &IndexEntry,
+    pick: impl Fn(i64) -> bool,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    let batch = log.read_batch(e).await.map_err(|err| partition::log_error_code(&err))?;
+    let header = record_batch::parse_header(&batch).map_err(|_| ResponseError::KafkaStorageError)?;
+    let log_append_time = header.attributes & 0x08 != 0;
+    let records = record_batch::records(&batch, MAX_UNCOMPRESSED).map_err(|_| ResponseError::KafkaStorageError)?;
+    Ok(records.iter().find_map(|r| {
+        let ts = if log_append_time { header.max_timestamp } else { r.timestamp };
+        pick(ts).then_some((r.offset, ts))
+    }))
+}
+
+async fn lookup(broker: &Broker, log: &ManagedLedger, timestamp: i64) -> Result<(i64, i64), ResponseError> {
+    let _ = broker;
+    match timestamp {
+        LATEST => Ok((log.high_watermark(), -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
+        LATEST_TIERED => Ok((-1, -1)),
+        MAX_TIMESTAMP => match log.entry_with_max_timestamp() {
+            None => Ok((-1, -1)),
+            Some(e) => Ok(find_record(log, &e, |ts| ts == e.max_timestamp).await?.unwrap_or((-1, -1))),
+        },
+        ts if ts >= 0 => {
+            let Some(mut e) = log.entry_for_timestamp(ts) else { return Ok((-1, -1)) };
+            // The index names the first batch whose running maximum reaches `ts`; its records
+            // may still all be older (timestamps need not grow), so keep walking forward.
+            loop {
+                if let Some(found) = find_record(log, &e, |t| t >= ts).await? {
+                    return Ok(found);
+                }
+                match log.entry_from(e.last_offset + 1) {
+                    Some(next) => e = next,
+                    None => return Ok((-1, -1)),
+                }
+            }
+        }
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let catalog = broker.catalog();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = partition::topic(broker, &catalog, Some(t.name.as_str()), uuid::Uuid::nil());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_offset(-1)
+                .with_timestamp(-1);
+            let result = async {
+                let topic = topic.as_ref().map_err(|e| *e)?;
+                let owner = partition::owned(broker, topic, p.partition_index)?;
+                partition::check_leader_epoch(&owner, p.current_leader_epoch)?;
+                let log = broker.logs.get(topic, p.partition_index).await.map_err(|e| partition::log_error_code(&e))?;
+                let (offset, ts) = lookup(broker, &log, p.timestamp).await?;
+                Ok::<_, ResponseError>((offset, ts, owner.epoch))
+            }
+            .await;
+            partitions.push(match result {
+                // The leader epoch field exists from v4.
+                Ok((offset, ts, epoch)) => {
+                    base.with_offset(offset).with_timestamp(ts).with_leader_epoch(if version >= 4 { epoch } else { -1 })
+                }
+                Err(e) => base.with_error_code(e.code()),
+            });
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

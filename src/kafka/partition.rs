@@ -1,0 +1,61 @@
+//! Finding the partition a data-path request names, and refusing it where this core is not
+//! its owner (clients then refresh metadata and go to the owner).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::log::managed_ledger::LogError;
+use crate::meta::assignment::PartitionOwner;
+use crate::meta::catalog::{Catalog, TopicEntry};
+
+/// Resolves a topic named by name (older versions) or by id (newer ones).
+pub fn topic(
+    broker: &Broker,
+    catalog: &Catalog,
+    name: Option<&str>,
+    id: Uuid,
+) -> Result<Arc<TopicEntry>, ResponseError> {
+    match name.filter(|n| !n.is_empty()) {
+        Some(n) => {
+            let name = broker.topic_name(n).map_err(|_| ResponseError::UnknownTopicOrPartition)?;
+            catalog.get(&name).cloned().ok_or(ResponseError::UnknownTopicOrPartition)
+        }
+        None => catalog.get_by_id(&id).cloned().ok_or(ResponseError::UnknownTopicId),
+    }
+}
+
+/// The partition's owner if it is this core.
+pub fn owned(broker: &Broker, topic: &TopicEntry, partition: i32) -> Result<PartitionOwner, ResponseError> {
+    let owner = usize::try_from(partition)
+        .ok()
+        .and_then(|p| topic.partitions.get(p))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if owner.core as i32 != broker.id {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(*owner)
+}
+
+/// Kafka's answer to a client's idea of the leader epoch (-1: the client does not say).
+pub fn check_leader_epoch(owner: &PartitionOwner, client_epoch: i32) -> Result<(), ResponseError> {
+    match client_epoch {
+        -1 => Ok(()),
+        e if e > owner.epoch => Err(ResponseError::UnknownLeaderEpoch),
+        e if e < owner.epoch => Err(ResponseError::FencedLeaderEpoch),
+        _ => Ok(()),
+    }
+}
+
+pub fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        LogError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        LogError::OffsetOutOfRange(_) => ResponseError::OffsetOutOfRange,
+        LogError::Storage(crate::storage::StorageError::Backpressure) => ResponseError::RequestTimedOut,
+        LogError::Storage(_) | LogError::Failed(_) => ResponseError::KafkaStorageError,
+        LogError::Metadata(_) => ResponseError::KafkaStorageError,
+    }
+}

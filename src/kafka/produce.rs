@@ -1,0 +1,137 @@
+//! Produce: validate every batch of a partition, then append them to its managed ledger and
+//! answer once they are durable. Partitions of one request are appended concurrently so they
+//! share commit windows.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::partition::{self, log_error_code};
+use crate::broker::Broker;
+use crate::log::record_batch::{self, ValidationLimits};
+
+async fn produce_partition(
+    broker: &Broker,
+    topic: Option<std::sync::Arc<crate::meta::catalog::TopicEntry>>,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    topic_err: Option<ResponseError>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let resp = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    let fail = |e: ResponseError, msg: Option<String>| {
+        resp.clone().with_error_code(e.code()).with_error_message(msg.map(StrBytes::from_string))
+    };
+    let topic = match (topic, topic_err) {
+        (Some(t), None) => t,
+        (_, e) => return fail(e.unwrap_or(ResponseError::UnknownTopicOrPartition), None),
+    };
+    let owner = match partition::owned(broker, &topic, index) {
+        Ok(o) => o,
+        Err(e) => {
+            let leader = topic.partitions.get(index as usize).map(|o| {
+                LeaderIdAndEpoch::default().with_leader_id(BrokerId(o.core as i32)).with_leader_epoch(o.epoch)
+            });
+            let mut r = fail(e, None);
+            // current_leader (KIP-951) exists from v10.
+            if let Some(l) = leader.filter(|_| version >= 10) {
+                r = r.with_current_leader(l);
+            }
+            return r;
+        }
+    };
+    let Some(records) = records else {
+        return fail(ResponseError::CorruptMessage, Some("no records".into()));
+    };
+    let max_message_bytes = topic
+        .configs
+        .get("max.message.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(broker.config.topic_defaults.max_message_bytes) as usize;
+    let limits = ValidationLimits { max_message_bytes, ..ValidationLimits::default() };
+    let batch_error = |e: record_batch::BatchError| {
+        let code = ResponseError::try_from_code(e.kafka_code()).unwrap_or(ResponseError::CorruptMessage);
+        fail(code, Some(e.to_string()))
+    };
+    let mut batches = match record_batch::split_batches(records) {
+        Ok(b) => b,
+        Err(e) => return batch_error(e),
+    };
+    // Produce v3+ carries exactly one batch per partition, as Kafka requires.
+    let (Some(batch), true) = (batches.pop(), batches.is_empty()) else {
+        return fail(
+            ResponseError::InvalidRecord,
+            Some("a produce request must carry exactly one record batch per partition".into()),
+        );
+    };
+    let validated = match record_batch::validate(&batch, &limits) {
+        Ok(v) => v,
+        Err(e) => return batch_error(e),
+    };
+    let log = match broker.logs.get(&topic, index).await {
+        Ok(l) => l,
+        Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
+    };
+    match log.append(&batch, &validated, owner.epoch).await {
+        Ok(r) => resp
+            .with_base_offset(r.base_offset)
+            .with_log_append_time_ms(r.log_append_time)
+            .with_log_start_offset(r.log_start_offset),
+        Err(e) => fail(log_error_code(&e), Some(e.to_string())),
+    }
+}
+
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
+    let catalog = broker.catalog();
+    let valid_acks = matches!(req.acks, -1..=1);
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut futures = Vec::new();
+    for td in req.topic_data {
+        let resolved = partition::topic(broker, &catalog, (version < 13).then(|| td.name.as_str()), td.topic_id);
+        let (topic, err) = match resolved {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e)),
+        };
+        let err = if valid_acks { err } else { Some(ResponseError::InvalidRequiredAcks) };
+        topics.push((td.name, td.topic_id, td.partition_data.len()));
+        for pd in td.partition_data {
+            futures.push(produce_partition(broker, topic.clone(), pd.index, pd.records, err, version));
+        }
+    }
+    let mut results = futures_util::future::join_all(futures).await.into_iter();
+    let mut not_leader = false;
+    let responses = topics
+        .into_iter()
+        .map(|(name, id, n)| {
+            let partition_responses: Vec<_> = results.by_ref().take(n).collect();
+            not_leader |= partition_responses.iter().any(|p| p.error_code == ResponseError::NotLeaderOrFollower.code());
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(id)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    let mut resp = ProduceResponse::default().with_responses(responses);
+    // KIP-951: point a misdirected producer straight at the leaders.
+    if not_leader && version >= 10 {
+        resp = resp.with_node_endpoints(
+            super::metadata::brokers(broker)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                })
+                .collect(),
+        );
+    }
+    resp
+}

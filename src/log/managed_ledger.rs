@@ -1,0 +1,500 @@
+//! A partition's managed ledger: an ordered list of ledgers in the ledger store, with the
+//! Kafka offsets, indexes, idempotent-producer state and tail cache on top.
+//!
+//! One per partition, owned by the partition's core. Appends assign offsets synchronously (in
+//! call order), hand the entry to the store in the same poll (so store order = offset order),
+//! and complete when the store reports the entry durable; the high watermark then advances.
+//! Readers see only offsets below the high watermark.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use event_listener::Event;
+use thiserror::Error;
+
+use super::ml_metadata::{LOG_START_OFFSET_PROPERTY, LedgerInfo, ManagedLedgerInfo, ml_path};
+use super::offset_index::{IndexEntry, OffsetIndex};
+use super::producer_state::{BatchSeq, ProducerStateTable, SequenceCheck};
+use super::record_batch::{self, TimestampType, Validated};
+use super::tail_cache::TailCache;
+use crate::meta::store::{MetadataStoreThread, StoreOp};
+use crate::meta::topic_name::TopicName;
+use crate::storage::local::LocalLedgerStore;
+use crate::storage::{LedgerId, LedgerStore, StorageError, entry};
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("metadata store: {0}")]
+    Metadata(String),
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("offset {0} is out of range")]
+    OffsetOutOfRange(i64),
+    #[error("partition log failed: {0}")]
+    Failed(String),
+}
+
+/// Per-partition limits, from the topic's configs.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub rollover_bytes: u64,
+    pub rollover_entries: u64,
+    pub rollover_age: Duration,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub log_append_time: bool,
+    pub tail_cache_bytes: usize,
+}
+
+pub struct AppendResult {
+    pub base_offset: i64,
+    /// The broker time stamped on the batch, or -1 with CreateTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// What recovery rebuilt for a partition (or nothing, for a new one).
+#[derive(Default)]
+pub struct RecoveredLog {
+    pub info: ManagedLedgerInfo,
+    pub index: OffsetIndex,
+    pub producers: ProducerStateTable,
+}
+
+/// An append after its synchronous half.
+struct Prepared {
+    entry_bytes: Bytes,
+    expected_entry: u64,
+    base: i64,
+    last: i64,
+    append_time: i64,
+    rollover: bool,
+}
+
+enum Step {
+    Append(Prepared),
+    /// A retried idempotent batch: already stored with these offsets.
+    Duplicate(BatchSeq, i64),
+}
+
+struct State {
+    info: ManagedLedgerInfo,
+    /// Ledger taking appends; `None` until the first ledger is created.
+    current: Option<LedgerId>,
+    current_entries: u64,
+    current_bytes: u64,
+    current_since: Instant,
+    index: OffsetIndex,
+    log_start: i64,
+    next_offset: i64,
+    high_watermark: i64,
+    producers: ProducerStateTable,
+    tail: TailCache,
+    /// A new ledger is being created; appends wait.
+    rolling: bool,
+    failed: Option<String>,
+    settings: LogSettings,
+}
+
+pub struct ManagedLedger {
+    pub topic: TopicName,
+    pub partition: i32,
+    store: Rc<LocalLedgerStore>,
+    meta: MetadataStoreThread,
+    state: RefCell<State>,
+    /// Fires when the high watermark moves or a rollover finishes.
+    progress: Event,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl ManagedLedger {
+    /// Opens a partition's log on its core and starts its first (or next) ledger, as Pulsar
+    /// does on every open: recovered ledgers stay read-only.
+    pub async fn open(
+        topic: TopicName,
+        partition: i32,
+        store: Rc<LocalLedgerStore>,
+        meta: MetadataStoreThread,
+        recovered: RecoveredLog,
+        settings: LogSettings,
+    ) -> Result<Rc<ManagedLedger>, LogError> {
+        let RecoveredLog { mut info, index, producers } = recovered;
+        // Ledgers that hold no entry (never written, or lost) are dropped from the list.
+        let live: Vec<LedgerId> = info.ledger_ids().filter(|l| index_has_ledger(&index, *l)).collect();
+        let empty: Vec<LedgerId> = info.ledger_ids().filter(|l| !live.contains(l)).collect();
+        info.ledger_info.retain(|l| live.contains(&(l.ledger_id as LedgerId)));
+        let next_offset = index.last().map_or(0, |e| e.last_offset + 1);
+        let stored_start = info.property(LOG_START_OFFSET_PROPERTY).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let first_indexed = index.first().map_or(next_offset, |e| e.base_offset);
+        let log_start = stored_start.max(first_indexed).min(next_offset);
+        let ml = Rc::new(ManagedLedger {
+            topic,
+            partition,
+            store,
+            meta,
+            state: RefCell::new(State {
+                info,
+                current: None,
+                current_entries: 0,
+                current_bytes: 0,
+                current_since: Instant::now(),
+                index,
+                log_start,
+                next_offset,
+                high_watermark: next_offset,
+                producers,
+                tail: TailCache::new(settings.tail_cache_bytes),
+                rolling: true,
+                failed: None,
+                settings,
+            }),
+            progress: Event::new(),
+        });
+        ml.roll_over().await?;
+        for l in empty {
+            let _ = ml.store.delete_ledger(l).await;
+        }
+        Ok(ml)
+    }
+
+    pub fn path(&self) -> String {
+        ml_path(&self.topic, self.partition)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start
+    }
+
+    pub fn set_settings(&self, settings: LogSettings) {
+        self.state.borrow_mut().settings = settings;
+    }
+
+    /// A listener that fires on the next progress (append made durable, rollover done).
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.progress.listen()
+    }
+
+    /// Creates a new ledger and makes it current once the ledger list is durable. While it
+    /// runs, `rolling` holds appends back.
+    async fn roll_over(&self) -> Result<(), LogError> {
+        let new = self.store.create_ledger();
+        let ops = {
+            let mut st = self.state.borrow_mut();
+            st.rolling = true;
+            let (entries, bytes) = (st.current_entries as i64, st.current_bytes as i64);
+            let current = st.current;
+            if let Some(li) = st.info.ledger_info.iter_mut().find(|l| Some(l.ledger_id as LedgerId) == current) {
+                li.entries = Some(entries);
+                li.size = Some(bytes);
+            }
+            st.info.ledger_info.push(LedgerInfo {
+                ledger_id: new as i64,
+                entries: None,
+                size: None,
+                timestamp: Some(now_ms()),
+            });
+            vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
+        };
+        let result = self.meta.commit(ops).await;
+        let mut st = self.state.borrow_mut();
+        st.rolling = false;
+        match result {
+            Ok(()) => {
+                if st.current_entries == 0 {
+                    // The previous ledger got nothing: forget it.
+                    if let Some(prev) = st.current {
+                        st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != prev);
+                    }
+                }
+                st.current = Some(new);
+                st.current_entries = 0;
+                st.current_bytes = 0;
+                st.current_since = Instant::now();
+                drop(st);
+                self.progress.notify(usize::MAX);
+                Ok(())
+            }
+            Err(e) => {
+                st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != new);
+                drop(st);
+                self.progress.notify(usize::MAX);
+                Err(LogError::Metadata(e.to_string()))
+            }
+        }
+    }
+
+    fn needs_rollover(st: &State) -> bool {
+        st.current_entries >= st.settings.rollover_entries
+            || st.current_bytes >= st.settings.rollover_bytes
+            || (st.current_entries > 0 && st.current_since.elapsed() >= st.settings.rollover_age)
+    }
+
+    /// Waits until no rollover is under way and a ledger is current.
+    async fn ready(&self) -> Result<LedgerId, LogError> {
+        loop {
+            let listener = {
+                let st = self.state.borrow();
+                if let Some(f) = &st.failed {
+                    return Err(LogError::Failed(f.clone()));
+                }
+                match (st.rolling, st.current) {
+                    (false, Some(l)) => return Ok(l),
+                    _ => self.progress.listen(),
+                }
+            };
+            listener.await;
+        }
+    }
+
+    /// Waits (bounded) until `offset` is below the high watermark.
+    async fn durable(&self, offset: i64) {
+        loop {
+            let listener = self.progress.listen();
+            if self.high_watermark() > offset || self.state.borrow().failed.is_some() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The synchronous half of an append: sequence check, offset assignment, entry encoding,
+    /// index and cache update. No await happens between this and handing the entry to the store.
+    fn prepare(
+        &self,
+        ledger: LedgerId,
+        batch: &[u8],
+        validated: &Validated,
+        leader_epoch: i32,
+    ) -> Result<Step, LogError> {
+        let header = &validated.header;
+        let count = header.last_offset_delta as i64 + 1;
+        let mut st = self.state.borrow_mut();
+        let mut producer_batch = None;
+        if header.producer_id >= 0 {
+            let last_seq = super::producer_state::last_seq(header.base_sequence, count as i32);
+            match st.producers.check(header.producer_id, header.producer_epoch, header.base_sequence, last_seq) {
+                SequenceCheck::New => producer_batch = Some(last_seq),
+                SequenceCheck::Duplicate(b) => return Ok(Step::Duplicate(b, st.log_start)),
+                SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
+                SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
+            }
+        }
+        let base = st.next_offset;
+        let last = base + count - 1;
+        let now = now_ms();
+        let entry_bytes = entry::encode_kafka_entry(batch, last, count as i32, now as u64);
+        let payload_at = entry_bytes.len() - batch.len();
+        let mut entry_bytes = entry_bytes.try_into_mut().unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
+        let append_time = if st.settings.log_append_time { now } else { -1 };
+        let max_ts = if append_time >= 0 { append_time } else { validated.max_timestamp };
+        {
+            // The batch was validated, so these fixed-position edits cannot fail.
+            let payload = &mut entry_bytes[payload_at..];
+            let mut edit = record_batch::set_base_offset(payload, base)
+                .and_then(|_| record_batch::set_partition_leader_epoch(payload, leader_epoch));
+            if append_time >= 0 {
+                edit = edit.and_then(|_| record_batch::set_log_append_time(payload, append_time));
+            } else if validated.max_timestamp != header.max_timestamp {
+                // Kafka stores the true maximum of the records, whatever the producer claimed.
+                edit = edit.and_then(|_| record_batch::set_max_timestamp(payload, TimestampType::CreateTime, max_ts));
+            }
+            if let Err(e) = edit {
+                debug_assert!(false, "editing a validated batch failed: {e}");
+                return Err(LogError::Failed(e.to_string()));
+            }
+        }
+        let entry_bytes = entry_bytes.freeze();
+        let expected_entry = st.current_entries;
+        st.next_offset = last + 1;
+        st.current_entries += 1;
+        st.current_bytes += entry_bytes.len() as u64;
+        st.index.push(base, last, ledger, expected_entry, max_ts, batch.len() as u32);
+        st.tail.push(base, entry_bytes.slice(payload_at..));
+        if let Some(last_seq) = producer_batch {
+            let b = BatchSeq { first_seq: header.base_sequence, last_seq, base_offset: base, last_offset: last };
+            st.producers.record(header.producer_id, header.producer_epoch, b);
+        }
+        let rollover = Self::needs_rollover(&st);
+        if rollover {
+            st.rolling = true;
+        }
+        Ok(Step::Append(Prepared { entry_bytes, expected_entry, base, last, append_time, rollover }))
+    }
+
+    /// Appends one validated batch. `batch` is the client's bytes; offsets are assigned here.
+    pub async fn append(
+        self: &Rc<Self>,
+        batch: &[u8],
+        validated: &Validated,
+        leader_epoch: i32,
+    ) -> Result<AppendResult, LogError> {
+        let ledger = self.ready().await?;
+        let Prepared { entry_bytes, expected_entry, base, last, append_time, rollover } =
+            match self.prepare(ledger, batch, validated, leader_epoch)? {
+                Step::Append(p) => p,
+                Step::Duplicate(b, log_start) => {
+                    self.durable(b.last_offset).await;
+                    return Ok(AppendResult {
+                        base_offset: b.base_offset,
+                        log_append_time: -1,
+                        log_start_offset: log_start,
+                    });
+                }
+            };
+        // Called in the same poll as the offset assignment: store order is offset order.
+        let appended = self.store.append(ledger, entry_bytes);
+        if rollover {
+            let ml = self.clone();
+            crate::runtime::spawn(async move {
+                if let Err(e) = ml.roll_over().await {
+                    tracing::warn!(topic = %ml.topic, partition = ml.partition, error = %e, "ledger rollover failed");
+                }
+            });
+        }
+        match appended.await {
+            Ok(id) => {
+                debug_assert_eq!(id, expected_entry, "entry ids contiguous");
+                let log_start = {
+                    let mut st = self.state.borrow_mut();
+                    st.high_watermark = st.high_watermark.max(last + 1);
+                    st.log_start
+                };
+                self.progress.notify(usize::MAX);
+                Ok(AppendResult { base_offset: base, log_append_time: append_time, log_start_offset: log_start })
+            }
+            Err(e) => {
+                // Offsets past this one may already be assigned; nothing more can be appended
+                // consistently until recovery rebuilds the log from what is durable.
+                self.state.borrow_mut().failed = Some(e.to_string());
+                self.progress.notify(usize::MAX);
+                Err(LogError::Storage(e))
+            }
+        }
+    }
+
+    /// Index entry holding offsets at or after `offset`, if below the high watermark.
+    pub fn entry_from(&self, offset: i64) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let pos = st.index.position_from(offset)?;
+        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+    }
+
+    /// The stored batch bytes of an index entry: from the tail cache, else from the store.
+    pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
+        if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
+            return Ok(b.clone());
+        }
+        let raw = self.store.read(e.ledger, e.entry).await?;
+        let decoded = entry::decode_entry(&raw).map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        Ok(decoded.payload)
+    }
+
+    /// Index position search by timestamp, returning the entry (below the high watermark).
+    pub fn entry_for_timestamp(&self, ts: i64) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let pos = st.index.position_for_timestamp(ts)?;
+        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+    }
+
+    pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let pos = st.index.position_of_max_timestamp()?;
+        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+    }
+
+    /// Moves the log start offset forward (DeleteRecords). Returns the new log start offset.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let ops = {
+            let mut st = self.state.borrow_mut();
+            let target = if offset == -1 { st.high_watermark } else { offset };
+            if target < 0 || target > st.high_watermark {
+                return Err(LogError::OffsetOutOfRange(offset));
+            }
+            if target <= st.log_start {
+                return Ok(st.log_start);
+            }
+            st.log_start = target;
+            st.info.set_property(LOG_START_OFFSET_PROPERTY, target.to_string());
+            vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
+        };
+        self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
+        self.enforce_retention().await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes whole closed ledgers beyond retention.ms / retention.bytes or wholly below the
+    /// log start offset, oldest first.
+    pub async fn enforce_retention(&self) -> Result<(), LogError> {
+        loop {
+            let victim = {
+                let st = self.state.borrow();
+                let Some(oldest) = st.index.first().map(|e| e.ledger) else { return Ok(()) };
+                if Some(oldest) == st.current {
+                    return Ok(());
+                }
+                let ledger_entries: Vec<&IndexEntry> =
+                    (0..st.index.len()).filter_map(|i| st.index.get(i)).take_while(|e| e.ledger == oldest).collect();
+                let last = ledger_entries.last().map(|e| (e.last_offset, e.running_max_timestamp));
+                let ledger_bytes: i64 = ledger_entries.iter().map(|e| e.size as i64).sum();
+                let total_bytes: i64 = (0..st.index.len()).filter_map(|i| st.index.get(i)).map(|e| e.size as i64).sum();
+                let (last_offset, newest_ts) = last.unwrap_or((-1, 0));
+                let s = &st.settings;
+                let expired = s.retention_ms >= 0 && newest_ts < now_ms() - s.retention_ms;
+                let oversize = s.retention_bytes >= 0 && total_bytes - ledger_bytes >= s.retention_bytes;
+                let below_start = last_offset < st.log_start;
+                if !(expired || oversize || below_start) {
+                    return Ok(());
+                }
+                oldest
+            };
+            let ops = {
+                let mut st = self.state.borrow_mut();
+                st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != victim);
+                st.index.drop_ledger_prefix(victim);
+                let first = st.index.first().map_or(st.next_offset, |e| e.base_offset);
+                st.log_start = st.log_start.max(first);
+                let start = st.log_start.to_string();
+                st.info.set_property(LOG_START_OFFSET_PROPERTY, start);
+                vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
+            };
+            self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
+            self.store.delete_ledger(victim).await?;
+        }
+    }
+
+    /// Removes the partition's data and metadata (topic deleted).
+    pub async fn delete(&self) -> Result<(), LogError> {
+        let ledgers: Vec<LedgerId> = {
+            let mut st = self.state.borrow_mut();
+            st.failed = Some("partition deleted".into());
+            st.tail.clear();
+            st.info.ledger_ids().collect()
+        };
+        self.progress.notify(usize::MAX);
+        self.meta
+            .commit(vec![StoreOp::Delete { path: self.path() }])
+            .await
+            .map_err(|e| LogError::Metadata(e.to_string()))?;
+        for l in ledgers {
+            self.store.delete_ledger(l).await?;
+        }
+        Ok(())
+    }
+}
+
+fn index_has_ledger(index: &OffsetIndex, ledger: LedgerId) -> bool {
+    (0..index.len()).filter_map(|i| index.get(i)).any(|e| e.ledger == ledger)
+}

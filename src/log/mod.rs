@@ -1,0 +1,193 @@
+//! The log: each partition a managed ledger (Pulsar's layout) with Kafka offsets on top.
+//!
+//! `PartitionLogs` is one core's set of partition logs: opened on first use, deleted when their
+//! topic disappears from the catalog, and swept by retention.
+
+pub mod managed_ledger;
+pub mod ml_metadata;
+pub mod offset_index;
+pub mod producer_state;
+pub mod record_batch;
+pub mod recovery;
+pub mod tail_cache;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use event_listener::Event;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::meta::catalog::{Catalog, TopicEntry};
+use crate::meta::store::MetadataStoreThread;
+use crate::meta::topic_config;
+use crate::storage::local::LocalLedgerStore;
+use managed_ledger::{LogError, LogSettings, ManagedLedger, RecoveredLog};
+pub use recovery::PartitionKey;
+
+/// Pulsar's default ledger rollover by entry count (managedLedgerMaxEntriesPerLedger).
+const LEDGER_MAX_ENTRIES: u64 = 50_000;
+
+/// The effective log settings of a topic (its overrides over the broker defaults).
+pub fn settings_for(config: &Config, topic: &TopicEntry) -> LogSettings {
+    let get = |name: &str| -> String {
+        match topic.configs.get(name) {
+            Some(v) => v.clone(),
+            None => topic_config::lookup(name)
+                .map(|d| topic_config::default_value(d, &config.topic_defaults))
+                .unwrap_or_default(),
+        }
+    };
+    let int = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
+    LogSettings {
+        rollover_bytes: int("segment.bytes", 1 << 30).max(1) as u64,
+        rollover_entries: LEDGER_MAX_ENTRIES,
+        rollover_age: Duration::from_millis(int("segment.ms", 604_800_000).max(1) as u64),
+        retention_ms: int("retention.ms", 604_800_000),
+        retention_bytes: int("retention.bytes", -1),
+        log_append_time: get("message.timestamp.type") == "LogAppendTime",
+        tail_cache_bytes: config.tail_cache_bytes,
+    }
+}
+
+struct Slot {
+    topic_id: Uuid,
+    log: Rc<ManagedLedger>,
+}
+
+pub struct PartitionLogs {
+    config: std::sync::Arc<Config>,
+    store: Rc<LocalLedgerStore>,
+    meta: MetadataStoreThread,
+    open: RefCell<HashMap<PartitionKey, Slot>>,
+    opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
+    recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
+}
+
+impl PartitionLogs {
+    pub fn new(
+        config: std::sync::Arc<Config>,
+        store: Rc<LocalLedgerStore>,
+        meta: MetadataStoreThread,
+        recovered: HashMap<PartitionKey, RecoveredLog>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            meta,
+            open: RefCell::new(HashMap::new()),
+            opening: RefCell::new(HashMap::new()),
+            recovered: RefCell::new(recovered),
+        }
+    }
+
+    /// The open log of a partition this core owns, opening it on first use.
+    pub async fn get(&self, topic: &TopicEntry, partition: i32) -> Result<Rc<ManagedLedger>, LogError> {
+        let key = (topic.name.clone(), partition);
+        loop {
+            if let Some(s) = self.open.borrow().get(&key).filter(|s| s.topic_id == topic.id) {
+                return Ok(s.log.clone());
+            }
+            let busy = self.opening.borrow().get(&key).cloned();
+            match busy {
+                Some(ev) => {
+                    let l = ev.listen();
+                    if self.opening.borrow().contains_key(&key) {
+                        l.await;
+                    }
+                }
+                None => break,
+            }
+        }
+        let done = Rc::new(Event::new());
+        self.opening.borrow_mut().insert(key.clone(), done.clone());
+        let recovered = self.recovered.borrow_mut().remove(&key).unwrap_or_default();
+        let result = ManagedLedger::open(
+            topic.name.clone(),
+            partition,
+            self.store.clone(),
+            self.meta.clone(),
+            recovered,
+            settings_for(&self.config, topic),
+        )
+        .await;
+        self.opening.borrow_mut().remove(&key);
+        done.notify(usize::MAX);
+        let log = result?;
+        self.open.borrow_mut().insert(key, Slot { topic_id: topic.id, log: log.clone() });
+        Ok(log)
+    }
+
+    /// Opens every recovered partition this core owns, and deletes recovered partitions whose
+    /// topic no longer exists (deleted while a previous run was stopping).
+    pub async fn open_recovered(&self, catalog: &Catalog, core: u32) {
+        let keys: Vec<PartitionKey> = self.recovered.borrow().keys().cloned().collect();
+        for key in keys {
+            match catalog.get(&key.0) {
+                Some(topic) if catalog.owner(&key.0, key.1) == Some(core) => {
+                    let topic = topic.clone();
+                    if let Err(e) = self.get(&topic, key.1).await {
+                        tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open recovered partition");
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let rec = self.recovered.borrow_mut().remove(&key).unwrap_or_default();
+                    let settings = settings_for(&self.config, &orphan(&key));
+                    let opened =
+                        ManagedLedger::open(key.0.clone(), key.1, self.store.clone(), self.meta.clone(), rec, settings)
+                            .await;
+                    if let Ok(log) = opened {
+                        let _ = log.delete().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reacts to a new catalog: logs of deleted (or re-created) topics are removed, settings
+    /// of the others refreshed.
+    pub fn catalog_changed(&self, catalog: &Catalog) {
+        let gone: Vec<PartitionKey> = self
+            .open
+            .borrow()
+            .iter()
+            .filter(|(k, s)| catalog.get(&k.0).is_none_or(|t| t.id != s.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(slot) = self.open.borrow_mut().remove(&key) {
+                crate::runtime::spawn(async move {
+                    if let Err(e) = slot.log.delete().await {
+                        tracing::warn!(topic = %slot.log.topic, partition = slot.log.partition, error = %e, "deleting partition data failed");
+                    }
+                });
+            }
+        }
+        for (key, slot) in self.open.borrow().iter() {
+            if let Some(t) = catalog.get(&key.0) {
+                slot.log.set_settings(settings_for(&self.config, t));
+            }
+        }
+    }
+
+    /// Applies retention to every open log; runs forever on the core.
+    pub async fn run_retention(&self, every: Duration) {
+        loop {
+            crate::runtime::sleep(every).await;
+            let logs: Vec<Rc<ManagedLedger>> = self.open.borrow().values().map(|s| s.log.clone()).collect();
+            for log in logs {
+                if let Err(e) = log.enforce_retention().await {
+                    tracing::warn!(topic = %log.topic, partition = log.partition, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+}
+
+/// A stand-in catalog entry for a partition whose topic is gone (only its name matters).
+fn orphan(key: &PartitionKey) -> TopicEntry {
+    TopicEntry { name: key.0.clone(), id: Uuid::nil(), partitions: Vec::new(), configs: Default::default() }
+}

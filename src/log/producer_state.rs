@@ -1,0 +1,136 @@
+//! Idempotent-producer state of one partition: per producer id, its epoch and the last few
+//! batches' sequence ranges, so a retried batch is recognised and answered with its original
+//! offset, and gaps or stale epochs are refused as Kafka refuses them.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Kafka keeps this many recent batches per producer for duplicate detection (and the Java
+/// producer allows as many in flight).
+pub const BATCHES_PER_PRODUCER: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSeq {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchSeq>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    New,
+    /// Already stored: answer with this batch's offsets.
+    Duplicate(BatchSeq),
+    /// The producer's epoch is older than the latest seen.
+    StaleEpoch,
+    /// A gap (or a new epoch not starting at 0).
+    OutOfOrder,
+}
+
+/// The sequence after `seq` (sequences wrap from i32::MAX to 0).
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// Last sequence of a batch of `count` records starting at `first`.
+pub fn last_seq(first: i32, count: i32) -> i32 {
+    ((first as i64 + count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    pub fn check(&self, producer_id: i64, epoch: i16, first_seq: i32, last_seq: i32) -> SequenceCheck {
+        let Some(p) = self.producers.get(&producer_id) else {
+            // Unknown producer (new, or its state was removed with old data): accept.
+            return SequenceCheck::New;
+        };
+        if epoch < p.epoch {
+            return SequenceCheck::StaleEpoch;
+        }
+        if epoch > p.epoch {
+            return if first_seq == 0 { SequenceCheck::New } else { SequenceCheck::OutOfOrder };
+        }
+        if let Some(b) = p.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+            return SequenceCheck::Duplicate(*b);
+        }
+        match p.batches.back() {
+            Some(b) if next_seq(b.last_seq) != first_seq => SequenceCheck::OutOfOrder,
+            _ => SequenceCheck::New,
+        }
+    }
+
+    /// Records an appended batch (after `check` said New, or during recovery).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchSeq) {
+        let p = self.producers.entry(producer_id).or_default();
+        if epoch != p.epoch {
+            p.epoch = epoch;
+            p.batches.clear();
+        }
+        if p.batches.len() == BATCHES_PER_PRODUCER {
+            p.batches.pop_front();
+        }
+        p.batches.push_back(batch);
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(first: i32, last: i32, off: i64) -> BatchSeq {
+        BatchSeq { first_seq: first, last_seq: last, base_offset: off, last_offset: off + (last - first) as i64 }
+    }
+
+    #[test]
+    fn sequences_duplicates_and_gaps() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(t.check(7, 0, 0, 4), SequenceCheck::New);
+        t.record(7, 0, b(0, 4, 100));
+        assert_eq!(t.check(7, 0, 5, 9), SequenceCheck::New);
+        t.record(7, 0, b(5, 9, 105));
+        assert_eq!(t.check(7, 0, 0, 4), SequenceCheck::Duplicate(b(0, 4, 100)));
+        assert_eq!(t.check(7, 0, 11, 12), SequenceCheck::OutOfOrder);
+        assert_eq!(t.check(7, 1, 3, 4), SequenceCheck::OutOfOrder);
+        assert_eq!(t.check(7, 1, 0, 0), SequenceCheck::New);
+        t.record(7, 1, b(0, 0, 200));
+        assert_eq!(t.check(7, 0, 10, 10), SequenceCheck::StaleEpoch);
+    }
+
+    #[test]
+    fn only_recent_batches_are_remembered() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..10 {
+            t.record(1, 0, b(i, i, i as i64));
+        }
+        assert_eq!(t.check(1, 0, 9, 9), SequenceCheck::Duplicate(b(9, 9, 9)));
+        assert_eq!(t.check(1, 0, 5, 5), SequenceCheck::Duplicate(b(5, 5, 5)));
+        assert_eq!(t.check(1, 0, 4, 4), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        assert_eq!(last_seq(i32::MAX, 2), 0);
+        let mut t = ProducerStateTable::default();
+        t.record(1, 0, b(i32::MAX - 1, i32::MAX, 0));
+        assert_eq!(t.check(1, 0, 0, 3), SequenceCheck::New);
+    }
+}

@@ -1,0 +1,66 @@
+//! The tail cache: the most recent batches of a partition kept in memory, so consumers at the
+//! tail are served without touching the ledger store. Bounded in bytes; oldest out first.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+#[derive(Debug)]
+pub struct TailCache {
+    batches: VecDeque<(i64, Bytes)>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl TailCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { batches: VecDeque::new(), bytes: 0, max_bytes }
+    }
+
+    /// Adds the batch whose first offset is `base_offset` (offsets increase from call to call).
+    pub fn push(&mut self, base_offset: i64, batch: Bytes) {
+        debug_assert!(self.batches.back().is_none_or(|(b, _)| *b < base_offset));
+        if batch.len() > self.max_bytes {
+            self.clear();
+            return;
+        }
+        self.bytes += batch.len();
+        self.batches.push_back((base_offset, batch));
+        while self.bytes > self.max_bytes {
+            match self.batches.pop_front() {
+                Some((_, b)) => self.bytes -= b.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The cached batch starting at `base_offset`.
+    pub fn get(&self, base_offset: i64) -> Option<&Bytes> {
+        let i = self.batches.partition_point(|(b, _)| *b < base_offset);
+        self.batches.get(i).filter(|(b, _)| *b == base_offset).map(|(_, batch)| batch)
+    }
+
+    pub fn clear(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_bytes() {
+        let mut c = TailCache::new(10);
+        c.push(0, Bytes::from_static(b"aaaa"));
+        c.push(4, Bytes::from_static(b"bbbb"));
+        assert!(c.get(0).is_some());
+        c.push(8, Bytes::from_static(b"cccc"));
+        assert!(c.get(0).is_none());
+        assert_eq!(c.get(4).map(|b| &b[..]), Some(&b"bbbb"[..]));
+        assert!(c.get(5).is_none());
+        c.push(12, Bytes::from(vec![0u8; 11]));
+        assert!(c.get(8).is_none() && c.get(12).is_none());
+    }
+}

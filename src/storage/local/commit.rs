@@ -1,0 +1,406 @@
+//! The write path: one committer task per core drains the current commit window, writes it
+//! with O_DIRECT and (under `FlushPolicy::Always`) fdatasyncs once for the whole window.
+//!
+//! DMA writes must start and end on the device's block boundary. The writer keeps an in-memory
+//! copy of the active segment's last partial block (`tail`); each write starts at that block,
+//! re-sends its bytes followed by the new records, and zero-pads to the next boundary. The
+//! padding is overwritten by the next write; recovery treats an all-zero remainder as the end.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::format::{
+    DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, core_dir, encode_record, encode_seg_header, seg_path,
+};
+use super::segments::SegInfo;
+use super::{FlushPolicy, Shared};
+use crate::storage::{EntryId, LedgerId, StorageError};
+
+/// Largest single DMA write; bigger windows go out in several writes (one sync still).
+const MAX_WRITE: usize = 1 << 20;
+
+/// Records waiting for the committer. Appends join the open window; the committer takes it
+/// whole, so everything arriving while it writes or syncs forms the next window.
+pub(super) struct Window {
+    pub buf: Vec<u8>,
+    pub recs: Vec<Pending>,
+    /// Bytes of entry records (what `max_pending_bytes` bounds).
+    pub entry_bytes: usize,
+    /// Sync even under `FlushPolicy::Interval` (deletion markers must be durable before any
+    /// file is unlinked).
+    pub force_sync: bool,
+    pub done: Rc<Done>,
+}
+
+pub(super) struct Pending {
+    pub ledger: LedgerId,
+    pub entry: EntryId,
+    /// Offset of the record in `buf`.
+    pub at: usize,
+    pub len: u32,
+}
+
+impl Window {
+    pub fn new() -> Self {
+        Window { buf: Vec::new(), recs: Vec::new(), entry_bytes: 0, force_sync: false, done: Rc::new(Done::default()) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    /// The caller has checked `payload.len() <= MAX_PAYLOAD`.
+    pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: &[u8]) {
+        let at = self.buf.len();
+        encode_record(&mut self.buf, ledger, entry, payload);
+        self.recs.push(Pending { ledger, entry, at, len: payload.len() as u32 });
+    }
+}
+
+/// Completion of one window, shared by all its waiters.
+#[derive(Default)]
+pub(super) struct Done {
+    result: RefCell<Option<Result<(), String>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Done {
+    pub fn complete(&self, r: Result<(), String>) {
+        *self.result.borrow_mut() = Some(r);
+        for w in self.wakers.take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) -> Result<(), StorageError> {
+        poll_fn(|cx| match &*self.result.borrow() {
+            Some(Ok(())) => Poll::Ready(Ok(())),
+            Some(Err(m)) => Poll::Ready(Err(StorageError::Unavailable(m.clone()))),
+            None => {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Wakes the committer; a notification before it waits is not lost.
+#[derive(Default)]
+pub(super) struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The active segment, open for O_DIRECT writes.
+pub(super) struct Writer {
+    file: DmaFile,
+    pub seg: u32,
+    pub seq: u64,
+    /// Logical end: everything before it has been written.
+    pub len: u64,
+    /// Bytes of the block containing `len`, from the block start up to `len`.
+    tail: Vec<u8>,
+    align: u64,
+    /// Written since the last fdatasync.
+    pub dirty: bool,
+}
+
+impl Writer {
+    /// Creates a new segment and makes its header and directory entry durable.
+    pub async fn create(root: &Path, core: usize, seq: u64, seg: u32, floor: u64) -> io::Result<Self> {
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).dma_open(seg_path(root, core, seq)).await?;
+        let mut w = Writer::new(file, seg, seq, 0, Vec::new());
+        w.write(&encode_seg_header(core, floor)).await?;
+        w.file.fdatasync().await?;
+        w.dirty = false;
+        sync_dir(&core_dir(root, core)).await?;
+        Ok(w)
+    }
+
+    /// Continues an existing segment whose valid data ends at `len`.
+    pub async fn reopen(path: &Path, seg: u32, seq: u64, len: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
+        let align = alignment(&file);
+        let start = len / align * align;
+        let mut tail = Vec::new();
+        if len > start {
+            let want = (len - start) as usize;
+            let block = file.read_at_aligned(start, align as usize).await?;
+            if block.len() < want {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shrank"));
+            }
+            tail.extend_from_slice(&block[..want]);
+        }
+        Ok(Writer::new(file, seg, seq, len, tail))
+    }
+
+    fn new(file: DmaFile, seg: u32, seq: u64, len: u64, tail: Vec<u8>) -> Self {
+        let align = alignment(&file);
+        Writer { file, seg, seq, len, tail, align, dirty: false }
+    }
+
+    pub async fn write(&mut self, mut src: &[u8]) -> io::Result<()> {
+        let max = MAX_WRITE.max(2 * self.align as usize);
+        while !src.is_empty() {
+            let start = self.len - self.tail.len() as u64;
+            let head = self.tail.len();
+            let take = src.len().min(max - head);
+            let total = head + take;
+            let padded = total.div_ceil(self.align as usize) * self.align as usize;
+            // Buffers past the registered io_uring pool come from the heap (still aligned).
+            let mut buf = self.file.alloc_dma_buffer(padded);
+            let b = buf.as_bytes_mut();
+            b[..head].copy_from_slice(&self.tail);
+            b[head..total].copy_from_slice(&src[..take]);
+            b[total..].fill(0);
+            let new_len = self.len + take as u64;
+            let keep = (new_len / self.align * self.align - start) as usize;
+            let new_tail = b[keep..total].to_vec();
+            let n = self.file.write_at(buf, start).await?;
+            if n != padded {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
+            }
+            self.len = new_len;
+            self.tail = new_tail;
+            self.dirty = true;
+            src = &src[take..];
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        Ok(self.file.close().await?)
+    }
+}
+
+fn alignment(file: &DmaFile) -> u64 {
+    file.alignment().max(4096)
+}
+
+/// glommio decides per device and thread whether to use io_uring polling by reading from the
+/// first DMA file opened there. If that file is empty the read trivially succeeds, polling is
+/// wrongly turned on, and every later read fails with EOPNOTSUPP (glommio issue #605). So the
+/// first DMA file a core opens is a one-block file with data in it.
+pub(super) async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".dma-probe");
+    std::fs::write(&path, [0x5a; 4096])?;
+    let opened = DmaFile::open(&path).await;
+    let removed = std::fs::remove_file(&path);
+    opened?.close().await?;
+    removed
+}
+
+pub(super) async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = glommio::io::Directory::open(dir).await?;
+    d.sync().await?;
+    Ok(d.close().await?)
+}
+
+async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
+    #[cfg(test)]
+    if shared.fail_next_sync.replace(false) {
+        return Err(io::Error::other("injected fdatasync failure"));
+    }
+    w.file.fdatasync().await?;
+    w.dirty = false;
+    shared.syncs.set(shared.syncs.get() + 1);
+    Ok(())
+}
+
+/// The committer: runs until the store is closed (or has failed).
+pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
+    let interval = match shared.cfg.flush {
+        FlushPolicy::Always => None,
+        FlushPolicy::Interval(d) => Some(d),
+    };
+    let mut last_sync = Instant::now();
+    loop {
+        let (window, closed) = {
+            let mut st = shared.st.borrow_mut();
+            let w = (!st.queue.is_empty()).then(|| std::mem::replace(&mut st.queue, Window::new()));
+            (w, st.closed)
+        };
+        let busy = window.is_some();
+        if let Some(win) = window {
+            let sync_now = interval.is_none() || win.force_sync;
+            let res = commit(&shared, &mut w, &win, sync_now).await;
+            if sync_now {
+                last_sync = Instant::now();
+            }
+            if !finish(&shared, win, res) {
+                break;
+            }
+        }
+        let due = interval.is_some_and(|d| last_sync.elapsed() >= d);
+        if w.dirty && (due || (closed && !busy)) {
+            if let Err(e) = sync(&shared, &mut w).await {
+                fail(&shared, &e.to_string());
+                break;
+            }
+            last_sync = Instant::now();
+        }
+        if busy {
+            continue;
+        }
+        if closed {
+            break;
+        }
+        match interval {
+            Some(d) if w.dirty => {
+                let left = d.saturating_sub(last_sync.elapsed());
+                futures_lite::future::or(shared.wake.wait(), glommio::timer::sleep(left)).await
+            }
+            _ => shared.wake.wait().await,
+        }
+    }
+    let rest = std::mem::replace(&mut shared.st.borrow_mut().queue, Window::new());
+    rest.done.complete(Err("ledger store closed".into()));
+    if let Err(e) = w.close().await {
+        tracing::warn!(error = %e, "closing ledger segment");
+    }
+    shared.stopped.complete(Ok(()));
+}
+
+/// Writes one window, rolling segments as needed; returns each record's (segment, offset).
+async fn commit(shared: &Shared, w: &mut Writer, win: &Window, sync_now: bool) -> io::Result<Vec<(u32, u64)>> {
+    let seg_bytes = shared.cfg.segment_bytes.max(SEG_HEADER_LEN + 1);
+    let mut placed = Vec::with_capacity(win.recs.len());
+    let mut i = 0;
+    while i < win.recs.len() {
+        let mut j = i;
+        let mut pos = w.len;
+        {
+            let mut st = shared.st.borrow_mut();
+            let st = &mut *st;
+            while let Some(r) = win.recs.get(j) {
+                let size = REC_HEADER_LEN as u64 + r.len as u64;
+                // A record bigger than a segment still goes, alone, into a fresh one.
+                if pos + size > seg_bytes && pos > SEG_HEADER_LEN {
+                    break;
+                }
+                // Noted before any await, so an unlink decision never misses what is on its
+                // way into a segment.
+                if let Some(info) = st.segs.get_mut(w.seg as usize) {
+                    match r.entry {
+                        DELETE => info.markers.push(r.ledger),
+                        RESERVE => {}
+                        _ => {
+                            info.present.insert(r.ledger);
+                        }
+                    }
+                }
+                placed.push((w.seg, pos));
+                pos += size;
+                j += 1;
+            }
+        }
+        if j == i {
+            roll(shared, w).await?;
+            continue;
+        }
+        let start = win.recs[i].at;
+        let end = win.recs.get(j).map_or(win.buf.len(), |r| r.at);
+        w.write(&win.buf[start..end]).await?;
+        i = j;
+    }
+    if sync_now && w.dirty {
+        sync(shared, w).await?;
+    }
+    Ok(placed)
+}
+
+/// Seals the active segment (durably) and starts the next one.
+async fn roll(shared: &Shared, w: &mut Writer) -> io::Result<()> {
+    if w.dirty {
+        sync(shared, w).await?;
+    }
+    let seq = w.seq + 1;
+    let (seg, floor) = {
+        let mut st = shared.st.borrow_mut();
+        let seg = st.segs.len() as u32;
+        st.segs.push(SegInfo::new(shared.core, seq));
+        // Active from now on, so it is never taken for an empty, dead segment.
+        st.active = seg;
+        (seg, st.reserved)
+    };
+    let next = Writer::create(&shared.root, shared.core, seq, seg, floor).await?;
+    let old = std::mem::replace(w, next);
+    if let Err(e) = old.close().await {
+        tracing::warn!(error = %e, "closing sealed ledger segment");
+    }
+    Ok(())
+}
+
+/// Publishes a written window (its entries become readable) and wakes its waiters. False if
+/// the write failed, which fails the store.
+fn finish(shared: &Shared, win: Window, res: io::Result<Vec<(u32, u64)>>) -> bool {
+    let placed = match res {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("ledger write failed: {e}");
+            fail(shared, &msg);
+            win.done.complete(Err(msg));
+            return false;
+        }
+    };
+    {
+        let mut st = shared.st.borrow_mut();
+        st.pending_bytes = st.pending_bytes.saturating_sub(win.entry_bytes);
+        for (r, (seg, offset)) in win.recs.iter().zip(placed) {
+            if r.entry >= RESERVE {
+                continue;
+            }
+            // Absent once deleted; ids were assigned in order, so this is the next one.
+            if let Some(ix) = st.ledgers.get_mut(&r.ledger)
+                && ix.locs.len() as u64 == r.entry
+            {
+                ix.locs.push(Loc { offset, seg, len: r.len });
+            }
+        }
+    }
+    win.done.complete(Ok(()));
+    true
+}
+
+/// After a failed write or sync nothing queued can be acknowledged: its durability (and that
+/// of anything after it) is unknown. Every later append is refused.
+fn fail(shared: &Shared, msg: &str) {
+    tracing::error!(core = shared.core, error = msg, "ledger store failed");
+    let queued = {
+        let mut st = shared.st.borrow_mut();
+        st.failed.get_or_insert_with(|| msg.to_string());
+        st.pending_bytes = 0;
+        std::mem::replace(&mut st.queue, Window::new())
+    };
+    queued.done.complete(Err(msg.to_string()));
+}

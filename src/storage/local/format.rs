@@ -1,0 +1,175 @@
+//! On-disk format of the entry log: file names, the segment header, and records.
+//!
+//! Segment `<root>/core-<N>/<seq:020>.log` = header, then records back to back. Integers are
+//! big-endian. A record is `[u32 len][u32 crc32c][u64 ledger][u64 entry][payload; len]` with the
+//! checksum over everything after itself, so a torn or flipped record is detected as a whole.
+//! Two entry ids are reserved for control records with an empty payload: a deletion marker and a
+//! ledger-id reservation (see `RESERVE`).
+
+use std::path::{Path, PathBuf};
+
+use crate::storage::{EntryId, LedgerId};
+
+pub(super) const SEG_MAGIC: [u8; 8] = *b"KOPDLEDG";
+pub(super) const SEG_VERSION: u32 = 1;
+/// magic(8) version(4) crc(4) core(4) pad(4) id_floor(8).
+pub(super) const SEG_HEADER_LEN: u64 = 32;
+pub(super) const REC_HEADER_LEN: usize = 24;
+/// Largest payload a record can carry (its length field is a u32).
+pub(super) const MAX_PAYLOAD: usize = (u32::MAX as usize) - REC_HEADER_LEN;
+
+/// `entry` of a record that deletes its ledger.
+pub(super) const DELETE: EntryId = u64::MAX;
+/// `entry` of a record whose `ledger` field is `core << 48 | bound`: ledger seqs below `bound`
+/// may have been handed out by that core, so a restart must not reuse them.
+pub(super) const RESERVE: EntryId = u64::MAX - 1;
+
+/// Ledger ids are `core << 48 | seq`.
+pub(super) const SEQ_BITS: u32 = 48;
+pub(super) const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+pub(super) fn ledger_id(core: usize, seq: u64) -> LedgerId {
+    ((core as u64) << SEQ_BITS) | (seq & SEQ_MASK)
+}
+
+pub(super) fn id_prefix(ledger: LedgerId) -> usize {
+    (ledger >> SEQ_BITS) as usize
+}
+
+pub(super) fn id_seq(ledger: LedgerId) -> u64 {
+    ledger & SEQ_MASK
+}
+
+pub(super) fn core_dir(root: &Path, core: usize) -> PathBuf {
+    root.join(format!("core-{core}"))
+}
+
+pub(super) fn parse_core_dir(name: &str) -> Option<usize> {
+    let n = name.strip_prefix("core-")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+pub(super) fn seg_path(root: &Path, core: usize, seq: u64) -> PathBuf {
+    core_dir(root, core).join(format!("{seq:020}.log"))
+}
+
+pub(super) fn parse_seg_name(name: &str) -> Option<u64> {
+    let n = name.strip_suffix(".log")?;
+    if n.len() != 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+pub(super) fn encode_seg_header(core: usize, id_floor: u64) -> [u8; SEG_HEADER_LEN as usize] {
+    let mut h = [0u8; SEG_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(&SEG_MAGIC);
+    h[8..12].copy_from_slice(&SEG_VERSION.to_be_bytes());
+    h[16..20].copy_from_slice(&(core as u32).to_be_bytes());
+    h[24..32].copy_from_slice(&id_floor.to_be_bytes());
+    let crc = crc32c::crc32c(&h[16..]);
+    h[12..16].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
+/// `(core, id_floor)` of a valid header.
+pub(super) fn parse_seg_header(h: &[u8]) -> Option<(usize, u64)> {
+    if h.len() < SEG_HEADER_LEN as usize || h[0..8] != SEG_MAGIC || be32(&h[8..12]) != SEG_VERSION {
+        return None;
+    }
+    if be32(&h[12..16]) != crc32c::crc32c(&h[16..SEG_HEADER_LEN as usize]) {
+        return None;
+    }
+    Some((be32(&h[16..20]) as usize, be64(&h[24..32])))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RecHeader {
+    pub len: u32,
+    pub crc: u32,
+    pub ledger: LedgerId,
+    pub entry: EntryId,
+}
+
+impl RecHeader {
+    pub fn parse(b: &[u8; REC_HEADER_LEN]) -> Self {
+        RecHeader { len: be32(&b[0..4]), crc: be32(&b[4..8]), ledger: be64(&b[8..16]), entry: be64(&b[16..24]) }
+    }
+
+    pub fn total_len(&self) -> u64 {
+        REC_HEADER_LEN as u64 + self.len as u64
+    }
+
+    pub fn crc_ok(&self, payload: &[u8]) -> bool {
+        payload.len() == self.len as usize && record_crc(self.ledger, self.entry, payload) == self.crc
+    }
+}
+
+pub(super) fn record_crc(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> u32 {
+    let mut ids = [0u8; 16];
+    ids[0..8].copy_from_slice(&ledger.to_be_bytes());
+    ids[8..16].copy_from_slice(&entry.to_be_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&ids), payload)
+}
+
+/// Appends one record to `out`; the caller has checked `payload.len() <= MAX_PAYLOAD`.
+pub(super) fn encode_record(out: &mut Vec<u8>, ledger: LedgerId, entry: EntryId, payload: &[u8]) {
+    out.reserve(REC_HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&record_crc(ledger, entry, payload).to_be_bytes());
+    out.extend_from_slice(&ledger.to_be_bytes());
+    out.extend_from_slice(&entry.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Where one durable entry lives: segment (index into the store's segment table), the offset of
+/// its record, and its payload length. 16 bytes per entry in the in-memory index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Loc {
+    pub offset: u64,
+    pub seg: u32,
+    pub len: u32,
+}
+
+fn be32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(a)
+}
+
+fn be64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_and_header_round_trip() {
+        let mut out = Vec::new();
+        encode_record(&mut out, 7, 3, b"hello");
+        let mut h = [0u8; REC_HEADER_LEN];
+        h.copy_from_slice(&out[..REC_HEADER_LEN]);
+        let h = RecHeader::parse(&h);
+        assert_eq!((h.len, h.ledger, h.entry), (5, 7, 3));
+        assert!(h.crc_ok(b"hello"));
+        assert!(!h.crc_ok(b"hellp"));
+        let sh = encode_seg_header(3, 99);
+        assert_eq!(parse_seg_header(&sh), Some((3, 99)));
+        let mut bad = sh;
+        bad[30] ^= 1;
+        assert_eq!(parse_seg_header(&bad), None);
+        assert_eq!(parse_seg_name("00000000000000000012.log"), Some(12));
+        assert_eq!(parse_seg_name("12.log"), None);
+        assert_eq!(parse_core_dir("core-4"), Some(4));
+        assert_eq!(parse_core_dir("core-"), None);
+        assert_eq!(id_prefix(ledger_id(5, 9)), 5);
+        assert_eq!(id_seq(ledger_id(5, 9)), 9);
+    }
+}

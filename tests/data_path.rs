@@ -1,0 +1,227 @@
+//! Produce, fetch and list offsets over the raw protocol: routing to the owning core, batch
+//! validation errors that store nothing, and data surviving a restart.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{Conn, Kopd, temp_dir};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn batch(n: usize, compression: Compression) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch whenever offset - sequence changes.
+            sequence: i as i32 - 1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.freeze()
+}
+
+fn create(conn: &mut Conn, topic: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default().with_name(name(topic)).with_num_partitions(partitions).with_replication_factor(1),
+    ]);
+    let resp = conn.send(7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+}
+
+/// Owner core of each partition, from Metadata.
+fn leaders(conn: &mut Conn, topic: &str) -> Vec<i32> {
+    let m = conn.send(12, &MetadataRequest::default().with_topics(None)).unwrap();
+    let t = m.topics.iter().find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic)).unwrap();
+    let mut p: Vec<(i32, i32)> = t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    p.sort();
+    p.into_iter().map(|(_, l)| l).collect()
+}
+
+fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ]);
+    let resp = conn.send(9, &req).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    if p.error_code != 0 {
+        eprintln!("produce error {}: {:?}", p.error_code, p.error_message);
+    }
+    (p.error_code, p.base_offset)
+}
+
+fn fetch(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (i16, i64, Bytes) {
+    let req = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(1 << 20).with_topics(vec![
+        FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20),
+        ]),
+    ]);
+    let resp = conn.send(12, &req).unwrap();
+    let p = &resp.responses[0].partitions[0];
+    (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
+}
+
+fn list_offset(conn: &mut Conn, topic: &str, partition: i32, ts: i64) -> (i16, i64) {
+    let req = ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(ts)]),
+    ]);
+    let resp = conn.send(7, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+#[test]
+fn partitions_are_served_only_by_their_owner_core() {
+    let dir = temp_dir("owner");
+    let kopd = Kopd::start(&dir, 2, &[]);
+    let mut conns = [Conn::connect(kopd.addr(0)), Conn::connect(kopd.addr(1))];
+    create(&mut conns[0], "routed", 4);
+    let owners = leaders(&mut conns[0], "routed");
+    assert!(owners.contains(&0) && owners.contains(&1), "leaders cover both cores: {owners:?}");
+    for (p, owner) in owners.iter().enumerate() {
+        let p = p as i32;
+        let other = 1 - *owner as usize;
+        assert_eq!(produce(&mut conns[other], "routed", p, batch(3, Compression::None)).0, 6, "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(fetch(&mut conns[other], "routed", p, 0).0, 6);
+        assert_eq!(list_offset(&mut conns[other], "routed", p, -1).0, 6);
+        let own = &mut conns[*owner as usize];
+        assert_eq!(produce(own, "routed", p, batch(3, Compression::None)), (0, 0));
+        assert_eq!(produce(own, "routed", p, batch(2, Compression::Lz4)), (0, 3));
+        let (err, hwm, records) = fetch(own, "routed", p, 0);
+        assert_eq!((err, hwm), (0, 5));
+        let mut buf = records;
+        let mut got = Vec::new();
+        while !buf.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+            got.extend(set.records);
+        }
+        let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+        assert_eq!(got[4].value.as_deref(), Some(&b"value-1"[..]));
+        assert_eq!(list_offset(own, "routed", p, -2), (0, 0));
+        assert_eq!(list_offset(own, "routed", p, -1), (0, 5));
+        assert_eq!(list_offset(own, "routed", p, 1_700_000_000_001), (0, 1));
+        assert_eq!(fetch(own, "routed", p, 6).0, 1, "OFFSET_OUT_OF_RANGE past the end");
+    }
+}
+
+#[test]
+fn bad_batches_get_kafka_errors_and_store_nothing() {
+    let dir = temp_dir("badbatch");
+    let kopd = Kopd::start(&dir, 1, &["--set", "message.max.bytes=2000"]);
+    let mut c = Conn::connect(kopd.addr(0));
+    create(&mut c, "strict", 1);
+    let good = batch(3, Compression::None);
+
+    let mut bad_crc = BytesMut::from(&good[..]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    assert_eq!(produce(&mut c, "strict", 0, bad_crc.freeze()).0, 2, "CORRUPT_MESSAGE");
+
+    let mut bad_len = BytesMut::from(&good[..]);
+    bad_len[8..12].copy_from_slice(&10_000i32.to_be_bytes());
+    assert_ne!(produce(&mut c, "strict", 0, bad_len.freeze()).0, 0, "a lying batch length is refused");
+
+    // Records count says 4 but 3 are present; recompute the CRC so only the count lies.
+    let mut lying = BytesMut::from(&good[..]);
+    lying[57..61].copy_from_slice(&4i32.to_be_bytes());
+    lying[23..27].copy_from_slice(&3i32.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[21..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(&mut c, "strict", 0, lying.freeze()).0, 87, "INVALID_RECORD");
+
+    let big = {
+        let records: Vec<Record> = (0..1)
+            .map(|_| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from(vec![7u8; 5000])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    assert_eq!(produce(&mut c, "strict", 0, big).0, 10, "MESSAGE_TOO_LARGE");
+
+    assert_eq!(list_offset(&mut c, "strict", 0, -1), (0, 0), "nothing of the bad batches was stored");
+    assert_eq!(produce(&mut c, "strict", 0, good), (0, 0));
+}
+
+#[test]
+fn acknowledged_records_survive_kill_9() {
+    let dir = temp_dir("kill9");
+    let mut kopd = Kopd::start(&dir, 2, &[]);
+    let port = kopd.port;
+    let mut c = Conn::connect(kopd.addr(0));
+    create(&mut c, "durable", 2);
+    let owners = leaders(&mut c, "durable");
+    let mut expected = Vec::new();
+    for (p, owner) in owners.iter().enumerate() {
+        let mut own = Conn::connect(kopd.addr(*owner as u16));
+        for i in 0..20 {
+            assert_eq!(produce(&mut own, "durable", p as i32, batch(5, Compression::None)), (0, i * 5));
+        }
+        expected.push(100i64);
+    }
+    // SIGKILL: no shutdown path runs.
+    kopd.kill9();
+    let kopd = Kopd::start_on(&dir, 2, port, &[]);
+    let mut c = Conn::connect(kopd.addr(0));
+    let after = leaders(&mut c, "durable");
+    assert_eq!(after, owners);
+    for (p, owner) in owners.iter().enumerate() {
+        let mut own = Conn::connect(kopd.addr(*owner as u16));
+        assert_eq!(list_offset(&mut own, "durable", p as i32, -1), (0, expected[p]));
+        let (err, hwm, records) = fetch(&mut own, "durable", p as i32, 95);
+        assert_eq!((err, hwm), (0, 100));
+        assert!(!records.is_empty());
+        assert_eq!(produce(&mut own, "durable", p as i32, batch(1, Compression::None)), (0, 100));
+    }
+}
