@@ -75,6 +75,9 @@ write_wrapper kafka-console-producer.sh org.apache.kafka.tools.ConsoleProducer
 write_wrapper kafka-console-consumer.sh org.apache.kafka.tools.consumer.ConsoleConsumer
 write_wrapper kafka-get-offsets.sh     org.apache.kafka.tools.GetOffsetShell
 write_wrapper kafka-consumer-groups.sh org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
+write_wrapper kafka-producer-perf-test.sh org.apache.kafka.tools.ProducerPerformance
+write_wrapper kafka-consumer-perf-test.sh org.apache.kafka.tools.ConsumerPerformance
+write_wrapper kafka-e2e-latency.sh     org.apache.kafka.tools.EndToEndLatency
 
 # ---- Python clients --------------------------------------------------------
 PY="${PYTHON:-python3}"

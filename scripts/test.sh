@@ -18,5 +18,8 @@ cargo test --release --locked
 step "Java: Kafka AdminClient and CLI tools against kopd"
 mvn -q -B -Dstyle.color=never -f tests/java/pom.xml test -Dkopd.bin="$PWD/target/release/kopd"
 
-step "Python: confluent-kafka against kopd"
+step "Bench harness smoke run"
+bash bench/throughput.sh --records 20000 --partitions 4 --cores 2
+
+step "Python: kcat and confluent-kafka against kopd"
 KOPD_BIN="$PWD/target/release/kopd" python3 -m pytest -q tests/python
