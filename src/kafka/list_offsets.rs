@@ -23,7 +23,7 @@ const LATEST_TIERED: i64 = -5;
 async fn find_record(
     log: &ManagedLedger,
     e: &IndexEntry,
-    pick: impl Fn(i64) -> bool,
+    pick: impl Fn(i64, i64) -> bool,
 ) -> Result<Option<(i64, i64)>, ResponseError> {
     let batch = log.read_batch(e).await.map_err(|err| partition::log_error_code(&err))?;
     let header = record_batch::parse_header(&batch).map_err(|_| ResponseError::KafkaStorageError)?;
@@ -31,7 +31,7 @@ async fn find_record(
     let records = record_batch::records(&batch, MAX_UNCOMPRESSED).map_err(|_| ResponseError::KafkaStorageError)?;
     Ok(records.iter().find_map(|r| {
         let ts = if log_append_time { header.max_timestamp } else { r.timestamp };
-        pick(ts).then_some((r.offset, ts))
+        pick(r.offset, ts).then_some((r.offset, ts))
     }))
 }
 
@@ -43,14 +43,22 @@ async fn lookup(broker: &Broker, log: &ManagedLedger, timestamp: i64) -> Result<
         LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => match log.entry_with_max_timestamp() {
             None => Ok((-1, -1)),
-            Some(e) => Ok(find_record(log, &e, |ts| ts == e.max_timestamp).await?.unwrap_or((-1, -1))),
+            Some(e) => Ok(find_record(log, &e, |_, ts| ts == e.max_timestamp).await?.unwrap_or((-1, -1))),
         },
         ts if ts >= 0 => {
+            // Records below the log start offset are deleted, whatever the index still holds.
+            let start = log.log_start_offset();
             let Some(mut e) = log.entry_for_timestamp(ts) else { return Ok((-1, -1)) };
+            if e.last_offset < start {
+                match log.entry_from(start) {
+                    Some(next) => e = next,
+                    None => return Ok((-1, -1)),
+                }
+            }
             // The index names the first batch whose running maximum reaches `ts`; its records
             // may still all be older (timestamps need not grow), so keep walking forward.
             loop {
-                if let Some(found) = find_record(log, &e, |t| t >= ts).await? {
+                if let Some(found) = find_record(log, &e, |offset, t| offset >= start && t >= ts).await? {
                     return Ok(found);
                 }
                 match log.entry_from(e.last_offset + 1) {

@@ -14,12 +14,17 @@ import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
  * A kopd server process started by a test:
@@ -62,6 +67,24 @@ final class Kopd implements AutoCloseable {
 
     /** Starts kopd with base port {@code port}; waits until every core accepts connections. */
     static Kopd start(Path dataDir, int cores, int port) throws Exception {
+        return start(dataDir, cores, port, List.of());
+    }
+
+    /** Starts kopd on fresh free ports with extra {@code --set key=value} settings. */
+    static Kopd start(Path dataDir, int cores, Map<String, String> settings) throws Exception {
+        List<String> extra = new ArrayList<>();
+        settings.forEach((k, v) -> {
+            extra.add("--set");
+            extra.add(k + "=" + v);
+        });
+        return start(dataDir, cores, freePorts(cores), extra);
+    }
+
+    /**
+     * Starts kopd with base port {@code port} and extra command-line arguments; waits until every
+     * core accepts connections.
+     */
+    static Kopd start(Path dataDir, int cores, int port, List<String> extraArgs) throws Exception {
         Path bin = binary();
         if (!Files.isExecutable(bin)) {
             fail("kopd binary not found at " + bin
@@ -71,10 +94,11 @@ final class Kopd implements AutoCloseable {
         Files.createDirectories(logDir);
         Path log = logDir.resolve("kopd-" + ProcessHandle.current().pid() + "-"
                 + SEQ.incrementAndGet() + ".log").toAbsolutePath();
-        List<String> cmd = List.of(bin.toString(), "serve",
+        List<String> cmd = new ArrayList<>(List.of(bin.toString(), "serve",
                 "--listen", "127.0.0.1:" + port,
                 "--cores", Integer.toString(cores),
-                "--data-dir", dataDir.toAbsolutePath().toString());
+                "--data-dir", dataDir.toAbsolutePath().toString()));
+        cmd.addAll(extraArgs);
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
@@ -122,6 +146,31 @@ final class Kopd implements AutoCloseable {
         p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "20000");
         p.put(AdminClientConfig.RETRY_BACKOFF_MS_CONFIG, "100");
         return Admin.create(p);
+    }
+
+    /** Producer settings: Kafka's defaults (idempotence on, acks=all) plus bounded timeouts. */
+    Properties producerProps() {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap());
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000");
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "20000");
+        return p;
+    }
+
+    /** Consumer settings for assign()/seek() use: no group, no auto commit. */
+    Properties consumerProps() {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap());
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+        p.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "20000");
+        p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
+        return p;
     }
 
     boolean isAlive() {
