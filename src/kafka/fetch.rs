@@ -72,13 +72,11 @@ async fn resolve(
     client_epoch: i32,
 ) -> (Result<Rc<ManagedLedger>, ResponseError>, Option<(i32, i32)>) {
     let leader = topic.partitions.get(partition as usize).map(|o| (o.core as i32, o.epoch));
-    let owner = match partition::owned(broker, topic, partition)
-        .and_then(|o| partition::check_leader_epoch(&o, client_epoch).map(|_| o))
+    if let Err(e) =
+        partition::owned(broker, topic, partition).and_then(|o| partition::check_leader_epoch(&o, client_epoch))
     {
-        Ok(o) => o,
-        Err(e) => return (Err(e), leader),
-    };
-    let _ = owner;
+        return (Err(e), leader);
+    }
     (broker.logs.get(topic, partition).await.map_err(|e| partition::log_error_code(&e)), leader)
 }
 
@@ -111,14 +109,14 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
-    let (mut datas, total) = loop {
+    let mut datas = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let listeners: Vec<_> = targets.iter().filter_map(|t| t.log.as_ref().ok()).map(|l| l.listen()).collect();
         let (datas, total) = read_all(&targets, req.max_bytes.max(0) as usize).await;
         let now = Instant::now();
         let errors = datas.iter().any(|d| d.error_code != 0);
         if total >= min_bytes || errors || now >= deadline || listeners.is_empty() || broker.shutdown.is_triggered() {
-            break (datas, total);
+            break datas;
         }
         let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
         runtime::timeout(
@@ -132,7 +130,6 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         )
         .await;
     };
-    let _ = total;
 
     let mut responses: Vec<FetchableTopicResponse> = topic_meta
         .into_iter()

@@ -35,8 +35,7 @@ async fn find_record(
     }))
 }
 
-async fn lookup(broker: &Broker, log: &ManagedLedger, timestamp: i64) -> Result<(i64, i64), ResponseError> {
-    let _ = broker;
+async fn lookup(log: &ManagedLedger, timestamp: i64) -> Result<(i64, i64), ResponseError> {
     match timestamp {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
@@ -87,7 +86,7 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                 let owner = partition::owned(broker, topic, p.partition_index)?;
                 partition::check_leader_epoch(&owner, p.current_leader_epoch)?;
                 let log = broker.logs.get(topic, p.partition_index).await.map_err(|e| partition::log_error_code(&e))?;
-                let (offset, ts) = lookup(broker, &log, p.timestamp).await?;
+                let (offset, ts) = lookup(&log, p.timestamp).await?;
                 Ok::<_, ResponseError>((offset, ts, owner.epoch))
             }
             .await;
