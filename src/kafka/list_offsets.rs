@@ -42,7 +42,11 @@ async fn lookup(log: &ManagedLedger, timestamp: i64) -> Result<(i64, i64), Respo
         LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => match log.entry_with_max_timestamp() {
             None => Ok((-1, -1)),
-            Some(e) => Ok(find_record(log, &e, |_, ts| ts == e.max_timestamp).await?.unwrap_or((-1, -1))),
+            Some(e) => {
+                let start = log.log_start_offset();
+                let found = find_record(log, &e, |offset, ts| offset >= start && ts == e.max_timestamp).await?;
+                Ok(found.unwrap_or((-1, -1)))
+            }
         },
         ts if ts >= 0 => {
             // Records below the log start offset are deleted, whatever the index still holds.

@@ -411,8 +411,9 @@ impl ManagedLedger {
 
     pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
         let st = self.state.borrow();
-        let pos = st.index.position_of_max_timestamp()?;
-        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+        let from = st.index.position_from(st.log_start)?;
+        let pos = st.index.position_of_max_timestamp(from, st.high_watermark)?;
+        st.index.get(pos).copied()
     }
 
     /// Moves the log start offset forward (DeleteRecords). Returns the new log start offset.

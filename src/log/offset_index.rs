@@ -99,11 +99,18 @@ impl OffsetIndex {
         (i < live.len()).then_some(i)
     }
 
-    /// Position of the entry holding the largest timestamp (the latest one on ties).
-    pub fn position_of_max_timestamp(&self) -> Option<usize> {
+    /// Position of the entry holding the largest timestamp (the latest one on ties) among
+    /// entries from `from` whose records start below `end_offset`. A linear scan: the running
+    /// maximum cannot exclude deleted entries, and ListOffsets(-3) is rare.
+    pub fn position_of_max_timestamp(&self, from: usize, end_offset: i64) -> Option<usize> {
         let live = self.live();
-        let max = live.last()?.running_max_timestamp;
-        live.iter().rposition(|e| e.max_timestamp == max)
+        let candidates = live.get(from..)?.iter().enumerate().take_while(|(_, e)| e.base_offset < end_offset);
+        candidates
+            .fold(None, |best: Option<(usize, i64)>, (i, e)| match best {
+                Some((_, ts)) if ts > e.max_timestamp => best,
+                _ => Some((from + i, e.max_timestamp)),
+            })
+            .map(|(i, _)| i)
     }
 
     /// Drops every entry of `ledger` at the front (retention deletes whole ledgers, oldest first).
@@ -158,7 +165,10 @@ mod tests {
         assert_eq!(ix.position_for_timestamp(150), Some(2));
         assert_eq!(ix.position_for_timestamp(250), Some(2));
         assert_eq!(ix.position_for_timestamp(301), None);
-        assert_eq!(ix.position_of_max_timestamp(), Some(2));
+        assert_eq!(ix.position_of_max_timestamp(0, i64::MAX), Some(2));
+        assert_eq!(ix.position_of_max_timestamp(3, i64::MAX), Some(3));
+        assert_eq!(ix.position_of_max_timestamp(0, 6), Some(0));
+        assert_eq!(ix.position_of_max_timestamp(4, i64::MAX), None);
     }
 
     #[test]
