@@ -21,28 +21,35 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn batch(n: usize, compression: Compression) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(format!("value-{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
+fn record(i: usize, key: Option<Bytes>, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: i as i64,
+        // The encoder starts a new batch whenever offset - sequence changes.
+        sequence: i as i32 - 1,
+        timestamp: 1_700_000_000_000 + i as i64,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+fn encode(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression }).unwrap();
     buf.freeze()
+}
+
+fn batch(n: usize, compression: Compression) -> Bytes {
+    let records: Vec<Record> =
+        (0..n).map(|i| record(i, Some(Bytes::from(format!("k{i}"))), Bytes::from(format!("value-{i}")))).collect();
+    encode(&records, compression)
 }
 
 fn create(conn: &mut Conn, topic: &str, partitions: i32) {
@@ -161,33 +168,7 @@ fn bad_batches_get_kafka_errors_and_store_nothing() {
     lying[17..21].copy_from_slice(&crc.to_be_bytes());
     assert_eq!(produce(&mut c, "strict", 0, lying.freeze()).0, 87, "INVALID_RECORD");
 
-    let big = {
-        let records: Vec<Record> = (0..1)
-            .map(|_| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
-                timestamp: 1,
-                key: None,
-                value: Some(Bytes::from(vec![7u8; 5000])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
-        )
-        .unwrap();
-        buf.freeze()
-    };
+    let big = encode(&[record(0, None, Bytes::from(vec![7u8; 5000]))], Compression::None);
     assert_eq!(produce(&mut c, "strict", 0, big).0, 10, "MESSAGE_TOO_LARGE");
 
     assert_eq!(list_offset(&mut c, "strict", 0, -1), (0, 0), "nothing of the bad batches was stored");

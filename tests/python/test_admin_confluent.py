@@ -2,86 +2,19 @@
 
 Run:  python3 -m pytest -q tests/python  (KOPD_BIN overrides the binary path)
 """
-import os
-import random
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-REPO = Path(__file__).resolve().parents[2]
-KOPD_BIN = Path(os.environ.get("KOPD_BIN", REPO / "target" / "release" / "kopd"))
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 20.0
 REQ_TIMEOUT = 30.0
 
 
-def free_ports(n):
-    """First of n consecutive free TCP ports on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randint(20000, 60000 - n)
-        held = []
-        try:
-            for i in range(n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
-def wait_listening(proc, port, deadline, log_path):
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"kopd exited ({proc.returncode}) before listening on {port}\n"
-                        + Path(log_path).read_text(errors="replace")[-4000:])
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"kopd did not listen on 127.0.0.1:{port} within {START_TIMEOUT} s\n"
-                            + Path(log_path).read_text(errors="replace")[-4000:])
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def kopd():
-    if not (KOPD_BIN.is_file() and os.access(KOPD_BIN, os.X_OK)):
-        pytest.fail(f"kopd binary not found at {KOPD_BIN} (cargo build --release, or set KOPD_BIN)")
-    cores = 2
-    port = free_ports(cores)
-    with tempfile.TemporaryDirectory(prefix="kopd-py-") as tmp:
-        data_dir = Path(tmp) / "data"
-        data_dir.mkdir()
-        log_path = Path(tmp) / "kopd.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [str(KOPD_BIN), "serve", "--listen", f"127.0.0.1:{port}",
-                 "--cores", str(cores), "--data-dir", str(data_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            for i in range(cores):
-                wait_listening(proc, port + i, deadline, log_path)
-            yield {"port": port, "bootstrap": f"127.0.0.1:{port}"}
-        finally:
-            proc.terminate()  # SIGTERM
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                pytest.fail(f"kopd did not exit within {STOP_TIMEOUT} s of SIGTERM")
+def kopd(shared_kopd):
+    yield {"port": shared_kopd.port, "bootstrap": shared_kopd.bootstrap}
+    # SIGTERM must end kopd cleanly (exit status 0).
+    assert shared_kopd.stop() == 0
 
 
 @pytest.fixture(scope="module")
