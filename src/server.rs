@@ -122,7 +122,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 runtime::spawn(controller.run(rx, publisher(peers)));
             }
             info!(core, addr = %broker.config.core_listen(core), "core serving");
-            net::serve(broker, runtime::adopt_listener(listener)).await;
+            net::serve(broker.clone(), runtime::adopt_listener(listener)).await;
+            // Sync what was written: under `flush = interval` acknowledged data may still be
+            // only in the device cache.
+            broker.logs.close().await;
         })?);
     }
     drop((controller_tx, core_senders));

@@ -173,6 +173,11 @@ impl PartitionLogs {
         }
     }
 
+    /// Stops the core's ledger store after writing and syncing everything queued.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
     /// Applies retention to every open log; runs forever on the core.
     pub async fn run_retention(&self, every: Duration) {
         loop {
