@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::group::{GroupCoordinator, OFFSETS_TOPIC, offsets_topic_name};
 use crate::kafka::ProducerIdBlock;
 use crate::log::PartitionLogs;
 use crate::meta::catalog::Catalog;
@@ -51,6 +52,8 @@ pub struct Broker {
     /// The logs of the partitions this core owns.
     pub logs: PartitionLogs,
     pub producer_ids: ProducerIdBlock,
+    /// The group coordinator for this core's `__consumer_offsets` partitions.
+    pub groups: GroupCoordinator,
     catalog: RefCell<Arc<Catalog>>,
 }
 
@@ -70,6 +73,7 @@ impl Broker {
             shutdown,
             logs,
             producer_ids: ProducerIdBlock::default(),
+            groups: GroupCoordinator::new(),
             catalog: RefCell::new(catalog),
         }
     }
@@ -85,12 +89,19 @@ impl Broker {
     }
 
     /// Maps a name a Kafka client sent to its Pulsar topic.
+    /// `__consumer_offsets` is the internal topic in the metadata namespace.
     pub fn topic_name(&self, kafka_name: &str) -> Result<TopicName, TopicNameError> {
+        if kafka_name == OFFSETS_TOPIC {
+            return Ok(offsets_topic_name(&self.config));
+        }
         TopicName::parse(kafka_name, &self.config.kafka_tenant, &self.config.kafka_namespace)
     }
 
     /// The name Kafka clients see for a topic they did not name themselves (listings).
     pub fn kafka_name(&self, name: &TopicName) -> String {
+        if *name == offsets_topic_name(&self.config) {
+            return OFFSETS_TOPIC.to_string();
+        }
         name.kafka_name(&self.config.kafka_tenant, &self.config.kafka_namespace)
     }
 

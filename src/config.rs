@@ -49,6 +49,21 @@ pub struct TopicDefaults {
     pub message_timestamp_type: String,
 }
 
+/// The group coordinator's settings (Kafka's `group.*` and `offsets.*` keys).
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Pulsar tenant and namespace holding `__consumer_offsets`.
+    pub metadata_tenant: String,
+    pub metadata_namespace: String,
+    pub offsets_topic_partitions: i32,
+    pub initial_rebalance_delay_ms: u64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -74,6 +89,7 @@ pub struct Config {
     pub flush: Flush,
     pub ledger_file_bytes: u64,
     pub ledger_max_pending_bytes: usize,
+    pub groups: GroupSettings,
     /// Every key's effective value, for DescribeConfigs on broker resources.
     pub settings: Vec<Setting>,
 }
@@ -118,6 +134,15 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
     ("ledger.max.pending.bytes",         "67108864",    "bytes per core queued for the disk before produce backs off"),
+    ("kafka.metadata.tenant",            "public",      "Pulsar tenant of kopd's internal topics (__consumer_offsets)"),
+    ("kafka.metadata.namespace",         "__kafka",     "Pulsar namespace of kopd's internal topics"),
+    ("offsets.topic.num.partitions",     "50",          "partitions of __consumer_offsets when it is created"),
+    ("group.initial.rebalance.delay.ms", "3000",        "how long a new group waits for more members before its first rebalance"),
+    ("group.min.session.timeout.ms",     "6000",        "smallest session timeout a group member may ask for"),
+    ("group.max.session.timeout.ms",     "1800000",     "largest session timeout a group member may ask for"),
+    ("offsets.retention.minutes",        "10080",       "committed offsets of an empty group are removed this long after it became empty"),
+    ("offsets.retention.check.interval.ms", "600000",   "how often expired committed offsets are removed"),
+    ("offset.metadata.max.bytes",        "4096",        "largest metadata string of a committed offset"),
 ];
 
 /// The environment variable that sets `key`.
@@ -304,6 +329,7 @@ impl ConfigSources {
             },
             ledger_file_bytes: self.int("ledger.file.bytes", 1 << 20, 1 << 40)? as u64,
             ledger_max_pending_bytes: self.int("ledger.max.pending.bytes", 1 << 20, 1 << 40)? as usize,
+            groups: self.group_settings()?,
             settings: KEYS
                 .iter()
                 .map(|(k, _, doc)| Setting {
@@ -313,6 +339,27 @@ impl ConfigSources {
                     doc,
                 })
                 .collect(),
+        })
+    }
+}
+
+impl ConfigSources {
+    fn group_settings(&self) -> Result<GroupSettings, ConfigError> {
+        let min_session = self.int("group.min.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+        let max_session = self.int("group.max.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+        if max_session < min_session {
+            return Err(bad("group.max.session.timeout.ms", "is below group.min.session.timeout.ms"));
+        }
+        Ok(GroupSettings {
+            metadata_tenant: self.name("kafka.metadata.tenant")?,
+            metadata_namespace: self.name("kafka.metadata.namespace")?,
+            offsets_topic_partitions: self.int("offsets.topic.num.partitions", 1, 100_000)? as i32,
+            initial_rebalance_delay_ms: self.int("group.initial.rebalance.delay.ms", 0, i32::MAX as i64)? as u64,
+            min_session_timeout_ms: min_session,
+            max_session_timeout_ms: max_session,
+            offsets_retention_ms: self.int("offsets.retention.minutes", 1, i32::MAX as i64)? * 60_000,
+            offsets_retention_check_interval_ms: self.int("offsets.retention.check.interval.ms", 1, i64::MAX)? as u64,
+            offset_metadata_max_bytes: self.int("offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod meta;

@@ -34,7 +34,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut catalog = Catalog::load(store.as_ref())?;
     let previous_cores = catalog.cores;
-    let ops = catalog.fit_to_cores(config.cores as u32);
+    let mut ops = catalog.fit_to_cores(config.cores as u32);
+    ops.extend(crate::group::ensure_offsets_topic(&mut catalog, &config));
     if !ops.is_empty() {
         store.commit(ops)?;
         if previous_cores != 0 && previous_cores != catalog.cores {
@@ -118,6 +119,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             });
             let b = broker.clone();
             runtime::spawn(async move { b.run_inbox(inbox).await });
+            let b = broker.clone();
+            runtime::spawn(async move {
+                b.groups.load(&b).await;
+                b.groups.run(&b).await;
+            });
             if let Some((controller, rx)) = controller {
                 runtime::spawn(controller.run(rx, publisher(peers)));
             }

@@ -206,3 +206,21 @@ fn acknowledged_records_survive_kill_9() {
         assert_eq!(produce(&mut own, "durable", p as i32, batch(1, Compression::None)), (0, 100));
     }
 }
+
+#[test]
+fn internal_offsets_topic_cannot_be_deleted_or_grown() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{CreatePartitionsRequest, DeleteTopicsRequest};
+
+    let dir = temp_dir("internal");
+    let kopd = Kopd::start(&dir, 1, &[]);
+    let mut c = Conn::connect(kopd.addr(0));
+    let del = DeleteTopicsRequest::default()
+        .with_topics(vec![DeleteTopicState::default().with_name(Some(name("__consumer_offsets")))]);
+    assert_eq!(c.send(6, &del).unwrap().responses[0].error_code, 42, "INVALID_REQUEST");
+    let grow = CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default().with_name(name("__consumer_offsets")).with_count(60)]);
+    assert_eq!(c.send(3, &grow).unwrap().results[0].error_code, 42);
+    assert_eq!(leaders(&mut c, "__consumer_offsets").len(), 50, "still there with its 50 partitions");
+}

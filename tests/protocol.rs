@@ -19,12 +19,14 @@ fn api_versions_advertises_only_served_apis() {
     let v = c.send(3, &ApiVersionsRequest::default()).unwrap();
     let keys: Vec<i16> = v.api_keys.iter().map(|k| k.api_key).collect();
     // ApiVersions, Metadata, CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-    // DescribeCluster, Produce, Fetch, ListOffsets, InitProducerId, DeleteRecords.
-    for k in [18, 3, 19, 20, 37, 32, 60, 0, 1, 2, 22, 21] {
+    // DescribeCluster, Produce, Fetch, ListOffsets, InitProducerId, DeleteRecords; the group
+    // APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+    // OffsetFetch, OffsetDelete, DescribeGroups, ListGroups, DeleteGroups.
+    for k in [18, 3, 19, 20, 37, 32, 60, 0, 1, 2, 22, 21, 10, 11, 14, 12, 13, 8, 9, 47, 15, 16, 42] {
         assert!(keys.contains(&k), "API {k} advertised");
     }
-    assert!(!keys.contains(&11), "JoinGroup is not advertised before it is implemented");
-    assert_eq!(keys.len(), 12);
+    assert!(!keys.contains(&68), "ConsumerGroupHeartbeat (KIP-848) is not implemented");
+    assert_eq!(keys.len(), 23);
 }
 
 #[test]

@@ -8,6 +8,11 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
     InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
 };
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    SyncGroupRequest,
+};
 use kafka_protocol::protocol::{Encodable, Message, VersionRange};
 
 use crate::net::frame::{finish_frame, start_frame};
@@ -26,6 +31,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),
     (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS),
     (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
+    (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS),
+    (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+    (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+    (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+    (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
+    (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
+    (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
+    (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
+    (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+    (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+    (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
 ];
 
 fn api_keys() -> Vec<ApiVersion> {

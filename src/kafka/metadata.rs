@@ -39,6 +39,7 @@ fn topic_response(kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic
     MetadataResponseTopic::default()
         .with_name(Some(KafkaTopicName(StrBytes::from_string(kafka_name.to_string()))))
         .with_topic_id(topic.id)
+        .with_is_internal(kafka_name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

@@ -11,6 +11,8 @@ mod configs;
 mod delete_records;
 mod errors;
 mod fetch;
+mod group_admin;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod partition;
@@ -118,6 +120,17 @@ async fn dispatch(broker: &Broker, header: &RequestHeader, request: RequestKind)
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r, v).await),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(broker, header, r, v).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r, v).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, r, v).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(group_admin::offset_commit(broker, r, v).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_admin::offset_fetch(broker, r, v)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group_admin::offset_delete(broker, r).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group_admin::describe_groups(broker, r, v)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group_admin::list_groups(broker, r, v)),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group_admin::delete_groups(broker, r).await),
         _ => return None,
     })
 }

@@ -23,6 +23,15 @@ fn kname(s: &str) -> KafkaTopicName {
     KafkaTopicName(StrBytes::from_string(s.to_string()))
 }
 
+/// `__consumer_offsets` holds the group coordinators' state: clients may not delete or grow it.
+fn is_internal(broker: &Broker, name: &crate::meta::topic_name::TopicName) -> bool {
+    *name == crate::group::offsets_topic_name(&broker.config)
+}
+
+fn internal_topic_error() -> KafkaError {
+    KafkaError::new(ResponseError::InvalidRequest, "internal topics cannot be deleted or given partitions")
+}
+
 /// Names that appear more than once in one request; Kafka rejects each such entry.
 fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -188,6 +197,16 @@ pub async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest, version: i
             }
             (None, false) => Ok(AdminOp::DeleteTopic(TopicRef::Id(*id))),
         })
+        .map(|op: Result<AdminOp, KafkaError>| {
+            let internal = match &op {
+                Ok(AdminOp::DeleteTopic(TopicRef::Name(n))) => is_internal(broker, n),
+                Ok(AdminOp::DeleteTopic(TopicRef::Id(id))) => {
+                    catalog.get_by_id(id).is_some_and(|t| is_internal(broker, &t.name))
+                }
+                _ => false,
+            };
+            if internal { Err(internal_topic_error()) } else { op }
+        })
         .collect();
     let results = submit(broker, checked).await;
     let responses = entries
@@ -236,6 +255,9 @@ pub async fn create_partitions(
                         })?,
                 ),
             };
+            if is_internal(broker, &name) {
+                return Err(internal_topic_error());
+            }
             Ok(AdminOp::CreatePartitions { name, total: t.count, owners, validate_only: req.validate_only })
         })
         .collect();

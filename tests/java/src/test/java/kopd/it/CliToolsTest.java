@@ -25,7 +25,6 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.condition.EnabledIfSystemProperty;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -176,9 +175,8 @@ class CliToolsTest {
         assertEquals(byKey(input, ":"), consumed, "consumed key -> values (in order) equals produced");
     }
 
-    /** The console consumer without --partition subscribes with a group: needs consumer groups. */
+    /** The console consumer without --partition subscribes with a consumer group. */
     @Test
-    @EnabledIfSystemProperty(named = "kopd.groups", matches = "true")
     @Timeout(value = 200, unit = TimeUnit.SECONDS)
     void consoleConsumerWithGroup() throws Exception {
         String topic = "cli-group";
