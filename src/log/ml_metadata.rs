@@ -75,6 +75,10 @@ pub fn parse_ml_path(path: &str) -> Option<(TopicName, i32)> {
     let (tenant, rest) = rest.split_once('/')?;
     let (namespace, rest) = rest.split_once('/')?;
     let local_part = rest.strip_prefix("persistent/")?;
+    // Deeper paths are a managed ledger's cursors (Pulsar keeps them as children).
+    if local_part.contains('/') {
+        return None;
+    }
     let (local, partition) = local_part.rsplit_once("-partition-")?;
     Some((
         TopicName { tenant: tenant.into(), namespace: namespace.into(), local: local.into() },
@@ -92,6 +96,7 @@ mod tests {
         let p = ml_path(&t, 3);
         assert_eq!(p, "/managed-ledgers/public/default/persistent/a-partition-b-partition-3");
         assert_eq!(parse_ml_path(&p), Some((t, 3)));
+        assert_eq!(parse_ml_path(&format!("{p}/my-group-partition-1")), None, "a cursor is not a ledger");
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
     let mut owner_of: HashMap<LedgerId, PartitionKey> = HashMap::new();
     for (path, value) in meta.scan(ML_PREFIX) {
         let Some(key) = parse_ml_path(&path) else {
-            warn!(%path, "ignoring unrecognised managed-ledger path");
+            // Cursor nodes live under their managed ledger's path; anything else is foreign.
+            if path[ML_PREFIX.len()..].split('/').nth(4).is_none() {
+                warn!(%path, "ignoring unrecognised managed-ledger path");
+            }
             continue;
         };
         let info = ManagedLedgerInfo::from_bytes(&value).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
