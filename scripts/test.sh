@@ -18,8 +18,9 @@ cargo test --release --locked
 step "Java: Kafka AdminClient and CLI tools against kopd"
 mvn -q -B -Dstyle.color=never -f tests/java/pom.xml test -Dkopd.bin="$PWD/target/release/kopd"
 
-step "Bench harness smoke run"
+step "Bench harness smoke runs"
 bash bench/throughput.sh --records 20000 --partitions 4 --cores 2
+python3 bench/compare.py --quick --no-build
 
 step "Python: kcat and confluent-kafka against kopd"
 KOPD_BIN="$PWD/target/release/kopd" python3 -m pytest -q tests/python

@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of kopd and Apache Kafka 4.1.1 (KRaft, single node) on the same disk.
+
+Runs every workload against both brokers alternately (Kafka, kopd, Kafka, kopd, ...), each run on a
+freshly started broker with an empty data directory, and writes bench/results/<UTC time>.md (medians
+and ratios kopd/Kafka) plus a PNG of producer latency percentiles next to it.
+
+Workloads, per durability mode ("fsync": Kafka log.flush.interval.messages=1, kopd flush=always;
+"no-fsync": Kafka defaults, kopd flush=interval):
+  produce-max   Kafka's ProducerPerformance, --throughput -1 (records/s, MB/s, latency percentiles)
+  produce-50%   ProducerPerformance at 50% of Kafka's max measured in the same round and mode
+  consume       kcat reading every partition from the beginning to the end (records/s, MB/s)
+  e2e           Kafka's EndToEndLatency (assigned single-partition consumer, one record at a time)
+  loadgen-max   bench/loadgen (librdkafka + HdrHistogram): 1 producer + 1 tail consumer, unthrottled:
+                records/s, produce (send->ack) and end-to-end (send->consume) latency in microseconds
+  loadgen-50%   the same at 50% of Kafka's loadgen-max in the same round and mode
+Peak RSS (VmHWM) of each broker process (the java process for Kafka).
+
+    bench/compare.py [--records N] [--size BYTES] [--partitions P] [--rounds R]
+                     [--latency-seconds S] [--e2e-records N] [--cores C] [--quick] [--no-build]
+                     [--no-loadgen] [--loadgen-seconds S] [--loadgen-warmup S] [--modes fsync,no-fsync]
+"""
+import argparse
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".peers", "bin")
+KAFKA_SERVER = os.path.join(ROOT, "scripts", "kafka-server.sh")
+KOPD = os.path.join(ROOT, "target", "release", "kopd")
+KAFKA_PORT = 39092
+KOPD_PORT = 29192
+TOPIC = "bench"
+E2E_TOPIC = "e2e"
+LG_TOPIC = "lg"
+LOADGEN_DIR = os.path.join(ROOT, "bench", "loadgen")
+LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "kopd-loadgen")
+# Same producer settings for both brokers (those of bench/throughput.sh).
+PRODUCER_PROPS = ["linger.ms=5", "batch.size=262144"]
+MODES = {
+    # mode: (Kafka extra server properties, kopd --set values)
+    "fsync": (["log.flush.interval.messages=1"], ["flush=always"]),
+    "no-fsync": ([], ["flush=interval"]),
+}
+
+
+def log(msg):
+    print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout, check=True, **kw):
+    p = subprocess.run(cmd, cwd=ROOT, timeout=timeout, text=True, capture_output=True, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {p.returncode}: {p.stderr[-2000:]}")
+    return p
+
+
+def wait_port(port, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def peak_rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Kafka:
+    name = "Kafka"
+
+    def __init__(self, work, mode):
+        self.dir = os.path.join(work, f"kafka-{mode}-{time.monotonic_ns()}")
+        self.props = MODES[mode][0]
+        self.boot = f"127.0.0.1:{KAFKA_PORT}"
+
+    def start(self):
+        run([KAFKA_SERVER, "start", self.dir, str(KAFKA_PORT), *self.props], timeout=120)
+        with open(os.path.join(self.dir, "kafka.pid")) as f:
+            self.pid = int(f.read().strip())
+
+    def stop(self):
+        run([KAFKA_SERVER, "stop", self.dir], timeout=60, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Kopd:
+    name = "kopd"
+
+    def __init__(self, work, mode, cores):
+        self.dir = os.path.join(work, f"kopd-{mode}-{time.monotonic_ns()}")
+        self.sets = MODES[mode][1]
+        self.cores = cores
+        self.boot = f"127.0.0.1:{KOPD_PORT}"
+        self.proc = None
+
+    def start(self):
+        os.makedirs(self.dir)
+        cmd = [KOPD, "serve", "--listen", self.boot, "--cores", str(self.cores), "--data-dir",
+               os.path.join(self.dir, "data")]
+        for s in self.sets:
+            cmd += ["--set", s]
+        self.out = open(os.path.join(self.dir, "kopd.out"), "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "RUST_LOG": "warn"})
+        self.pid = self.proc.pid
+        if not wait_port(KOPD_PORT, 30):
+            self.stop()
+            raise RuntimeError("kopd did not open its port in 30 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc:
+            self.out.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+PERF_RE = re.compile(
+    r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+    r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+
+
+def produce(boot, records, size, rate, timeout):
+    cmd = [f"{BIN}/kafka-producer-perf-test.sh", "--topic", TOPIC, "--num-records", str(records),
+           "--record-size", str(size), "--throughput", str(rate), "--producer-props",
+           f"bootstrap.servers={boot}", "acks=all", *PRODUCER_PROPS]
+    p = run(cmd, timeout=timeout)
+    m = None
+    for line in p.stdout.splitlines():
+        m = PERF_RE.search(line) or m
+    if not m:
+        raise RuntimeError(f"no ProducerPerformance summary in: {p.stdout[-1000:]} {p.stderr[-1000:]}")
+    sent = int(m.group(1))
+    if sent != records:
+        raise RuntimeError(f"ProducerPerformance sent {sent} of {records}")
+    return {"rec_s": float(m.group(2)), "mb_s": float(m.group(3)), "avg": float(m.group(4)),
+            "max": float(m.group(5)), "p50": float(m.group(6)), "p95": float(m.group(7)),
+            "p99": float(m.group(8)), "p99.9": float(m.group(9))}
+
+
+def consume(boot, expect, size, timeout):
+    t0 = time.monotonic()
+    p = subprocess.run(["kcat", "-b", boot, "-C", "-t", TOPIC, "-o", "beginning", "-e", "-q",
+                        "-f", "%o\n", "-X", "fetch.max.bytes=52428800"],
+                       cwd=ROOT, timeout=timeout, capture_output=True)
+    secs = time.monotonic() - t0
+    n = p.stdout.count(b"\n")
+    if n != expect:
+        raise RuntimeError(f"kcat read {n} of {expect} records (rc {p.returncode}): {p.stderr[-500:]!r}")
+    return {"rec_s": n / secs, "mb_s": n * size / secs / 1048576}
+
+
+E2E_RE = re.compile(r"Avg latency: ([\d.]+) ms.*?50th = (\d+), 99th = (\d+), 99.9th = (\d+)", re.S)
+
+
+def e2e(boot, records, size, timeout):
+    p = run([f"{BIN}/kafka-e2e-latency.sh", boot, E2E_TOPIC, str(records), "all", str(size)],
+            timeout=timeout)
+    m = E2E_RE.search(p.stdout)
+    if not m:
+        raise RuntimeError(f"no EndToEndLatency summary in: {p.stdout[-500:]} {p.stderr[-500:]}")
+    return {"avg": float(m.group(1)), "p50": float(m.group(2)), "p99": float(m.group(3)),
+            "p99.9": float(m.group(4))}
+
+
+def loadgen(boot, args, rate):
+    p = run([LOADGEN, "--brokers", boot, "--topic", LG_TOPIC, "--size", str(args.size), "--acks", "all",
+             "--rate", str(rate), "--duration", str(args.loadgen_seconds), "--warmup", str(args.loadgen_warmup),
+             "--linger-ms", "5", "--batch-size", "262144", "--json"], timeout=args.timeout)
+    import json
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    out = {"rec_s": r["records_per_s"], "mb_s": r["mb_per_s"], "rate": rate}
+    for k, v in r["produce_ms"].items():
+        out[k] = v
+    for k, v in r["e2e_ms"].items():
+        out["e2e " + k] = v
+    return out
+
+
+def create_topic(boot, topic, partitions):
+    run([f"{BIN}/kafka-topics.sh", "--bootstrap-server", boot, "--create", "--topic", topic,
+         "--partitions", str(partitions)], timeout=60)
+
+
+def one_run(broker, args, rate, lg_rate):
+    """One broker instance: produce max, produce at `rate` (if known), consume, e2e, RSS."""
+    out = {}
+    broker.start()
+    try:
+        create_topic(broker.boot, TOPIC, args.partitions)
+        create_topic(broker.boot, E2E_TOPIC, 1)
+        if args.loadgen:
+            create_topic(broker.boot, LG_TOPIC, args.partitions)
+        out["produce-max"] = produce(broker.boot, args.records, args.size, -1, args.timeout)
+        rate = rate or max(1, int(out["produce-max"]["rec_s"] / 2))
+        n_rate = max(100, min(args.records, int(rate * args.latency_seconds)))
+        out["produce-50%"] = produce(broker.boot, n_rate, args.size, rate, args.timeout)
+        out["produce-50%"]["rate"] = rate
+        out["consume"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout)
+        out["e2e"] = e2e(broker.boot, args.e2e_records, args.size, args.timeout)
+        if args.loadgen:
+            out["loadgen-max"] = loadgen(broker.boot, args, 0)
+            lg_rate = lg_rate or max(1, int(out["loadgen-max"]["rec_s"] / 2))
+            out["loadgen-50%"] = loadgen(broker.boot, args, lg_rate)
+        out["rss_mib"] = peak_rss_mib(broker.pid)
+    finally:
+        broker.stop()
+    return out, rate, lg_rate
+
+
+def med(vals):
+    vals = [v for v in vals if v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def fmt(v):
+    if v != v:
+        return "n/a"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--latency-seconds", type=float, default=20,
+                    help="length of the fixed-rate run (records = rate x seconds, at most --records)")
+    ap.add_argument("--e2e-records", type=int, default=1000)
+    ap.add_argument("--no-loadgen", dest="loadgen", action="store_false",
+                    help="skip the bench/loadgen (rdkafka) workloads")
+    ap.add_argument("--loadgen-seconds", type=float, default=10)
+    ap.add_argument("--loadgen-warmup", type=float, default=2)
+    ap.add_argument("--cores", type=int, default=0, help="kopd cores (0 = all)")
+    ap.add_argument("--modes", default="fsync,no-fsync")
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/kopd as it is")
+    ap.add_argument("--timeout", type=int, default=600, help="bound on any single client run, s")
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
+    args = ap.parse_args()
+    if args.quick:
+        args.records, args.latency_seconds, args.e2e_records, args.rounds = 20_000, 2, 200, 1
+        args.loadgen_seconds, args.loadgen_warmup = 2, 0.5
+        args.timeout = 120
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in MODES:
+            ap.error(f"unknown mode {m}")
+
+    started = time.monotonic()
+    run(["bash", "scripts/install-peers.sh"], timeout=1800)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log("installing matplotlib")
+        run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], timeout=600)
+    if not args.no_build:
+        log("cargo build --release")
+        run(["cargo", "build", "--release", "--locked", "-q"], timeout=1800)
+    if args.loadgen:
+        log("cargo build --release (bench/loadgen)")
+        run(["cargo", "build", "--release", "--manifest-path", os.path.join(LOADGEN_DIR, "Cargo.toml"), "-q"],
+            timeout=1800)
+    if not os.access(KOPD, os.X_OK):
+        sys.exit(f"{KOPD} missing")
+    for port in (KAFKA_PORT, KAFKA_PORT + 1000, KOPD_PORT):
+        if wait_port(port, 0.2):
+            sys.exit(f"port {port} already in use")
+
+    # results[mode][broker] = list of per-run dicts
+    results = {m: {"Kafka": [], "kopd": []} for m in modes}
+    work = tempfile.mkdtemp(prefix="kopd-compare.", dir="/tmp")  # one disk for both brokers
+    try:
+        for mode in modes:
+            for r in range(args.rounds):
+                rate = lg_rate = None  # 50% of Kafka's max in this round: Kafka runs first
+                for cls in (Kafka, Kopd):
+                    b = cls(work, mode) if cls is Kafka else cls(work, mode, args.cores)
+                    log(f"{mode} round {r + 1}/{args.rounds}: {b.name}")
+                    res, rate, lg_rate = one_run(b, args, rate, lg_rate)
+                    results[mode][b.name].append(res)
+                    pm, pr = res["produce-max"], res["produce-50%"]
+                    log(f"  max {pm['rec_s']:.0f} rec/s p99 {pm['p99']} ms; at {pr['rate']}/s "
+                        f"p99 {pr['p99']} p99.9 {pr['p99.9']} ms; consume {res['consume']['rec_s']:.0f} rec/s; "
+                        f"e2e p99 {res['e2e']['p99']} ms; RSS {res['rss_mib']:.0f} MiB")
+                    if args.loadgen:
+                        lm, lr = res["loadgen-max"], res["loadgen-50%"]
+                        log(f"  loadgen max {lm['rec_s']:.0f} rec/s; at {lr['rate']}/s p99 {lr['p99']} "
+                            f"p99.9 {lr['p99.9']} ms, e2e p99 {lr['e2e p99']} ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    write_report(args, modes, results, elapsed)
+
+
+ROWS = [
+    # (label, workload, metric, higher is better)
+    ("produce max, records/s", "produce-max", "rec_s", True),
+    ("produce max, MB/s", "produce-max", "mb_s", True),
+    ("produce max, p50 ms", "produce-max", "p50", False),
+    ("produce max, p99 ms", "produce-max", "p99", False),
+    ("produce at 50% of Kafka max, records/s", "produce-50%", "rec_s", True),
+    ("produce at 50%, p50 ms", "produce-50%", "p50", False),
+    ("produce at 50%, p99 ms", "produce-50%", "p99", False),
+    ("produce at 50%, p99.9 ms", "produce-50%", "p99.9", False),
+    ("consume from beginning, records/s", "consume", "rec_s", True),
+    ("consume from beginning, MB/s", "consume", "mb_s", True),
+    ("e2e (1 partition), p50 ms", "e2e", "p50", False),
+    ("e2e (1 partition), p99 ms", "e2e", "p99", False),
+    ("e2e (1 partition), p99.9 ms", "e2e", "p99.9", False),
+]
+LOADGEN_ROWS = [
+    ("loadgen max, records/s", "loadgen-max", "rec_s", True),
+    ("loadgen max, MB/s", "loadgen-max", "mb_s", True),
+    ("loadgen max, produce p99 ms", "loadgen-max", "p99", False),
+    ("loadgen at 50% of Kafka max, records/s", "loadgen-50%", "rec_s", True),
+    ("loadgen at 50%, produce p50 ms", "loadgen-50%", "p50", False),
+    ("loadgen at 50%, produce p99 ms", "loadgen-50%", "p99", False),
+    ("loadgen at 50%, produce p99.9 ms", "loadgen-50%", "p99.9", False),
+    ("loadgen at 50%, e2e p50 ms", "loadgen-50%", "e2e p50", False),
+    ("loadgen at 50%, e2e p99 ms", "loadgen-50%", "e2e p99", False),
+    ("loadgen at 50%, e2e p99.9 ms", "loadgen-50%", "e2e p99.9", False),
+]
+
+
+def value(res, wl, metric):
+    return res["rss_mib"] if wl is None else res[wl][metric]
+
+
+def write_report(args, modes, results, elapsed):
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp = now.strftime("%Y-%m-%dT%H%M%SZ")
+    os.makedirs(args.out_dir, exist_ok=True)
+    md_path = os.path.join(args.out_dir, f"{stamp}{'-quick' if args.quick else ''}.md")
+    png_path = md_path[:-3] + ".png"
+    kver = run(["git", "rev-parse", "--short", "HEAD"], timeout=10, check=False).stdout.strip()
+    lines = [
+        "| mode | workload | Kafka | kopd | kopd/Kafka |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for mode in modes:
+        for label, wl, metric, _ in ROWS + (LOADGEN_ROWS if args.loadgen else []) + [("peak RSS (VmHWM), MiB", None, None, False)]:
+            k = med([value(x, wl, metric) for x in results[mode]["Kafka"]])
+            o = med([value(x, wl, metric) for x in results[mode]["kopd"]])
+            ratio = o / k if k and k == k and o == o else float("nan")
+            lines.append(f"| {mode} | {label} | {fmt(k)} | {fmt(o)} | {fmt(ratio) if ratio == ratio else 'n/a'} |")
+    table = "\n".join(lines)
+    ncpu = os.cpu_count()
+    with open("/proc/meminfo") as f:
+        mem_gib = int(f.readline().split()[1]) / 1048576
+    header = f"""# kopd vs Apache Kafka 4.1.1, {now:%Y-%m-%d %H:%M} UTC{' (quick smoke run: figures are not meaningful)' if args.quick else ''}
+
+Generated by `bench/compare.py{' --quick' if args.quick else ''}` at commit {kver or '?'} (plus uncommitted changes, if any).
+Machine: {ncpu} CPUs, {mem_gib:.0f} GiB RAM; brokers and clients on the same host, data of both under /tmp (same disk).
+Run took {elapsed / 60:.1f} min.
+
+Settings: {args.records:,} records of {args.size} B, {args.partitions} partitions, acks=all, producer
+`{' '.join(PRODUCER_PROPS)}`; {args.rounds} round(s) per mode, brokers alternated Kafka, kopd, Kafka, kopd,
+each run on a fresh broker with empty storage; table cells are medians over rounds.
+kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controller), heap `-Xmx1g -Xms1g`
+(Kafka's stock default), G1.
+
+- fsync: Kafka `log.flush.interval.messages=1`, kopd `flush=always` (ack after fdatasync).
+- no-fsync: Kafka defaults (no explicit flush), kopd `flush=interval` (fdatasync every 1 s).
+- produce max: Kafka's ProducerPerformance `--throughput -1`; latency is send -> ack.
+- produce at 50%: ProducerPerformance `--throughput` = half of Kafka's max in the same round and mode,
+  for {args.latency_seconds:g} s (at most {args.records:,} records).
+- consume: kcat (librdkafka) reading all partitions from the beginning to the end (the records of both
+  produce runs; mostly served from memory: OS page cache for Kafka, tail cache/page cache for kopd).
+- e2e: Kafka's EndToEndLatency, {args.e2e_records:,} records of {args.size} B, one at a time, 1-partition
+  topic, consumer by assign (its millisecond percentiles are integers).
+- loadgen (unless `--no-loadgen`): bench/loadgen (librdkafka via rdkafka, HdrHistogram, us resolution),
+  1 producer + 1 tail consumer (assign, no group), acks=all, {args.loadgen_warmup:g} s warm-up then
+  {args.loadgen_seconds:g} s measured; unthrottled, then at 50% of Kafka's unthrottled rate of the same round.
+- Ratios are kopd/Kafka: > 1 is better for throughput, < 1 is better for latency and RSS.
+
+"""
+    per_run = ["", "## Per-run figures", ""]
+    for mode in modes:
+        for b in ("Kafka", "kopd"):
+            for i, x in enumerate(results[mode][b]):
+                pm, pr, c, e = x["produce-max"], x["produce-50%"], x["consume"], x["e2e"]
+                per_run.append(
+                    f"- {mode} {b} #{i + 1}: max {pm['rec_s']:,.0f} rec/s ({pm['mb_s']:.1f} MB/s, p50/p99/p99.9 "
+                    f"{pm['p50']:g}/{pm['p99']:g}/{pm['p99.9']:g} ms); at {pr['rate']:,}/s p50/p99/p99.9 "
+                    f"{pr['p50']:g}/{pr['p99']:g}/{pr['p99.9']:g} ms; consume {c['rec_s']:,.0f} rec/s; "
+                    f"e2e p50/p99/p99.9 {e['p50']:g}/{e['p99']:g}/{e['p99.9']:g} ms; RSS {x['rss_mib']:.0f} MiB")
+                if "loadgen-max" in x:
+                    lm, lr = x["loadgen-max"], x["loadgen-50%"]
+                    per_run[-1] += (
+                        f"; loadgen max {lm['rec_s']:,.0f} rec/s, at {lr['rate']:,}/s produce p50/p99/p99.9 "
+                        f"{lr['p50']:g}/{lr['p99']:g}/{lr['p99.9']:g} ms, e2e {lr['e2e p50']:g}/{lr['e2e p99']:g}/"
+                        f"{lr['e2e p99.9']:g} ms")
+    plot(modes, results, png_path, args.loadgen)
+    with open(md_path, "w") as f:
+        f.write(header + table + "\n\n" + f"![latency percentiles]({os.path.basename(png_path)})\n"
+                + "\n".join(per_run) + "\n")
+    print(table)
+    print(f"\nwrote {os.path.relpath(md_path, ROOT)} and {os.path.relpath(png_path, ROOT)}")
+
+
+def plot(modes, results, path, with_loadgen):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [("produce-50%", ["p50", "p95", "p99", "p99.9"], "ProducerPerformance, send -> ack")]
+    if with_loadgen:
+        panels += [("loadgen-50%", ["p50", "p90", "p99", "p99.9", "p99.99", "max"], "loadgen, send -> ack"),
+                   ("loadgen-50%", ["e2e p50", "e2e p90", "e2e p99", "e2e p99.9", "e2e p99.99", "e2e max"],
+                    "loadgen, end-to-end")]
+    fig, axes = plt.subplots(len(panels), len(modes), figsize=(6 * len(modes), 4.2 * len(panels)), squeeze=False)
+    for row, (wl, pcts, what) in enumerate(panels):
+        for ax, mode in zip(axes[row], modes):
+            for b, style in (("Kafka", "o-"), ("kopd", "s-")):
+                runs = results[mode][b]
+                ys = [max(med([x[wl][p] for x in runs]), 0.01) for p in pcts]
+                rate = med([x[wl]["rate"] for x in runs])
+                ax.plot([p.replace("e2e ", "") for p in pcts], ys, style, label=f"{b} (at {rate:,.0f} rec/s)")
+            ax.set_yscale("log")
+            ax.set_title(f"{mode}: {what}, at 50% of Kafka max", fontsize=10)
+            ax.set_xlabel("percentile")
+            ax.set_ylabel("latency, ms (log)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
