@@ -52,29 +52,8 @@ class CliToolsTest {
         }
     }
 
-    record Result(int status, String out, String err) {
-        String describe() {
-            return "exit " + status + "\n--- stdout ---\n" + out + "\n--- stderr ---\n" + err;
-        }
-    }
-
-    static Result run(long timeoutSeconds, File stdin, List<String> cmd) throws Exception {
-        File out = Files.createTempFile(scratch, "out", ".txt").toFile();
-        File err = Files.createTempFile(scratch, "err", ".txt").toFile();
-        Process p = new ProcessBuilder(cmd)
-                .redirectInput(ProcessBuilder.Redirect.from(stdin != null ? stdin : new File("/dev/null")))
-                .redirectOutput(out)
-                .redirectError(err)
-                .start();
-        if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
-            p.destroyForcibly();
-            p.waitFor(10, TimeUnit.SECONDS);
-            fail("timed out after " + timeoutSeconds + " s: " + cmd + "\n--- stdout ---\n"
-                    + Files.readString(out.toPath()) + "\n--- stderr ---\n" + Files.readString(err.toPath()));
-        }
-        return new Result(p.exitValue(),
-                Files.readString(out.toPath(), StandardCharsets.UTF_8),
-                Files.readString(err.toPath(), StandardCharsets.UTF_8));
+    static Util.ToolResult run(long timeoutSeconds, File stdin, List<String> cmd) throws Exception {
+        return Util.runTool(scratch, timeoutSeconds, stdin, cmd);
     }
 
     static List<String> tool(String name, String... args) {
@@ -110,7 +89,7 @@ class CliToolsTest {
     static Map<Integer, Long> getOffsets(String topic, String... extra) throws Exception {
         List<String> args = new ArrayList<>(List.of("--topic", topic));
         args.addAll(List.of(extra));
-        Result r = run(90, null, tool("kafka-get-offsets.sh", args.toArray(new String[0])));
+        Util.ToolResult r = run(90, null, tool("kafka-get-offsets.sh", args.toArray(new String[0])));
         assertEquals(0, r.status(), "kafka-get-offsets\n" + r.describe());
         Map<Integer, Long> m = new TreeMap<>();
         Pattern line = Pattern.compile("^" + Pattern.quote(topic) + ":(\\d+):(\\d*)$");
@@ -139,7 +118,7 @@ class CliToolsTest {
         }
         Path in = scratch.resolve("producer-input.txt");
         Files.writeString(in, String.join("\n", input) + "\n", StandardCharsets.UTF_8);
-        Result produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
+        Util.ToolResult produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
                 "--property", "parse.key=true", "--property", "key.separator=:"));
         assertEquals(0, produced.status(), "kafka-console-producer\n" + produced.describe());
 
@@ -156,7 +135,7 @@ class CliToolsTest {
             if (e.getValue() == 0) {
                 continue;
             }
-            Result r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic,
+            Util.ToolResult r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic,
                     "--partition", e.getKey().toString(), "--from-beginning",
                     "--max-messages", e.getValue().toString(),
                     "--property", "print.key=true", "--property", "key.separator=:",
@@ -188,11 +167,11 @@ class CliToolsTest {
         }
         Path in = scratch.resolve("group-input.txt");
         Files.writeString(in, String.join("\n", input) + "\n", StandardCharsets.UTF_8);
-        Result produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
+        Util.ToolResult produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
                 "--property", "parse.key=true", "--property", "key.separator=:"));
         assertEquals(0, produced.status(), produced.describe());
         assertEquals(Map.of(0, (long) n), getOffsets(topic));
-        Result r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic, "--from-beginning",
+        Util.ToolResult r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic, "--from-beginning",
                 "--max-messages", Integer.toString(n), "--property", "print.key=true",
                 "--property", "key.separator=:", "--timeout-ms", "20000"));
         assertEquals(0, r.status(), r.describe());

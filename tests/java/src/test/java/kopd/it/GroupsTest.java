@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
-import java.io.File;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -19,7 +18,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ConsumerGroupListing;
@@ -210,27 +208,11 @@ class GroupsTest {
         }
     }
 
-    record Result(int status, String out, String err) {}
-
-    Result consumerGroups(Kopd kopd, String... args) throws Exception {
-        Path tool = Kopd.repo().resolve(".peers/bin/kafka-consumer-groups.sh");
-        if (!Files.isExecutable(tool)) {
-            fail(tool + " is missing: run scripts/install-peers.sh");
-        }
-        List<String> cmd = new ArrayList<>(List.of(tool.toString(), "--bootstrap-server", kopd.bootstrap()));
+    Util.ToolResult consumerGroups(Kopd kopd, String... args) throws Exception {
+        List<String> cmd = new ArrayList<>(
+                List.of(Util.peerTool("kafka-consumer-groups.sh").toString(), "--bootstrap-server", kopd.bootstrap()));
         cmd.addAll(List.of(args));
-        File out = Files.createTempFile(scratch, "out", ".txt").toFile();
-        File err = Files.createTempFile(scratch, "err", ".txt").toFile();
-        Process p = new ProcessBuilder(cmd)
-                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
-                .redirectOutput(out)
-                .redirectError(err)
-                .start();
-        if (!p.waitFor(120, TimeUnit.SECONDS)) {
-            p.destroyForcibly();
-            fail("kafka-consumer-groups timed out: " + cmd);
-        }
-        return new Result(p.exitValue(), Files.readString(out.toPath()), Files.readString(err.toPath()));
+        return Util.runTool(scratch, 120, null, cmd);
     }
 
     /** partition -> (current offset, log end offset) from `--describe` output. */
@@ -271,10 +253,10 @@ class GroupsTest {
                 Collection<ConsumerGroupListing> groups = get(admin.listConsumerGroups().all());
                 assertTrue(groups.stream().anyMatch(g -> g.groupId().equals(group)), groups.toString());
             }
-            Result list = consumerGroups(kopd, "--list");
+            Util.ToolResult list = consumerGroups(kopd, "--list");
             assertEquals(0, list.status(), list.err());
             assertTrue(list.out().lines().anyMatch(group::equals), list.out());
-            Result described = consumerGroups(kopd, "--describe", "--group", group);
+            Util.ToolResult described = consumerGroups(kopd, "--describe", "--group", group);
             assertEquals(0, described.status(), described.err());
             Map<Integer, long[]> offsets = describedOffsets(described.out(), group, topic);
             assertEquals(Set.of(0, 1, 2), offsets.keySet(), described.out());
@@ -282,20 +264,20 @@ class GroupsTest {
                 assertEquals(30, o[0], described.out());
                 assertEquals(o[1], o[0], "lag 0\n" + described.out());
             }
-            Result reset = consumerGroups(kopd, "--reset-offsets", "--group", group, "--topic", topic,
+            Util.ToolResult reset = consumerGroups(kopd, "--reset-offsets", "--group", group, "--topic", topic,
                     "--to-earliest", "--execute");
             assertEquals(0, reset.status(), reset.err());
             assertEquals(0, committedTotal(kopd, group));
-            Result reset2 = consumerGroups(kopd, "--reset-offsets", "--group", group, "--topic", topic + ":1",
+            Util.ToolResult reset2 = consumerGroups(kopd, "--reset-offsets", "--group", group, "--topic", topic + ":1",
                     "--to-offset", "7", "--execute");
             assertEquals(0, reset2.status(), reset2.err());
             assertEquals(7, committedTotal(kopd, group));
-            Result deletedOffsets = consumerGroups(kopd, "--delete-offsets", "--group", group, "--topic", topic);
+            Util.ToolResult deletedOffsets = consumerGroups(kopd, "--delete-offsets", "--group", group, "--topic", topic);
             assertEquals(0, deletedOffsets.status(), deletedOffsets.err());
             try (Admin admin = kopd.admin()) {
                 assertTrue(get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata()).isEmpty());
             }
-            Result deleted = consumerGroups(kopd, "--delete", "--group", group);
+            Util.ToolResult deleted = consumerGroups(kopd, "--delete", "--group", group);
             assertEquals(0, deleted.status(), deleted.err());
             try (Admin admin = kopd.admin()) {
                 Collection<ConsumerGroupListing> groups = get(admin.listConsumerGroups().all());

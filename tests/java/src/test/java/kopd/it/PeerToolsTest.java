@@ -4,8 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
-import java.io.File;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -14,7 +12,6 @@ import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
-import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.AfterAll;
@@ -47,40 +44,15 @@ class PeerToolsTest {
         }
     }
 
-    record Result(int status, String out, String err) {
-        String describe() {
-            return "exit " + status + "\n--- stdout ---\n" + out + "\n--- stderr ---\n" + err;
-        }
-    }
-
-    static Result run(long timeoutSeconds, List<String> cmd) throws Exception {
-        File out = Files.createTempFile(scratch, "out", ".txt").toFile();
-        File err = Files.createTempFile(scratch, "err", ".txt").toFile();
-        Process p = new ProcessBuilder(cmd)
-                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
-                .redirectOutput(out)
-                .redirectError(err)
-                .start();
-        if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
-            p.destroyForcibly();
-            p.waitFor(10, TimeUnit.SECONDS);
-            fail("timed out after " + timeoutSeconds + " s: " + cmd + "\n"
-                    + Files.readString(out.toPath()) + "\n" + Files.readString(err.toPath()));
-        }
-        return new Result(p.exitValue(),
-                Files.readString(out.toPath(), StandardCharsets.UTF_8),
-                Files.readString(err.toPath(), StandardCharsets.UTF_8));
+    static Util.ToolResult run(long timeoutSeconds, List<String> cmd) throws Exception {
+        return Util.runTool(scratch, timeoutSeconds, null, cmd);
     }
 
     static Path peerTool(String name) {
-        Path p = Kopd.repo().resolve(".peers/bin").resolve(name);
-        if (!Files.isExecutable(p)) {
-            fail(p + " is missing: run scripts/install-peers.sh");
-        }
-        return p;
+        return Util.peerTool(name);
     }
 
-    static Result kafkaTopics(String... args) throws Exception {
+    static Util.ToolResult kafkaTopics(String... args) throws Exception {
         List<String> cmd = new ArrayList<>();
         cmd.add(peerTool("kafka-topics.sh").toString());
         cmd.add("--bootstrap-server");
@@ -91,15 +63,15 @@ class PeerToolsTest {
 
     @Test
     void kafkaTopicsCliCreateListDescribe() throws Exception {
-        Result created = kafkaTopics("--create", "--topic", "clitopic", "--partitions", "8");
+        Util.ToolResult created = kafkaTopics("--create", "--topic", "clitopic", "--partitions", "8");
         assertEquals(0, created.status(), "kafka-topics --create\n" + created.describe());
         assertTrue(created.out().contains("Created topic clitopic"), created.describe());
 
-        Result listed = kafkaTopics("--list");
+        Util.ToolResult listed = kafkaTopics("--list");
         assertEquals(0, listed.status(), "kafka-topics --list\n" + listed.describe());
         assertTrue(listed.out().lines().anyMatch("clitopic"::equals), listed.describe());
 
-        Result described = kafkaTopics("--describe", "--topic", "clitopic");
+        Util.ToolResult described = kafkaTopics("--describe", "--topic", "clitopic");
         assertEquals(0, described.status(), "kafka-topics --describe\n" + described.describe());
         String out = described.out();
         Matcher count = Pattern.compile("PartitionCount:\\s*(\\d+)").matcher(out);
@@ -124,16 +96,16 @@ class PeerToolsTest {
         assertEquals(Set.of(0, 1, 2, 3, 4, 5, 6, 7), leaders.keySet(), "partitions described\n" + out);
         assertEquals(Set.of(0, 1), new TreeSet<>(leaders.values()), "leaders\n" + out);
 
-        Result deleted = kafkaTopics("--delete", "--topic", "clitopic");
+        Util.ToolResult deleted = kafkaTopics("--delete", "--topic", "clitopic");
         assertEquals(0, deleted.status(), "kafka-topics --delete\n" + deleted.describe());
-        Result after = kafkaTopics("--list");
+        Util.ToolResult after = kafkaTopics("--list");
         assertEquals(0, after.status(), after.describe());
         assertTrue(after.out().lines().noneMatch("clitopic"::equals), "deleted topic listed\n" + after.describe());
     }
 
     @Test
     void kcatListsBothBrokers() throws Exception {
-        Result r = run(30, List.of("kcat", "-b", kopd.bootstrap(), "-L", "-m", "10"));
+        Util.ToolResult r = run(30, List.of("kcat", "-b", kopd.bootstrap(), "-L", "-m", "10"));
         assertEquals(0, r.status(), "kcat -L\n" + r.describe());
         Matcher count = Pattern.compile("(\\d+) brokers:").matcher(r.out());
         assertTrue(count.find(), "no broker count in\n" + r.out());

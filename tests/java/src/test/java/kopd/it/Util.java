@@ -1,5 +1,11 @@
 package kopd.it;
 
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.io.File;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
@@ -17,6 +23,42 @@ final class Util {
     static final long TIMEOUT_S = 30;
 
     private Util() {}
+
+    /** What an external tool printed and how it exited. */
+    record ToolResult(int status, String out, String err) {
+        String describe() {
+            return "exit " + status + "\n--- stdout ---\n" + out + "\n--- stderr ---\n" + err;
+        }
+    }
+
+    /** Runs a command with `stdin` (null: /dev/null), bounded by `timeoutSeconds`. */
+    static ToolResult runTool(Path scratch, long timeoutSeconds, File stdin, List<String> cmd) throws Exception {
+        File out = Files.createTempFile(scratch, "out", ".txt").toFile();
+        File err = Files.createTempFile(scratch, "err", ".txt").toFile();
+        Process p = new ProcessBuilder(cmd)
+                .redirectInput(ProcessBuilder.Redirect.from(stdin != null ? stdin : new File("/dev/null")))
+                .redirectOutput(out)
+                .redirectError(err)
+                .start();
+        if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            p.waitFor(10, TimeUnit.SECONDS);
+            fail("timed out after " + timeoutSeconds + " s: " + cmd + "\n--- stdout ---\n"
+                    + Files.readString(out.toPath()) + "\n--- stderr ---\n" + Files.readString(err.toPath()));
+        }
+        return new ToolResult(p.exitValue(),
+                Files.readString(out.toPath(), StandardCharsets.UTF_8),
+                Files.readString(err.toPath(), StandardCharsets.UTF_8));
+    }
+
+    /** A Kafka CLI wrapper installed by scripts/install-peers.sh. */
+    static Path peerTool(String name) {
+        Path p = Kopd.repo().resolve(".peers/bin").resolve(name);
+        if (!Files.isExecutable(p)) {
+            fail(p + " is missing: run scripts/install-peers.sh");
+        }
+        return p;
+    }
 
     /** Bounded get. */
     static <T> T get(KafkaFuture<T> f) throws Exception {
