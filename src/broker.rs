@@ -41,6 +41,10 @@ impl Shutdown {
 pub enum CoreMessage {
     /// A new catalog version from the controller; reply on `done` once it is in use.
     Catalog { catalog: Arc<Catalog>, done: async_channel::Sender<()> },
+    /// A coordinator's round of committed-offset changes for this core's partitions' cursors.
+    Cursors { coordinator: i32, full: bool, updates: Vec<crate::group::cursors::CursorUpdate> },
+    /// The admin API asks for the stats of this core's open partitions.
+    Stats { reply: async_channel::Sender<Vec<crate::admin::PartitionStats>> },
 }
 
 pub struct Broker {
@@ -54,6 +58,8 @@ pub struct Broker {
     pub producer_ids: ProducerIdBlock,
     /// The group coordinator for this core's `__consumer_offsets` partitions.
     pub groups: GroupCoordinator,
+    /// Every core's inbox (index = core), this one's included.
+    pub peers: Vec<async_channel::Sender<CoreMessage>>,
     catalog: RefCell<Arc<Catalog>>,
 }
 
@@ -65,6 +71,7 @@ impl Broker {
         controller: ControllerClient,
         shutdown: Shutdown,
         logs: PartitionLogs,
+        peers: Vec<async_channel::Sender<CoreMessage>>,
     ) -> Self {
         Self {
             id,
@@ -74,6 +81,7 @@ impl Broker {
             logs,
             producer_ids: ProducerIdBlock::default(),
             groups: GroupCoordinator::new(),
+            peers,
             catalog: RefCell::new(catalog),
         }
     }
@@ -112,6 +120,12 @@ impl Broker {
                 CoreMessage::Catalog { catalog, done } => {
                     self.set_catalog(catalog);
                     let _ = done.send(()).await;
+                }
+                CoreMessage::Cursors { coordinator, full, updates } => {
+                    crate::group::cursors::apply(self, coordinator, full, updates).await;
+                }
+                CoreMessage::Stats { reply } => {
+                    let _ = reply.send(crate::admin::partition_stats(self)).await;
                 }
             }
         }

@@ -47,6 +47,7 @@ pub struct TopicDefaults {
     pub segment_bytes: i64,
     pub segment_ms: i64,
     pub message_timestamp_type: String,
+    pub keep_unconsumed: bool,
 }
 
 /// The group coordinator's settings (Kafka's `group.*` and `offsets.*` keys).
@@ -62,12 +63,16 @@ pub struct GroupSettings {
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
+    /// How often committed offsets are mirrored into durable cursors.
+    pub cursor_mirror_interval_ms: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub advertised_host: String,
+    /// The admin HTTP API (stats views), if enabled.
+    pub admin_listen: Option<SocketAddr>,
     /// Number of cores (executors, advertised brokers). Resolved: never 0.
     pub cores: usize,
     pub data_dir: PathBuf,
@@ -108,6 +113,7 @@ pub struct Setting {
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("listen",                           "127.0.0.1:9092", "address of core 0's Kafka listener; core i listens on port + i"),
     ("advertised.host",                  "",            "host advertised to clients (default: the listen host)"),
+    ("admin.listen",                     "127.0.0.1:8080", "HTTP address of the admin API (topic and cursor stats, Pulsar's paths); empty: off"),
     ("cores",                            "0",           "executors (one per core, each a Kafka broker); 0 = all online CPUs"),
     ("data.dir",                         "./data",      "directory for metadata and ledgers"),
     ("storage",                          "local",       "ledger store: `local` (embedded)"),
@@ -128,6 +134,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.segment.bytes",                "1073741824",  "default segment.bytes (ledger rollover size)"),
     ("log.roll.ms",                      "604800000",   "default segment.ms (ledger rollover age)"),
     ("log.message.timestamp.type",       "CreateTime",  "default message.timestamp.type"),
+    ("log.retention.keep.unconsumed",    "false",       "default kopd.retention.keep.unconsumed: retention spares data a group's cursor still needs"),
     ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
     ("log.tail.cache.bytes",             "8388608",     "per-partition bytes of recent batches kept in memory"),
     ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
@@ -143,6 +150,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("offsets.retention.minutes",        "10080",       "committed offsets of an empty group are removed this long after it became empty"),
     ("offsets.retention.check.interval.ms", "600000",   "how often expired committed offsets are removed"),
     ("offset.metadata.max.bytes",        "4096",        "largest metadata string of a committed offset"),
+    ("group.cursor.mirror.interval.ms",  "1000",        "how often committed offsets are mirrored into the partitions' durable cursors"),
 ];
 
 /// The environment variable that sets `key`.
@@ -301,10 +309,18 @@ impl ConfigSources {
             segment_bytes: self.int("log.segment.bytes", 14, i32::MAX as i64)?,
             segment_ms: self.int("log.roll.ms", 1, i64::MAX)?,
             message_timestamp_type: self.one_of("log.message.timestamp.type", &["CreateTime", "LogAppendTime"])?,
+            keep_unconsumed: self.boolean("log.retention.keep.unconsumed")?,
+        };
+        let admin_listen = match self.raw("admin.listen").trim() {
+            "" => None,
+            a => Some(
+                a.parse::<SocketAddr>().map_err(|_| bad("admin.listen", "is not an address like 127.0.0.1:8080"))?,
+            ),
         };
         Ok(Config {
             listen,
             advertised_host,
+            admin_listen,
             cores,
             data_dir,
             storage,
@@ -360,6 +376,7 @@ impl ConfigSources {
             offsets_retention_ms: self.int("offsets.retention.minutes", 1, i32::MAX as i64)? * 60_000,
             offsets_retention_check_interval_ms: self.int("offsets.retention.check.interval.ms", 1, i64::MAX)? as u64,
             offset_metadata_max_bytes: self.int("offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
+            cursor_mirror_interval_ms: self.int("group.cursor.mirror.interval.ms", 1, i64::MAX)? as u64,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! kopd: a thread-per-core Kafka-protocol gateway storing data in Pulsar's layout.
 //! See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod group;

@@ -17,6 +17,21 @@ enum Command {
     Serve(ServeArgs),
     /// List every config key with its default and meaning.
     Config,
+    /// Show every consumer group's durable cursor per partition (from a running kopd).
+    Cursors(CursorsArgs),
+}
+
+#[derive(clap::Args)]
+struct CursorsArgs {
+    /// The running kopd's admin.listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    admin: String,
+    /// Only this topic (its Kafka name).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this consumer group.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +99,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Cursors(args) => match kopd::admin::client::print_cursors(&args.admin, args.topic, args.group) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kopd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             let config = match load(&args) {
                 Ok(c) => c,

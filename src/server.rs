@@ -111,7 +111,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 }
             };
             let logs = PartitionLogs::new(config.clone(), ledger_store, meta, share.logs);
-            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs));
+            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs, peers.clone()));
             let b = broker.clone();
             runtime::spawn(async move {
                 b.logs.open_recovered(&b.catalog(), b.id as u32).await;
@@ -122,8 +122,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let b = broker.clone();
             runtime::spawn(async move {
                 b.groups.load(&b).await;
+                let m = b.clone();
+                runtime::spawn(async move { m.groups.run_cursor_mirror(&m).await });
                 b.groups.run(&b).await;
             });
+            if core == 0
+                && let Some(addr) = broker.config.admin_listen
+            {
+                let b = broker.clone();
+                runtime::spawn(async move { crate::admin::serve(b, addr).await });
+            }
             if let Some((controller, rx)) = controller {
                 runtime::spawn(controller.run(rx, publisher(peers)));
             }

@@ -4,53 +4,11 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Conn, Kopd, temp_dir};
+use common::{Conn, Kopd, batch, encode, leaders, list_offset, name, produce, record, temp_dir};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn record(i: usize, key: Option<Bytes>, value: Bytes) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: i as i64,
-        // The encoder starts a new batch whenever offset - sequence changes.
-        sequence: i as i32 - 1,
-        timestamp: 1_700_000_000_000 + i as i64,
-        key,
-        value: Some(value),
-        headers: Default::default(),
-    }
-}
-
-fn encode(records: &[Record], compression: Compression) -> Bytes {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-    buf.freeze()
-}
-
-fn batch(n: usize, compression: Compression) -> Bytes {
-    let records: Vec<Record> =
-        (0..n).map(|i| record(i, Some(Bytes::from(format!("k{i}"))), Bytes::from(format!("value-{i}")))).collect();
-    encode(&records, compression)
-}
+use kafka_protocol::messages::{CreateTopicsRequest, FetchRequest};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 fn create(conn: &mut Conn, topic: &str, partitions: i32) {
     let req = CreateTopicsRequest::default().with_topics(vec![
@@ -58,29 +16,6 @@ fn create(conn: &mut Conn, topic: &str, partitions: i32) {
     ]);
     let resp = conn.send(7, &req).unwrap();
     assert_eq!(resp.topics[0].error_code, 0);
-}
-
-/// Owner core of each partition, from Metadata.
-fn leaders(conn: &mut Conn, topic: &str) -> Vec<i32> {
-    let m = conn.send(12, &MetadataRequest::default().with_topics(None)).unwrap();
-    let t = m.topics.iter().find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic)).unwrap();
-    let mut p: Vec<(i32, i32)> = t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
-    p.sort();
-    p.into_iter().map(|(_, l)| l).collect()
-}
-
-fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
-            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-        ]),
-    ]);
-    let resp = conn.send(9, &req).unwrap();
-    let p = &resp.responses[0].partition_responses[0];
-    if p.error_code != 0 {
-        eprintln!("produce error {}: {:?}", p.error_code, p.error_message);
-    }
-    (p.error_code, p.base_offset)
 }
 
 fn fetch(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (i16, i64, Bytes) {
@@ -95,17 +30,6 @@ fn fetch(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (i16, i64
     let resp = conn.send(12, &req).unwrap();
     let p = &resp.responses[0].partitions[0];
     (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
-}
-
-fn list_offset(conn: &mut Conn, topic: &str, partition: i32, ts: i64) -> (i16, i64) {
-    let req = ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![
-        ListOffsetsTopic::default()
-            .with_name(name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(ts)]),
-    ]);
-    let resp = conn.send(7, &req).unwrap();
-    let p = &resp.topics[0].partitions[0];
-    (p.error_code, p.offset)
 }
 
 #[test]

@@ -240,6 +240,8 @@ fn join_sync_heartbeat_leave() {
     assert_eq!(heartbeat(&mut c, "flow", 0, &me, None), ILLEGAL_GENERATION);
     assert_eq!(heartbeat(&mut c, "flow", 1, "nobody", None), UNKNOWN_MEMBER_ID);
     assert_eq!(describe(&mut c, "flow"), ("Stable".to_string(), 1));
+    let d = c.send(5, &DescribeGroupsRequest::default().with_groups(vec![GroupId(st("flow"))])).unwrap();
+    assert_eq!(d.groups[0].members[0].client_host.as_str(), "/127.0.0.1", "Kafka's form of the member's address");
     assert!(list(&mut c).contains(&("flow".to_string(), "Stable".to_string())));
     // Errors Kafka gives for bad joins.
     let bad = c.send(9, &join_req("flow", "", None, 10, &["range"])).unwrap();

@@ -57,6 +57,8 @@ pub struct GroupCoordinator {
     /// Fires on every group change that a waiting JoinGroup or SyncGroup may care about.
     pub(super) changed: Event,
     locks: RefCell<HashMap<i32, Rc<PartitionLock>>>,
+    /// Committed offsets on their way into durable cursors.
+    pub(super) mirror: super::cursors::CursorMirror,
 }
 
 impl GroupCoordinator {
@@ -391,6 +393,9 @@ impl GroupCoordinator {
             }
             let mut groups = self.groups.borrow_mut();
             for t in &tombstones {
+                if let GroupRecord::Offset { group, .. } = t {
+                    self.mirror.mark(group);
+                }
                 if let GroupRecord::Offset { group, topic, partition, .. } = t
                     && let Some(g) = groups.get_mut(group)
                 {

@@ -10,8 +10,10 @@
 //! - `coordinator.rs`: ownership, loading, persistence, timers.
 //! - `membership.rs`: JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
 //! - `offsets.rs`: offset commit/fetch/delete, group listing, description and deletion.
+//! - `cursors.rs`: committed offsets mirrored into the partitions' durable cursors.
 
 pub mod coordinator;
+pub mod cursors;
 pub mod membership;
 pub mod offsets;
 #[cfg(test)]

@@ -116,6 +116,7 @@ impl GroupCoordinator {
             return Ok(results.into_iter().map(|res| res.and(Err(e))).collect());
         }
         let mut groups = self.groups.borrow_mut();
+        self.mirror.mark(&r.group_id);
         let g = groups.entry(r.group_id.clone()).or_insert_with(|| Group::new(&r.group_id, p, now));
         for rec in recs {
             if let GroupRecord::Offset { topic, partition, value: Some(v), .. } = rec {
@@ -202,6 +203,7 @@ impl GroupCoordinator {
             (results, recs)
         };
         self.append(broker, p, &recs).await?;
+        self.mirror.mark(group_id);
         if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
             for r in recs {
                 if let GroupRecord::Offset { topic, partition, .. } = r {
@@ -245,6 +247,7 @@ impl GroupCoordinator {
         match result {
             Ok(()) => {
                 groups.remove(group_id);
+                self.mirror.mark(group_id);
                 Ok(())
             }
             Err(e) => {

@@ -89,6 +89,7 @@ pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i
 pub async fn join_group(
     broker: &Broker,
     header: &RequestHeader,
+    client_host: &str,
     req: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
@@ -102,7 +103,7 @@ pub async fn join_group(
         // v0 has no rebalance timeout: the session timeout serves for both, as in Kafka.
         rebalance_timeout_ms: if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms },
         client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-        client_host: String::new(),
+        client_host: client_host.to_string(),
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
     };

@@ -60,7 +60,13 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
 }
 
 /// Handles one request frame, appending its response frame (if any) to `out`.
-pub async fn handle_request(broker: &Broker, mut frame: Bytes, out: &mut BytesMut) -> Result<(), ProtocolError> {
+/// `client_host` is the peer's address as Kafka reports it ("/127.0.0.1").
+pub async fn handle_request(
+    broker: &Broker,
+    mut frame: Bytes,
+    out: &mut BytesMut,
+    client_host: &str,
+) -> Result<(), ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Truncated(frame.len()));
     }
@@ -86,8 +92,9 @@ pub async fn handle_request(broker: &Broker, mut frame: Bytes, out: &mut BytesMu
     }
     // acks=0: the producer expects no response at all.
     let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
-    let response =
-        dispatch(broker, &header, request).await.ok_or(ProtocolError::UnsupportedVersion { api, version })?;
+    let response = dispatch(broker, &header, request, client_host)
+        .await
+        .ok_or(ProtocolError::UnsupportedVersion { api, version })?;
     if silent {
         return Ok(());
     }
@@ -103,7 +110,12 @@ pub async fn handle_request(broker: &Broker, mut frame: Bytes, out: &mut BytesMu
 }
 
 /// `None` for an API without a handler (kept in step with SUPPORTED_APIS by a test).
-async fn dispatch(broker: &Broker, header: &RequestHeader, request: RequestKind) -> Option<ResponseKind> {
+async fn dispatch(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: RequestKind,
+    client_host: &str,
+) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(r, v)),
@@ -121,7 +133,9 @@ async fn dispatch(broker: &Broker, header: &RequestHeader, request: RequestKind)
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r, v).await),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v)),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(broker, header, r, v).await),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(broker, header, client_host, r, v).await)
+        }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r, v).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, r, v).await),

@@ -7,6 +7,7 @@
 //! Readers see only offsets below the high watermark.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use thiserror::Error;
 
+use super::cursor::{Cursor, cursor_path};
 use super::ml_metadata::{LOG_START_OFFSET_PROPERTY, LedgerInfo, ManagedLedgerInfo, ml_path};
 use super::offset_index::{IndexEntry, OffsetIndex};
 use super::producer_state::{BatchSeq, ProducerStateTable, SequenceCheck};
@@ -50,6 +52,8 @@ pub struct LogSettings {
     pub retention_bytes: i64,
     pub log_append_time: bool,
     pub tail_cache_bytes: usize,
+    /// Retention keeps ledgers holding offsets some durable cursor has not consumed yet.
+    pub keep_unconsumed: bool,
 }
 
 pub struct AppendResult {
@@ -65,6 +69,7 @@ pub struct RecoveredLog {
     pub info: ManagedLedgerInfo,
     pub index: OffsetIndex,
     pub producers: ProducerStateTable,
+    pub cursors: Vec<Cursor>,
 }
 
 /// An append after its synchronous half.
@@ -110,6 +115,8 @@ pub struct ManagedLedger {
     state: RefCell<State>,
     /// Fires when the high watermark moves or a rollover finishes.
     progress: Event,
+    /// Durable cursors by name (see `cursor.rs`).
+    pub(super) cursors: RefCell<BTreeMap<String, Cursor>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -127,7 +134,7 @@ impl ManagedLedger {
         recovered: RecoveredLog,
         settings: LogSettings,
     ) -> Result<Rc<ManagedLedger>, LogError> {
-        let RecoveredLog { mut info, index, producers } = recovered;
+        let RecoveredLog { mut info, index, producers, cursors } = recovered;
         // Ledgers that hold no entry (never written, or lost) are dropped from the list.
         let live: Vec<LedgerId> = info.ledger_ids().filter(|l| index_has_ledger(&index, *l)).collect();
         let empty: Vec<LedgerId> = info.ledger_ids().filter(|l| !live.contains(l)).collect();
@@ -158,6 +165,7 @@ impl ManagedLedger {
                 settings,
             }),
             progress: Event::new(),
+            cursors: RefCell::new(cursors.into_iter().map(|c| (c.name.clone(), c)).collect()),
         });
         ml.roll_over().await?;
         for l in empty {
@@ -176,6 +184,23 @@ impl ManagedLedger {
 
     pub fn log_start_offset(&self) -> i64 {
         self.state.borrow().log_start
+    }
+
+    /// Runs `f` on the offset index and the ledger taking appends.
+    pub(super) fn with_index<T>(&self, f: impl FnOnce(&OffsetIndex, Option<LedgerId>) -> T) -> T {
+        let st = self.state.borrow();
+        f(&st.index, st.current)
+    }
+
+    /// The ledger list as the metadata store has it, with the open ledger's running counts.
+    pub fn ledgers(&self) -> Vec<LedgerInfo> {
+        let st = self.state.borrow();
+        let mut ledgers = st.info.ledger_info.clone();
+        if let Some(li) = ledgers.iter_mut().find(|l| Some(l.ledger_id as LedgerId) == st.current) {
+            li.entries = Some(st.current_entries as i64);
+            li.size = Some(st.current_bytes as i64);
+        }
+        ledgers
     }
 
     pub fn set_settings(&self, settings: LogSettings) {
@@ -456,7 +481,10 @@ impl ManagedLedger {
                 let expired = s.retention_ms >= 0 && newest_ts < now_ms() - s.retention_ms;
                 let oversize = s.retention_bytes >= 0 && total_bytes - ledger_bytes >= s.retention_bytes;
                 let below_start = last_offset < st.log_start;
-                if !(expired || oversize || below_start) {
+                // A cursor still needing the ledger keeps it unless DeleteRecords moved past it.
+                let unconsumed = s.keep_unconsumed
+                    && self.cursors.borrow().values().map(|c| c.offset).min().is_some_and(|o| o <= last_offset);
+                if !(below_start || ((expired || oversize) && !unconsumed)) {
                     return Ok(());
                 }
                 oldest
@@ -485,10 +513,11 @@ impl ManagedLedger {
             st.info.ledger_ids().collect()
         };
         self.progress.notify(usize::MAX);
-        self.meta
-            .commit(vec![StoreOp::Delete { path: self.path() }])
-            .await
-            .map_err(|e| LogError::Metadata(e.to_string()))?;
+        let path = self.path();
+        let mut ops: Vec<StoreOp> =
+            self.cursors.take().keys().map(|name| StoreOp::Delete { path: cursor_path(&path, name) }).collect();
+        ops.push(StoreOp::Delete { path });
+        self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
         for l in ledgers {
             self.store.delete_ledger(l).await?;
         }

@@ -3,6 +3,7 @@
 //! `PartitionLogs` is one core's set of partition logs: opened on first use, deleted when their
 //! topic disappears from the catalog, and swept by retention.
 
+pub mod cursor;
 pub mod managed_ledger;
 pub mod ml_metadata;
 pub mod offset_index;
@@ -49,6 +50,7 @@ pub fn settings_for(config: &Config, topic: &TopicEntry) -> LogSettings {
         retention_bytes: int("retention.bytes", -1),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
         tail_cache_bytes: config.tail_cache_bytes,
+        keep_unconsumed: get("kopd.retention.keep.unconsumed") == "true",
     }
 }
 
@@ -118,6 +120,19 @@ impl PartitionLogs {
         let log = result?;
         self.open.borrow_mut().insert(key, Slot { topic_id: topic.id, log: log.clone() });
         Ok(log)
+    }
+
+    /// Commits metadata ops (e.g. cursor nodes of many partitions) in one batch.
+    pub async fn commit_metadata(
+        &self,
+        ops: Vec<crate::meta::store::StoreOp>,
+    ) -> Result<(), crate::meta::store::StoreError> {
+        self.meta.commit(ops).await
+    }
+
+    /// Every log open on this core.
+    pub fn open_logs(&self) -> Vec<Rc<ManagedLedger>> {
+        self.open.borrow().values().map(|s| s.log.clone()).collect()
     }
 
     /// Opens every recovered partition this core owns, and deletes recovered partitions whose

@@ -11,6 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::cursor::{Cursor, parse_cursor_path};
 use super::managed_ledger::RecoveredLog;
 use super::ml_metadata::{ML_PREFIX, ManagedLedgerInfo, parse_ml_path};
 use super::producer_state::BatchSeq;
@@ -41,11 +42,17 @@ struct Found {
 pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<RecoveredLogs> {
     let mut infos: HashMap<PartitionKey, ManagedLedgerInfo> = HashMap::new();
     let mut owner_of: HashMap<LedgerId, PartitionKey> = HashMap::new();
+    let mut cursors: HashMap<PartitionKey, Vec<Cursor>> = HashMap::new();
     for (path, value) in meta.scan(ML_PREFIX) {
         let Some(key) = parse_ml_path(&path) else {
             // Cursor nodes live under their managed ledger's path; anything else is foreign.
-            if path[ML_PREFIX.len()..].split('/').nth(4).is_none() {
-                warn!(%path, "ignoring unrecognised managed-ledger path");
+            let cursor = parse_cursor_path(&path).and_then(|(ml, name)| Some((parse_ml_path(ml)?, name)));
+            match cursor {
+                Some((key, name)) => match Cursor::from_bytes(name, &value) {
+                    Ok(c) => cursors.entry(key).or_default().push(c),
+                    Err(e) => warn!(%path, error = %e, "ignoring undecodable cursor"),
+                },
+                None => warn!(%path, "ignoring unrecognised managed-ledger path"),
             }
             continue;
         };
@@ -85,7 +92,8 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
         let order: HashMap<LedgerId, usize> = info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
         let mut entries = found.remove(&key).unwrap_or_default();
         entries.sort_by_key(|f| (order.get(&f.ledger).copied().unwrap_or(usize::MAX), f.entry));
-        let mut log = RecoveredLog { info, ..Default::default() };
+        let cursors = cursors.remove(&key).unwrap_or_default();
+        let mut log = RecoveredLog { info, cursors, ..Default::default() };
         let mut prev_last = -1i64;
         for f in entries {
             if f.base_offset <= prev_last {
@@ -105,6 +113,9 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
             prev_last = f.last_offset;
         }
         partitions.insert(key, log);
+    }
+    for (key, orphans) in cursors {
+        warn!(topic = %key.0, partition = key.1, count = orphans.len(), "cursors without a managed ledger ignored");
     }
     Ok(RecoveredLogs { partitions, store })
 }

@@ -137,6 +137,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     def!("segment.bytes", "log.segment.bytes", Int, 14, NO_ENUM, "ledger rollover size"),
     def!("segment.ms", "log.roll.ms", Long, 1, NO_ENUM, "ledger rollover age"),
+    def!(
+        "kopd.retention.keep.unconsumed",
+        "log.retention.keep.unconsumed",
+        Boolean,
+        0,
+        NO_ENUM,
+        "retention.ms/retention.bytes spare ledgers a consumer group's durable cursor has not consumed (Pulsar's subscription backlog)"
+    ),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
@@ -158,6 +166,7 @@ pub fn default_value(def: &TopicConfigDef, d: &TopicDefaults) -> String {
         "retention.ms" => d.retention_ms.to_string(),
         "segment.bytes" => d.segment_bytes.to_string(),
         "segment.ms" => d.segment_ms.to_string(),
+        "kopd.retention.keep.unconsumed" => d.keep_unconsumed.to_string(),
         _ => String::new(),
     }
 }
@@ -172,6 +181,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             if v < def.min || (def.ty == ConfigType::Int && v > i32::MAX as i64) {
                 return Err(format!("{}: value must be at least {}", invalid(), def.min));
             }
+        }
+        ConfigType::Boolean if value != "true" && value != "false" => {
+            return Err(format!("{}: must be true or false", invalid()));
         }
         ConfigType::String if !def.allowed.is_empty() && !def.allowed.contains(&value) => {
             return Err(format!("{}: must be one of {}", invalid(), def.allowed.join(", ")));
@@ -207,6 +219,8 @@ mod tests {
         assert!(validate("cleanup.policy", "shred").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("max.message.bytes", "99999999999").is_err());
+        assert!(validate("kopd.retention.keep.unconsumed", "true").is_ok());
+        assert!(validate("kopd.retention.keep.unconsumed", "yes").is_err());
         assert!(validate("no.such.config", "1").unwrap_err().contains("Unknown"));
     }
 }

@@ -53,7 +53,9 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
         let (b, o) = (broker.clone(), open.clone());
         runtime::spawn(async move {
             let peer = stream.peer_addr().ok();
-            if let Err(reason) = serve_connection(&b, stream).await {
+            // Kafka shows a member's host as "/<ip>" (DescribeGroups, kafka-consumer-groups).
+            let client_host = peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
+            if let Err(reason) = serve_connection(&b, stream, &client_host).await {
                 info!(core = b.id, peer = ?peer, %reason, "closing connection");
             }
             o.set(o.get() - 1);
@@ -71,13 +73,13 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
 
 /// Serves one connection until the peer closes it, it misbehaves, or shutdown. An `Err`
 /// carries the reason to log.
-async fn serve_connection(broker: &Broker, mut stream: TcpStream) -> Result<(), String> {
+async fn serve_connection(broker: &Broker, mut stream: TcpStream, client_host: &str) -> Result<(), String> {
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut outbuf = BytesMut::new();
     loop {
         while let Some(frame) = decoder.next_frame(&mut inbuf).map_err(|e| e.to_string())? {
-            kafka::handle_request(broker, frame, &mut outbuf).await.map_err(|e| e.to_string())?;
+            kafka::handle_request(broker, frame, &mut outbuf, client_host).await.map_err(|e| e.to_string())?;
         }
         if !outbuf.is_empty() {
             stream.write_all(&outbuf).await.map_err(|e| format!("write failed: {e}"))?;
