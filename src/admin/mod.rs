@@ -24,7 +24,7 @@ use crate::broker::{Broker, CoreMessage};
 use crate::log::cursor::{Cursor, Position};
 use crate::log::ml_metadata::LedgerInfo;
 use crate::meta::topic_name::TopicName;
-use crate::runtime::{self, TcpListener, TcpStream};
+use crate::runtime::{self, TcpStream};
 
 /// Largest request head accepted.
 const MAX_REQUEST: usize = 8 << 10;
@@ -72,8 +72,9 @@ pub fn partition_stats(broker: &Broker) -> Vec<PartitionStats> {
 pub async fn serve(broker: Rc<Broker>, addr: SocketAddr) {
     let deadline = Instant::now() + BIND_PATIENCE;
     let listener = loop {
-        match TcpListener::bind(addr) {
-            Ok(l) => break l,
+        // Not glommio's bind: it sets SO_REUSEPORT, and two servers must not share the port.
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => break runtime::adopt_listener(l),
             Err(e) if Instant::now() < deadline && !broker.shutdown.is_triggered() => {
                 tracing::debug!(%addr, error = %e, "admin listener: retrying bind");
                 runtime::sleep(Duration::from_millis(200)).await;
