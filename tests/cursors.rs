@@ -19,6 +19,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde_json::Value;
 
+const LOAD_IN_PROGRESS: i16 = 14;
+
 fn st(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -108,8 +110,20 @@ fn commit(kopd: &Kopd, group: &str, topic: &str, offsets: &[(i32, i64)]) {
                     .collect(),
             ),
         ]);
-    let r = coordinator(kopd, group).send(8, &req).unwrap();
-    assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0));
+    // Right after start the coordinator may still be loading its partitions (retriable).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = coordinator(kopd, group).send(8, &req).unwrap();
+        let errors: Vec<i16> = r.topics[0].partitions.iter().map(|p| p.error_code).collect();
+        if errors.iter().all(|e| *e == 0) {
+            return;
+        }
+        assert!(
+            errors.iter().all(|e| *e == LOAD_IN_PROGRESS) && Instant::now() < deadline,
+            "commit failed: {errors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Produces `batches` batches of 10 records to a partition (offsets 10*i .. 10*i+9).
