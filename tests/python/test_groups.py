@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from kopd_harness import create_topic
+from kopd_harness import KOPD_BIN, create_topic, free_ports
 
 FAST = {"group.initial.rebalance.delay.ms": "0"}
 
@@ -42,8 +42,24 @@ def committed_total(kopd, group, topic, partitions):
         c.close()
 
 
+def cursor_table(admin, group):
+    """`kopd cursors` rows of a group: {partition: (committed offset, backlog, mark-delete)}."""
+    out = subprocess.run([str(KOPD_BIN), "cursors", "--admin", admin, "--group", group],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:6] == ["GROUP", "TOPIC", "PARTITION", "COMMITTED-OFFSET", "LOG-END-OFFSET", "BACKLOG"]
+    rows = {}
+    for line in lines[1:]:
+        g, _topic, part, committed, _end, backlog, mark_delete, _read = line.split()
+        assert g == group
+        rows[int(part)] = (int(committed), int(backlog), mark_delete)
+    return rows
+
+
 def test_confluent_consumers_share_a_topic_and_commit(kopd_factory):
-    kopd = kopd_factory(cores=2, settings=FAST)
+    admin = f"127.0.0.1:{free_ports(1)}"
+    kopd = kopd_factory(cores=2, settings={**FAST, "admin.listen": admin, "group.cursor.mirror.interval.ms": "200"})
     topic, group, partitions, n = "pygroups", "py-group", 4, 400
     create_topic(kopd.bootstrap, topic, partitions)
     produce(kopd, topic, n, partitions)
@@ -80,6 +96,17 @@ def test_confluent_consumers_share_a_topic_and_commit(kopd_factory):
         for c in consumers:
             c.close()
     assert len(seen) == n
+    # The group's durable cursors follow its commits: every partition fully consumed.
+    deadline = time.monotonic() + 30
+    while True:
+        rows = cursor_table(admin, group)
+        done = sorted(rows) == list(range(partitions)) and all(b == 0 for _, b, _ in rows.values())
+        if done:
+            break
+        assert time.monotonic() < deadline, f"cursor view: {rows}"
+        time.sleep(0.2)
+    assert sum(c for c, _, _ in rows.values()) == n
+    assert all(not md.endswith(":-1") for _, _, md in rows.values()), rows
 
 
 def test_kcat_balanced_consumer(kopd_factory):
