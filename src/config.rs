@@ -81,6 +81,8 @@ pub struct Config {
     pub max_connections_per_core: usize,
     /// Bytes of io_uring registered buffer per core; the sum must fit RLIMIT_MEMLOCK.
     pub io_memory_per_core: usize,
+    /// How long an idle pinned executor busy-polls before it sleeps.
+    pub spin_before_park: std::time::Duration,
     pub shutdown_timeout_ms: u64,
     pub control_queue_capacity: usize,
     pub topic_defaults: TopicDefaults,
@@ -119,6 +121,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
     ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
+    ("io.spin.before.park.us",           "0",           "an idle pinned core polls for this long before it sleeps (trades CPU for wake-up latency)"),
     ("shutdown.timeout.ms",              "10000",       "how long shutdown waits for in-flight requests"),
     ("control.queue.capacity",           "1024",        "bound of every cross-core control queue"),
     ("log.retention.ms",                 "604800000",   "default retention.ms of topics"),
@@ -316,6 +319,9 @@ impl ConfigSources {
             socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)? as usize,
             max_connections_per_core: max_connections.div_ceil(cores),
             io_memory_per_core,
+            spin_before_park: std::time::Duration::from_micros(
+                self.int("io.spin.before.park.us", 0, 60_000_000)? as u64
+            ),
             shutdown_timeout_ms: self.int("shutdown.timeout.ms", 0, 3_600_000)? as u64,
             control_queue_capacity: self.int("control.queue.capacity", 1, 1_000_000)? as usize,
             topic_defaults,

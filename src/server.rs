@@ -87,8 +87,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     for (core, (listener, (_, inbox))) in listeners.into_iter().zip(inboxes).enumerate() {
         let Some((share, ledgers)) = per_core.next() else { break };
         let meta = store.clone();
-        let spec =
-            runtime::CoreSpec { index: core, cpu: pin.then(|| cpus[core]), io_memory: config.io_memory_per_core };
+        let spec = runtime::CoreSpec {
+            index: core,
+            cpu: pin.then(|| cpus[core]),
+            io_memory: config.io_memory_per_core,
+            spin_before_park: config.spin_before_park,
+        };
         let (config, catalog, shutdown) = (config.clone(), catalog.clone(), shutdown.clone());
         let client = ControllerClient::new(controller_tx.clone());
         let controller = if core == 0 { controller.take() } else { None };
