@@ -83,6 +83,8 @@ pub struct Config {
     pub io_memory_per_core: usize,
     /// How long an idle pinned executor busy-polls before it sleeps.
     pub spin_before_park: std::time::Duration,
+    /// Leave transparent huge pages on for the process (off: `PR_SET_THP_DISABLE`).
+    pub transparent_huge_pages: bool,
     pub shutdown_timeout_ms: u64,
     pub control_queue_capacity: usize,
     pub topic_defaults: TopicDefaults,
@@ -121,6 +123,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
     ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
+    ("memory.transparent.huge.pages",    "false",       "let the kernel back kopd's heap with transparent huge pages"),
     ("io.spin.before.park.us",           "0",           "an idle pinned core polls for this long before it sleeps (trades CPU for wake-up latency)"),
     ("shutdown.timeout.ms",              "10000",       "how long shutdown waits for in-flight requests"),
     ("control.queue.capacity",           "1024",        "bound of every cross-core control queue"),
@@ -322,6 +325,7 @@ impl ConfigSources {
             spin_before_park: std::time::Duration::from_micros(
                 self.int("io.spin.before.park.us", 0, 60_000_000)? as u64
             ),
+            transparent_huge_pages: self.boolean("memory.transparent.huge.pages")?,
             shutdown_timeout_ms: self.int("shutdown.timeout.ms", 0, 3_600_000)? as u64,
             control_queue_capacity: self.int("control.queue.capacity", 1, 1_000_000)? as usize,
             topic_defaults,

@@ -27,6 +27,11 @@ struct CoreShare {
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    if !config.transparent_huge_pages
+        && let Err(e) = crate::runtime::alloc::disable_transparent_huge_pages()
+    {
+        tracing::warn!(error = %e, "cannot opt out of transparent huge pages");
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data.dir {}", config.data_dir.display()))?;
     let mut store: Box<dyn MetadataStore> = match config.storage {
