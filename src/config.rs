@@ -135,7 +135,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.roll.ms",                      "604800000",   "default segment.ms (ledger rollover age)"),
     ("log.message.timestamp.type",       "CreateTime",  "default message.timestamp.type"),
     ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
-    ("log.tail.cache.bytes",             "8388608",     "per-partition bytes of recent batches kept in memory"),
+    ("log.tail.cache.bytes",             "4194304",     "per-partition bytes of recent batches kept in memory"),
     ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
     ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
