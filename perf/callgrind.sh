@@ -123,10 +123,10 @@ REPORT="$OUT/callgrind-$(date -u +%Y%m%dT%H%M%SZ).txt"
   for ph in produce fetch; do
     echo
     echo "== $ph: top $TOP functions by exclusive Ir"
-    callgrind_annotate --threshold=100 "$WORK/$ph.cg" 2>/dev/null | awk '/^-+$/ { d++; next } d >= 3 && NF' | head -"$TOP" || true
+    callgrind_annotate --threshold=100 "$WORK/$ph.cg" 2>/dev/null | awk '/^-+$/ { d++; next } d >= 3 && NF && !/\(100\.0%\)/' | head -"$TOP" || true
     echo
     echo "== $ph: top $TOP functions by inclusive Ir"
-    callgrind_annotate --inclusive=yes --threshold=100 "$WORK/$ph.cg" 2>/dev/null | awk '/^-+$/ { d++; next } d >= 3 && NF' | head -"$TOP" || true
+    callgrind_annotate --inclusive=yes --threshold=100 "$WORK/$ph.cg" 2>/dev/null | awk '/^-+$/ { d++; next } d >= 3 && NF && !/\(100\.0%\)/' | head -"$TOP" || true
   done
 } >"$REPORT"
 cp "$WORK/produce.cg" "$OUT/callgrind.produce.out"
