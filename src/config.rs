@@ -123,7 +123,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
     ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
-    ("memory.transparent.huge.pages",    "false",       "let the kernel back kopd's heap with transparent huge pages"),
+    ("memory.transparent.huge.pages",    "true",        "let the kernel back kopd's heap with transparent huge pages (false: opt out, PR_SET_THP_DISABLE)"),
     ("io.spin.before.park.us",           "0",           "an idle pinned core polls for this long before it sleeps (trades CPU for wake-up latency)"),
     ("shutdown.timeout.ms",              "10000",       "how long shutdown waits for in-flight requests"),
     ("control.queue.capacity",           "1024",        "bound of every cross-core control queue"),

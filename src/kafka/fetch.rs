@@ -22,6 +22,9 @@ use crate::log::managed_ledger::ManagedLedger;
 use crate::meta::catalog::TopicEntry;
 use crate::runtime;
 
+/// Batch reads of one partition in flight at once.
+const READS_IN_FLIGHT: usize = 16;
+
 /// One requested partition, resolved once per request.
 struct Target {
     topic_index: usize,
@@ -40,26 +43,37 @@ struct NonDurableCursor<'a> {
 
 impl NonDurableCursor<'_> {
     /// Reads whole batches until `budget` bytes would be exceeded; the first batch is returned
-    /// even when larger (`allow_oversize`), so a consumer can always make progress.
+    /// even when larger (`allow_oversize`), so a consumer can always make progress. The batches
+    /// are picked from the offset index first (it knows their sizes), then read up to
+    /// `READS_IN_FLIGHT` at a time: reads that miss the tail cache go to the disk concurrently.
     async fn read(
         &mut self,
         mut budget: usize,
         mut allow_oversize: bool,
         out: &mut Vec<Bytes>,
     ) -> Result<usize, ResponseError> {
-        let mut total = 0;
-        while let Some(e) = self.log.entry_from(self.next_offset) {
+        let mut entries = Vec::new();
+        let mut next = self.next_offset;
+        while let Some(e) = self.log.entry_from(next) {
             if (e.size as usize) > budget && !allow_oversize {
                 break;
             }
-            let batch = self.log.read_batch(&e).await.map_err(|err| partition::log_error_code(&err))?;
-            total += batch.len();
-            budget = budget.saturating_sub(batch.len());
+            budget = budget.saturating_sub(e.size as usize);
             allow_oversize = false;
-            out.push(batch);
-            self.next_offset = e.last_offset + 1;
+            next = e.last_offset + 1;
+            entries.push(e);
             if budget == 0 {
                 break;
+            }
+        }
+        let mut total = 0;
+        for chunk in entries.chunks(READS_IN_FLIGHT) {
+            let reads = futures_util::future::join_all(chunk.iter().map(|e| self.log.read_batch(e))).await;
+            for (e, r) in chunk.iter().zip(reads) {
+                let batch = r.map_err(|err| partition::log_error_code(&err))?;
+                total += batch.len();
+                out.push(batch);
+                self.next_offset = e.last_offset + 1;
             }
         }
         Ok(total)
