@@ -86,6 +86,10 @@ pub struct Config {
     pub max_connections_per_core: usize,
     /// Bytes of io_uring registered buffer per core; the sum must fit RLIMIT_MEMLOCK.
     pub io_memory_per_core: usize,
+    /// How long an idle pinned executor busy-polls before it sleeps.
+    pub spin_before_park: std::time::Duration,
+    /// Leave transparent huge pages on for the process (off: `PR_SET_THP_DISABLE`).
+    pub transparent_huge_pages: bool,
     pub shutdown_timeout_ms: u64,
     pub control_queue_capacity: usize,
     pub topic_defaults: TopicDefaults,
@@ -125,6 +129,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
     ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
+    ("memory.transparent.huge.pages",    "true",        "let the kernel back kopd's heap with transparent huge pages (false: opt out, PR_SET_THP_DISABLE)"),
+    ("io.spin.before.park.us",           "0",           "an idle pinned core polls for this long before it sleeps (trades CPU for wake-up latency)"),
     ("shutdown.timeout.ms",              "10000",       "how long shutdown waits for in-flight requests"),
     ("control.queue.capacity",           "1024",        "bound of every cross-core control queue"),
     ("log.retention.ms",                 "604800000",   "default retention.ms of topics"),
@@ -136,7 +142,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.message.timestamp.type",       "CreateTime",  "default message.timestamp.type"),
     ("log.retention.keep.unconsumed",    "false",       "default kopd.retention.keep.unconsumed: retention spares data a group's cursor still needs"),
     ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
-    ("log.tail.cache.bytes",             "8388608",     "per-partition bytes of recent batches kept in memory"),
+    ("log.tail.cache.bytes",             "4194304",     "per-partition bytes of recent batches kept in memory"),
     ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
     ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
@@ -332,6 +338,10 @@ impl ConfigSources {
             socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)? as usize,
             max_connections_per_core: max_connections.div_ceil(cores),
             io_memory_per_core,
+            spin_before_park: std::time::Duration::from_micros(
+                self.int("io.spin.before.park.us", 0, 60_000_000)? as u64
+            ),
+            transparent_huge_pages: self.boolean("memory.transparent.huge.pages")?,
             shutdown_timeout_ms: self.int("shutdown.timeout.ms", 0, 3_600_000)? as u64,
             control_queue_capacity: self.int("control.queue.capacity", 1, 1_000_000)? as usize,
             topic_defaults,

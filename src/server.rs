@@ -27,6 +27,11 @@ struct CoreShare {
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    if !config.transparent_huge_pages
+        && let Err(e) = crate::runtime::alloc::disable_transparent_huge_pages()
+    {
+        tracing::warn!(error = %e, "cannot opt out of transparent huge pages");
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data.dir {}", config.data_dir.display()))?;
     let mut store: Box<dyn MetadataStore> = match config.storage {
@@ -87,8 +92,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     for (core, (listener, (_, inbox))) in listeners.into_iter().zip(inboxes).enumerate() {
         let Some((share, ledgers)) = per_core.next() else { break };
         let meta = store.clone();
-        let spec =
-            runtime::CoreSpec { index: core, cpu: pin.then(|| cpus[core]), io_memory: config.io_memory_per_core };
+        let spec = runtime::CoreSpec {
+            index: core,
+            cpu: pin.then(|| cpus[core]),
+            io_memory: config.io_memory_per_core,
+            spin_before_park: config.spin_before_park,
+        };
         let (config, catalog, shutdown) = (config.clone(), catalog.clone(), shutdown.clone());
         let client = ControllerClient::new(controller_tx.clone());
         let controller = if core == 0 { controller.take() } else { None };

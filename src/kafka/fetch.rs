@@ -10,16 +10,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use super::partition;
+use super::splice::Splices;
 use crate::broker::Broker;
 use crate::log::managed_ledger::ManagedLedger;
 use crate::meta::catalog::TopicEntry;
 use crate::runtime;
+
+/// Batch reads of one partition in flight at once.
+const READS_IN_FLIGHT: usize = 16;
 
 /// One requested partition, resolved once per request.
 struct Target {
@@ -39,26 +43,37 @@ struct NonDurableCursor<'a> {
 
 impl NonDurableCursor<'_> {
     /// Reads whole batches until `budget` bytes would be exceeded; the first batch is returned
-    /// even when larger (`allow_oversize`), so a consumer can always make progress.
+    /// even when larger (`allow_oversize`), so a consumer can always make progress. The batches
+    /// are picked from the offset index first (it knows their sizes), then read up to
+    /// `READS_IN_FLIGHT` at a time: reads that miss the tail cache go to the disk concurrently.
     async fn read(
         &mut self,
         mut budget: usize,
         mut allow_oversize: bool,
         out: &mut Vec<Bytes>,
     ) -> Result<usize, ResponseError> {
-        let mut total = 0;
-        while let Some(e) = self.log.entry_from(self.next_offset) {
+        let mut entries = Vec::new();
+        let mut next = self.next_offset;
+        while let Some(e) = self.log.entry_from(next) {
             if (e.size as usize) > budget && !allow_oversize {
                 break;
             }
-            let batch = self.log.read_batch(&e).await.map_err(|err| partition::log_error_code(&err))?;
-            total += batch.len();
-            budget = budget.saturating_sub(batch.len());
+            budget = budget.saturating_sub(e.size as usize);
             allow_oversize = false;
-            out.push(batch);
-            self.next_offset = e.last_offset + 1;
+            next = e.last_offset + 1;
+            entries.push(e);
             if budget == 0 {
                 break;
+            }
+        }
+        let mut total = 0;
+        for chunk in entries.chunks(READS_IN_FLIGHT) {
+            let reads = futures_util::future::join_all(chunk.iter().map(|e| self.log.read_batch(e))).await;
+            for (e, r) in chunk.iter().zip(reads) {
+                let batch = r.map_err(|err| partition::log_error_code(&err))?;
+                total += batch.len();
+                out.push(batch);
+                self.next_offset = e.last_offset + 1;
             }
         }
         Ok(total)
@@ -80,9 +95,12 @@ async fn resolve(
     (broker.logs.get(topic, partition).await.map_err(|e| partition::log_error_code(&e)), leader)
 }
 
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+/// The response and, when `splice` is on, the batches its records placeholders stand for
+/// (encode it through [`super::splice::SplicingBuf`]); with `splice` off records are joined.
+pub async fn handle(broker: &Broker, req: FetchRequest, version: i16, splice: bool) -> (FetchResponse, Splices) {
     if req.session_id != 0 {
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        let resp = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return (resp, Splices::default());
     }
     let catalog = broker.catalog();
     let mut targets = Vec::new();
@@ -109,14 +127,14 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
-    let mut datas = loop {
+    let (mut datas, splices) = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let listeners: Vec<_> = targets.iter().filter_map(|t| t.log.as_ref().ok()).map(|l| l.listen()).collect();
-        let (datas, total) = read_all(&targets, req.max_bytes.max(0) as usize).await;
+        let (datas, total, splices) = read_all(&targets, req.max_bytes.max(0) as usize, splice).await;
         let now = Instant::now();
         let errors = datas.iter().any(|d| d.error_code != 0);
         if total >= min_bytes || errors || now >= deadline || listeners.is_empty() || broker.shutdown.is_triggered() {
-            break datas;
+            break (datas, splices);
         }
         let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
         runtime::timeout(
@@ -153,11 +171,12 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         }
         responses[t.topic_index].partitions.push(d);
     }
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    (FetchResponse::default().with_session_id(0).with_responses(responses), splices)
 }
 
 /// One read pass over every target, within the request's byte budget.
-async fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, usize) {
+async fn read_all(targets: &[Target], max_bytes: usize, splice: bool) -> (Vec<PartitionData>, usize, Splices) {
+    let mut splices = Splices::new(splice);
     let mut budget = max_bytes;
     let mut total = 0;
     let mut out = Vec::with_capacity(targets.len());
@@ -188,21 +207,10 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> (Vec<PartitionData>, 
             Ok(n) => {
                 total += n;
                 budget = budget.saturating_sub(n);
-                let records = match batches.len() {
-                    0 => Bytes::new(),
-                    1 => batches.pop().unwrap_or_default(),
-                    _ => {
-                        let mut buf = BytesMut::with_capacity(n);
-                        for b in &batches {
-                            buf.extend_from_slice(b);
-                        }
-                        buf.freeze()
-                    }
-                };
-                out.push(base.with_records(Some(records)));
+                out.push(base.with_records(Some(splices.records(batches, n))));
             }
             Err(e) => out.push(base.with_error_code(e.code()).with_records(Some(Bytes::new()))),
         }
     }
-    (out, total)
+    (out, total, splices)
 }

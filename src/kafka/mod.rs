@@ -18,6 +18,7 @@ mod metadata;
 mod partition;
 mod produce;
 mod producer_id;
+mod splice;
 mod topics;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -92,9 +93,16 @@ pub async fn handle_request(
     }
     // acks=0: the producer expects no response at all.
     let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
-    let response = dispatch(broker, &header, request, client_host)
-        .await
-        .ok_or(ProtocolError::UnsupportedVersion { api, version })?;
+    let mut splices = splice::Splices::default();
+    let response = match request {
+        RequestKind::Fetch(r) => {
+            let (resp, s) = fetch::handle(broker, r, version, true).await;
+            splices = s;
+            Some(ResponseKind::Fetch(resp))
+        }
+        request => dispatch(broker, &header, request, client_host).await,
+    };
+    let response = response.ok_or(ProtocolError::UnsupportedVersion { api, version })?;
     if silent {
         return Ok(());
     }
@@ -104,7 +112,14 @@ pub async fn handle_request(
         .with_correlation_id(header.correlation_id)
         .encode(out, api.response_header_version(version))
         .map_err(encode_err)?;
-    response.encode(out, version).map_err(encode_err)?;
+    match &response {
+        ResponseKind::Fetch(fetch) if !splices.is_empty() => {
+            let mut buf = splice::SplicingBuf::new(out, splices);
+            fetch.encode(&mut buf, version).map_err(encode_err)?;
+            buf.finish().map_err(|reason| ProtocolError::Encode { api, version, reason })?;
+        }
+        _ => response.encode(out, version).map_err(encode_err)?,
+    }
     finish_frame(out, at);
     Ok(())
 }
@@ -128,7 +143,7 @@ async fn dispatch(
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, v).await),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v, false).await.0),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r, v).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r, v).await),

@@ -22,6 +22,8 @@ pub struct CoreSpec {
     pub cpu: Option<usize>,
     /// io_uring registered-buffer bytes (counts against RLIMIT_MEMLOCK).
     pub io_memory: usize,
+    /// Busy-poll this long before sleeping when idle (only for a pinned core; zero = sleep at once).
+    pub spin_before_park: Duration,
 }
 
 /// A running core; `join` waits for its main future to finish.
@@ -46,11 +48,13 @@ where
         Some(cpu) => glommio::Placement::Fixed(cpu),
         None => glommio::Placement::Unbound,
     };
-    let inner = glommio::LocalExecutorBuilder::new(placement)
+    let mut builder = glommio::LocalExecutorBuilder::new(placement)
         .name(&format!("kopd-core-{}", spec.index))
-        .io_memory(spec.io_memory)
-        .spawn(main)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        .io_memory(spec.io_memory);
+    if !spec.spin_before_park.is_zero() {
+        builder = builder.spin_before_park(spec.spin_before_park);
+    }
+    let inner = builder.spawn(main).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(CoreHandle { inner })
 }
 

@@ -16,20 +16,31 @@ use std::time::Instant;
 
 use glommio::io::{DmaFile, OpenOptions};
 
+use bytes::Bytes;
+
 use super::format::{
-    DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, core_dir, encode_record, encode_seg_header, seg_path,
+    DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, core_dir, encode_record_header, encode_seg_header, seg_path,
 };
 use super::segments::SegInfo;
 use super::{FlushPolicy, Shared};
 use crate::storage::{EntryId, LedgerId, StorageError};
 
-/// Largest single DMA write; bigger windows go out in several writes (one sync still).
-const MAX_WRITE: usize = 1 << 20;
+/// Largest single DMA write; bigger windows go out in several writes (one sync still). Small
+/// enough that a few in flight fit the core's registered io_uring buffer pool
+/// (`io.memory.per.core`, default 512 KiB), so write buffers are neither heap-allocated nor
+/// page-faulted per window.
+const MAX_WRITE: usize = 128 << 10;
+/// DMA writes of one window in flight at once. They cover disjoint whole blocks (only the last
+/// one of a batch ends in a partial block), so their completion order does not matter.
+const WRITES_IN_FLIGHT: usize = 4;
 
 /// Records waiting for the committer. Appends join the open window; the committer takes it
 /// whole, so everything arriving while it writes or syncs forms the next window.
+///
+/// A record is kept as its encoded header plus the entry `Bytes` the caller handed in (the
+/// same allocation the tail cache holds), so the only copy on the way to the disk is the one
+/// into the DMA buffer.
 pub(super) struct Window {
-    pub buf: Vec<u8>,
     pub recs: Vec<Pending>,
     /// Bytes of entry records (what `max_pending_bytes` bounds).
     pub entry_bytes: usize,
@@ -42,14 +53,19 @@ pub(super) struct Window {
 pub(super) struct Pending {
     pub ledger: LedgerId,
     pub entry: EntryId,
-    /// Offset of the record in `buf`.
-    pub at: usize,
-    pub len: u32,
+    pub header: [u8; REC_HEADER_LEN],
+    pub payload: Bytes,
+}
+
+impl Pending {
+    pub fn len(&self) -> u32 {
+        self.payload.len() as u32
+    }
 }
 
 impl Window {
     pub fn new() -> Self {
-        Window { buf: Vec::new(), recs: Vec::new(), entry_bytes: 0, force_sync: false, done: Rc::new(Done::default()) }
+        Window { recs: Vec::new(), entry_bytes: 0, force_sync: false, done: Rc::new(Done::default()) }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,10 +73,9 @@ impl Window {
     }
 
     /// The caller has checked `payload.len() <= MAX_PAYLOAD`.
-    pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: &[u8]) {
-        let at = self.buf.len();
-        encode_record(&mut self.buf, ledger, entry, payload);
-        self.recs.push(Pending { ledger, entry, at, len: payload.len() as u32 });
+    pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes) {
+        let header = encode_record_header(ledger, entry, &payload);
+        self.recs.push(Pending { ledger, entry, header, payload });
     }
 }
 
@@ -169,31 +184,70 @@ impl Writer {
         Writer { file, seg, seq, len, tail, align, dirty: false }
     }
 
-    pub async fn write(&mut self, mut src: &[u8]) -> io::Result<()> {
-        let max = MAX_WRITE.max(2 * self.align as usize);
-        while !src.is_empty() {
-            let start = self.len - self.tail.len() as u64;
-            let head = self.tail.len();
-            let take = src.len().min(max - head);
-            let total = head + take;
-            let padded = total.div_ceil(self.align as usize) * self.align as usize;
-            // Buffers past the registered io_uring pool come from the heap (still aligned).
-            let mut buf = self.file.alloc_dma_buffer(padded);
-            let b = buf.as_bytes_mut();
-            b[..head].copy_from_slice(&self.tail);
-            b[head..total].copy_from_slice(&src[..take]);
-            b[total..].fill(0);
-            let new_len = self.len + take as u64;
-            let keep = (new_len / self.align * self.align - start) as usize;
-            let new_tail = b[keep..total].to_vec();
-            let n = self.file.write_at(buf, start).await?;
-            if n != padded {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
+    pub async fn write(&mut self, src: &[u8]) -> io::Result<()> {
+        self.write_parts(&[src]).await
+    }
+
+    /// Appends the concatenation of `parts`. Each DMA write starts at the block holding the
+    /// current end (re-sending its bytes from `tail`); every write but the last of a batch ends
+    /// on a block boundary, so the writes of a batch never overlap and may run concurrently.
+    pub async fn write_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let align = self.align as usize;
+        let max = MAX_WRITE.max(2 * align);
+        let mut left: usize = parts.iter().map(|p| p.len()).sum();
+        let (mut part, mut off) = (0usize, 0usize);
+        while left > 0 {
+            let mut batch = Vec::with_capacity(WRITES_IN_FLIGHT);
+            while left > 0 && batch.len() < WRITES_IN_FLIGHT {
+                let start = self.len - self.tail.len() as u64;
+                let head = self.tail.len();
+                let mut take = left.min(max - head);
+                if take < left {
+                    // Not the end of the data: stop on a block boundary.
+                    take = (head + take) / align * align - head;
+                }
+                let total = head + take;
+                let padded = total.div_ceil(align) * align;
+                // Buffers past the registered io_uring pool come from the heap (still aligned).
+                let mut buf = self.file.alloc_dma_buffer(padded);
+                let b = buf.as_bytes_mut();
+                b[..head].copy_from_slice(&self.tail);
+                let mut at = head;
+                while at < total {
+                    let Some(p) = parts.get(part) else { break };
+                    let n = (p.len() - off).min(total - at);
+                    b[at..at + n].copy_from_slice(&p[off..off + n]);
+                    at += n;
+                    off += n;
+                    if off == p.len() {
+                        part += 1;
+                        off = 0;
+                    }
+                }
+                b[total..].fill(0);
+                let new_len = self.len + take as u64;
+                let keep = (new_len / self.align * self.align - start) as usize;
+                self.tail.clear();
+                self.tail.extend_from_slice(&b[keep..total]);
+                self.len = new_len;
+                left -= take;
+                batch.push((buf, start, padded));
             }
-            self.len = new_len;
-            self.tail = new_tail;
+            // From here on the file is dirty even if a write fails (the store then fails).
             self.dirty = true;
-            src = &src[take..];
+            let writes = batch.into_iter().map(|(buf, start, padded)| {
+                let file = &self.file;
+                async move {
+                    let n = file.write_at(buf, start).await?;
+                    if n != padded {
+                        return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
+                    }
+                    Ok(())
+                }
+            });
+            for r in futures_util::future::join_all(writes).await {
+                r?;
+            }
         }
         Ok(())
     }
@@ -303,7 +357,7 @@ async fn commit(shared: &Shared, w: &mut Writer, win: &Window, sync_now: bool) -
             let mut st = shared.st.borrow_mut();
             let st = &mut *st;
             while let Some(r) = win.recs.get(j) {
-                let size = REC_HEADER_LEN as u64 + r.len as u64;
+                let size = REC_HEADER_LEN as u64 + r.len() as u64;
                 // A record bigger than a segment still goes, alone, into a fresh one.
                 if pos + size > seg_bytes && pos > SEG_HEADER_LEN {
                     break;
@@ -328,9 +382,8 @@ async fn commit(shared: &Shared, w: &mut Writer, win: &Window, sync_now: bool) -
             roll(shared, w).await?;
             continue;
         }
-        let start = win.recs[i].at;
-        let end = win.recs.get(j).map_or(win.buf.len(), |r| r.at);
-        w.write(&win.buf[start..end]).await?;
+        let parts: Vec<&[u8]> = win.recs[i..j].iter().flat_map(|r| [&r.header[..], &r.payload[..]]).collect();
+        w.write_parts(&parts).await?;
         i = j;
     }
     if sync_now && w.dirty {
@@ -384,7 +437,7 @@ fn finish(shared: &Shared, win: Window, res: io::Result<Vec<(u32, u64)>>) -> boo
             if let Some(ix) = st.ledgers.get_mut(&r.ledger)
                 && ix.locs.len() as u64 == r.entry
             {
-                ix.locs.push(Loc { offset, seg, len: r.len });
+                ix.locs.push(Loc { offset, seg, len: r.len() });
             }
         }
     }

@@ -115,14 +115,15 @@ pub(super) fn record_crc(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&ids), payload)
 }
 
-/// Appends one record to `out`; the caller has checked `payload.len() <= MAX_PAYLOAD`.
-pub(super) fn encode_record(out: &mut Vec<u8>, ledger: LedgerId, entry: EntryId, payload: &[u8]) {
-    out.reserve(REC_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&record_crc(ledger, entry, payload).to_be_bytes());
-    out.extend_from_slice(&ledger.to_be_bytes());
-    out.extend_from_slice(&entry.to_be_bytes());
-    out.extend_from_slice(payload);
+/// The header of the record carrying `payload` (which follows it on disk); the caller has
+/// checked `payload.len() <= MAX_PAYLOAD`.
+pub(super) fn encode_record_header(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> [u8; REC_HEADER_LEN] {
+    let mut h = [0u8; REC_HEADER_LEN];
+    h[0..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    h[4..8].copy_from_slice(&record_crc(ledger, entry, payload).to_be_bytes());
+    h[8..16].copy_from_slice(&ledger.to_be_bytes());
+    h[16..24].copy_from_slice(&entry.to_be_bytes());
+    h
 }
 
 /// Where one durable entry lives: segment (index into the store's segment table), the offset of
@@ -152,11 +153,7 @@ mod tests {
 
     #[test]
     fn record_and_header_round_trip() {
-        let mut out = Vec::new();
-        encode_record(&mut out, 7, 3, b"hello");
-        let mut h = [0u8; REC_HEADER_LEN];
-        h.copy_from_slice(&out[..REC_HEADER_LEN]);
-        let h = RecHeader::parse(&h);
+        let h = RecHeader::parse(&encode_record_header(7, 3, b"hello"));
         assert_eq!((h.len, h.ledger, h.entry), (5, 7, 3));
         assert!(h.crc_ok(b"hello"));
         assert!(!h.crc_ok(b"hellp"));

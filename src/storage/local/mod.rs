@@ -206,7 +206,7 @@ impl LocalLedgerStore {
     }
 
     /// Queues one record; returns the window to wait on and the assigned entry id.
-    fn enqueue(&self, ledger: LedgerId, payload: &[u8]) -> Result<(Rc<Done>, EntryId), StorageError> {
+    fn enqueue(&self, ledger: LedgerId, payload: Bytes) -> Result<(Rc<Done>, EntryId), StorageError> {
         let mut guard = self.shared.st.borrow_mut();
         let st = &mut *guard;
         check_open(st)?;
@@ -313,7 +313,7 @@ impl LedgerStore for LocalLedgerStore {
         if st.next_seq > st.reserved && check_open(st).is_ok() {
             // Queued before any append to the new ledger can be, so durable no later.
             st.reserved = st.next_seq + RESERVE_STEP;
-            st.queue.push(ledger_id(core, st.reserved), RESERVE, &[]);
+            st.queue.push(ledger_id(core, st.reserved), RESERVE, Bytes::new());
             drop(guard);
             self.shared.wake.notify();
         }
@@ -322,7 +322,7 @@ impl LedgerStore for LocalLedgerStore {
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
         // Queued now, not at first poll: ids and log order follow call order.
-        let queued = self.enqueue(ledger, &entry);
+        let queued = self.enqueue(ledger, entry);
         async move {
             let (done, id) = queued?;
             done.wait().await?;
@@ -379,7 +379,7 @@ impl LedgerStore for LocalLedgerStore {
                 // Unknown ids get a marker too: deleting is idempotent, and the ledger may
                 // have entries this core was not given (the marker hides them for good).
                 check_open(&st).map(|()| {
-                    st.queue.push(ledger, DELETE, &[]);
+                    st.queue.push(ledger, DELETE, Bytes::new());
                     st.queue.force_sync = true;
                     Some(st.queue.done.clone())
                 })
