@@ -10,6 +10,7 @@ Workloads, per durability mode ("fsync": Kafka log.flush.interval.messages=1, ko
   produce-max   Kafka's ProducerPerformance, --throughput -1 (records/s, MB/s, latency percentiles)
   produce-50%   ProducerPerformance at 50% of Kafka's max measured in the same round and mode
   consume       kcat reading every partition from the beginning to the end (records/s, MB/s)
+  consume-cold  the same after a broker restart with the OS page cache dropped: reads from disk
   e2e           Kafka's EndToEndLatency (assigned single-partition consumer, one record at a time)
   loadgen-max   bench/loadgen (librdkafka + HdrHistogram): 1 producer + 1 tail consumer, unthrottled:
                 records/s, produce (send->ack) and end-to-end (send->consume) latency in microseconds
@@ -19,6 +20,7 @@ Peak RSS (VmHWM) of each broker process (the java process for Kafka).
     bench/compare.py [--records N] [--size BYTES] [--partitions P] [--rounds R]
                      [--latency-seconds S] [--e2e-records N] [--cores C] [--quick] [--no-build]
                      [--no-loadgen] [--loadgen-seconds S] [--loadgen-warmup S] [--modes fsync,no-fsync]
+                     [--no-cold]
 """
 import argparse
 import datetime as dt
@@ -37,7 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".peers", "bin")
 KAFKA_SERVER = os.path.join(ROOT, "scripts", "kafka-server.sh")
 KOPD = os.path.join(ROOT, "target", "release", "kopd")
-KAFKA_PORT = 39092
+# Below the ephemeral range (32768+), where a client socket could hold them; Kafka's controller
+# listens on KAFKA_PORT + 1000 (scripts/kafka-server.sh).
+KAFKA_PORT = 19092
 KOPD_PORT = 29192
 TOPIC = "bench"
 E2E_TOPIC = "e2e"
@@ -75,6 +79,22 @@ def wait_port(port, seconds):
     return False
 
 
+def wait_free(ports, seconds):
+    """Waits (bounded) until every port can be bound: a broker just stopped may still hold one."""
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"port {port} is still in use")
+                    time.sleep(0.2)
+
+
 def peak_rss_mib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -95,9 +115,15 @@ class Kafka:
         self.boot = f"127.0.0.1:{KAFKA_PORT}"
 
     def start(self):
+        wait_free([KAFKA_PORT, KAFKA_PORT + 1000], 60)
         run([KAFKA_SERVER, "start", self.dir, str(KAFKA_PORT), *self.props], timeout=120)
         with open(os.path.join(self.dir, "kafka.pid")) as f:
             self.pid = int(f.read().strip())
+
+    def restart(self):
+        """Stops and starts again on the same data (the log dirs are kept)."""
+        run([KAFKA_SERVER, "stop", self.dir], timeout=60, check=False)
+        self.start()
 
     def stop(self):
         run([KAFKA_SERVER, "stop", self.dir], timeout=60, check=False)
@@ -115,7 +141,8 @@ class Kopd:
         self.proc = None
 
     def start(self):
-        os.makedirs(self.dir)
+        wait_free([KOPD_PORT + i for i in range(self.cores or os.cpu_count() or 1)], 60)
+        os.makedirs(self.dir, exist_ok=True)
         cmd = [KOPD, "serve", "--listen", self.boot, "--cores", str(self.cores), "--data-dir",
                os.path.join(self.dir, "data")]
         for s in self.sets:
@@ -128,7 +155,12 @@ class Kopd:
             self.stop()
             raise RuntimeError("kopd did not open its port in 30 s")
 
-    def stop(self):
+    def restart(self):
+        """SIGTERM, then start again on the same data directory."""
+        self.halt()
+        self.start()
+
+    def halt(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -138,6 +170,9 @@ class Kopd:
                 self.proc.wait(10)
         if self.proc:
             self.out.close()
+
+    def stop(self):
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -174,6 +209,18 @@ def consume(boot, expect, size, timeout):
     if n != expect:
         raise RuntimeError(f"kcat read {n} of {expect} records (rc {p.returncode}): {p.stderr[-500:]!r}")
     return {"rec_s": n / secs, "mb_s": n * size / secs / 1048576}
+
+
+def drop_page_cache():
+    """Writes back and drops the OS page cache (needs root); True if it was dropped."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError as e:
+        log(f"cannot drop the page cache ({e}); cold consume reads what is still cached")
+        return False
 
 
 E2E_RE = re.compile(r"Avg latency: ([\d.]+) ms.*?50th = (\d+), 99th = (\d+), 99.9th = (\d+)", re.S)
@@ -229,6 +276,11 @@ def one_run(broker, args, rate, lg_rate):
             lg_rate = lg_rate or max(1, int(out["loadgen-max"]["rec_s"] / 2))
             out["loadgen-50%"] = loadgen(broker.boot, args, lg_rate)
         out["rss_mib"] = peak_rss_mib(broker.pid)
+        if args.cold:
+            # From disk: a restarted broker has no tail cache, and the page cache is dropped.
+            broker.restart()
+            out["cold_dropped"] = drop_page_cache()
+            out["consume-cold"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout)
     finally:
         broker.stop()
     return out, rate, lg_rate
@@ -258,6 +310,8 @@ def main():
     ap.add_argument("--e2e-records", type=int, default=1000)
     ap.add_argument("--no-loadgen", dest="loadgen", action="store_false",
                     help="skip the bench/loadgen (rdkafka) workloads")
+    ap.add_argument("--no-cold", dest="cold", action="store_false",
+                    help="skip the consume after a restart with the page cache dropped")
     ap.add_argument("--loadgen-seconds", type=float, default=10)
     ap.add_argument("--loadgen-warmup", type=float, default=2)
     ap.add_argument("--cores", type=int, default=0, help="kopd cores (0 = all)")
@@ -352,6 +406,12 @@ LOADGEN_ROWS = [
 ]
 
 
+COLD_ROWS = [
+    ("consume from disk (restarted, page cache dropped), records/s", "consume-cold", "rec_s", True),
+    ("consume from disk, MB/s", "consume-cold", "mb_s", True),
+]
+
+
 def value(res, wl, metric):
     return res["rss_mib"] if wl is None else res[wl][metric]
 
@@ -368,7 +428,7 @@ def write_report(args, modes, results, elapsed):
         "|---|---|---:|---:|---:|",
     ]
     for mode in modes:
-        for label, wl, metric, _ in ROWS + (LOADGEN_ROWS if args.loadgen else []) + [("peak RSS (VmHWM), MiB", None, None, False)]:
+        for label, wl, metric, _ in ROWS + (COLD_ROWS if args.cold else []) + (LOADGEN_ROWS if args.loadgen else []) + [("peak RSS (VmHWM), MiB", None, None, False)]:
             k = med([value(x, wl, metric) for x in results[mode]["Kafka"]])
             o = med([value(x, wl, metric) for x in results[mode]["kopd"]])
             ratio = o / k if k and k == k and o == o else float("nan")
@@ -396,6 +456,9 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
   for {args.latency_seconds:g} s (at most {args.records:,} records).
 - consume: kcat (librdkafka) reading all partitions from the beginning to the end (the records of both
   produce runs; mostly served from memory: OS page cache for Kafka, tail cache/page cache for kopd).
+- consume from disk (unless `--no-cold`): after the other workloads, the broker is restarted on the same
+  data and the OS page cache dropped (`/proc/sys/vm/drop_caches`; kopd's tail cache is empty after a
+  restart), then kcat reads everything from the beginning again. Peak RSS is taken before the restart.
 - e2e: Kafka's EndToEndLatency, {args.e2e_records:,} records of {args.size} B, one at a time, 1-partition
   topic, consumer by assign (its millisecond percentiles are integers).
 - loadgen (unless `--no-loadgen`): bench/loadgen (librdkafka via rdkafka, HdrHistogram, us resolution),
@@ -414,6 +477,9 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
                     f"{pm['p50']:g}/{pm['p99']:g}/{pm['p99.9']:g} ms); at {pr['rate']:,}/s p50/p99/p99.9 "
                     f"{pr['p50']:g}/{pr['p99']:g}/{pr['p99.9']:g} ms; consume {c['rec_s']:,.0f} rec/s; "
                     f"e2e p50/p99/p99.9 {e['p50']:g}/{e['p99']:g}/{e['p99.9']:g} ms; RSS {x['rss_mib']:.0f} MiB")
+                if "consume-cold" in x:
+                    per_run[-1] += (f"; consume from disk {x['consume-cold']['rec_s']:,.0f} rec/s"
+                                    f"{'' if x.get('cold_dropped') else ' (page cache not dropped)'}")
                 if "loadgen-max" in x:
                     lm, lr = x["loadgen-max"], x["loadgen-50%"]
                     per_run[-1] += (
