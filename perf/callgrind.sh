@@ -44,13 +44,7 @@ if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null
 fi
 bash scripts/install-peers.sh >/dev/null
-if [ "$PROFILE" = release ]; then DIR=release; else DIR=$PROFILE; fi
-if [ "$BUILD" = 1 ]; then
-  log "cargo build --profile $PROFILE"
-  cargo build --profile "$PROFILE" --locked -q
-fi
-KOPD="$ROOT/target/$DIR/kopd"
-[ -x "$KOPD" ] || { echo "$KOPD missing (build it or drop --no-build)" >&2; exit 1; }
+source "$ROOT/perf/build.sh"
 
 WORK=$(mktemp -d /tmp/kopd-callgrind.XXXXXX)
 VG_PID=

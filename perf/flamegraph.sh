@@ -56,14 +56,7 @@ fi
 bash scripts/install-peers.sh >/dev/null
 
 # ---- kopd with symbols ---------------------------------------------------------
-# `profiling` = release plus full debug info (Cargo.toml), in target/profiling/.
-if [ "$PROFILE" = release ]; then DIR=release; else DIR=$PROFILE; fi
-if [ "$BUILD" = 1 ]; then
-  log "cargo build --profile $PROFILE"
-  cargo build --profile "$PROFILE" --locked -q
-fi
-KOPD="$ROOT/target/$DIR/kopd"
-[ -x "$KOPD" ] || { echo "$KOPD missing (build it or drop --no-build)" >&2; exit 1; }
+source "$ROOT/perf/build.sh"
 
 DATA=$(mktemp -d /tmp/kopd-flame.XXXXXX)
 KOPD_PID= PERF_PID=
