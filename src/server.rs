@@ -25,8 +25,7 @@ struct CoreShare {
     ledgers: Vec<LedgerId>,
 }
 
-pub fn serve(config: Config) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+pub fn serve(mut config: Config) -> anyhow::Result<()> {
     if !config.transparent_huge_pages
         && let Err(e) = crate::runtime::alloc::disable_transparent_huge_pages()
     {
@@ -34,6 +33,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data.dir {}", config.data_dir.display()))?;
+    // Resolved once, here: the io_uring layer opens files relative to no directory, so a
+    // relative path would fail on the cores (and the working directory is not theirs to know).
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("cannot resolve data.dir {}", config.data_dir.display()))?;
+    let config = Arc::new(config);
     let mut store: Box<dyn MetadataStore> = match config.storage {
         StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
     };
@@ -73,7 +77,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let (stop, shutdown) = Shutdown::new();
-    watch_signals(stop)?;
+    watch_signals(stop.clone())?;
 
     let (controller_tx, controller_rx) = async_channel::bounded(config.control_queue_capacity);
     let inboxes: Vec<_> =
@@ -102,7 +106,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let client = ControllerClient::new(controller_tx.clone());
         let controller = if core == 0 { controller.take() } else { None };
         let peers = core_senders.clone();
+        // A core that ends, for whatever reason (a failed start, a panic), stops the others:
+        // a process with a dead core must not look healthy.
+        let stop_all = StopOnExit(stop.clone());
         handles.push(runtime::start_core(spec, move || async move {
+            let _stop_all = stop_all;
             let store_config = LocalStoreConfig {
                 dir: config.data_dir.join("ledgers"),
                 segment_bytes: config.ledger_file_bytes,
@@ -112,13 +120,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 },
                 max_pending_bytes: config.ledger_max_pending_bytes,
             };
-            let ledger_store = match LocalLedgerStore::open(core, store_config, ledgers).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(core, error = %e, "cannot open the ledger store; this core will not serve");
-                    return;
-                }
-            };
+            let dir = crate::storage::local::core_dir(&store_config.dir, core);
+            let ledger_store = LocalLedgerStore::open(core, store_config, ledgers)
+                .await
+                .map_err(|e| format!("core {core}: cannot open its ledger store {}: {e}", dir.display()))?;
             let logs = PartitionLogs::new(config.clone(), ledger_store, meta, share.logs);
             let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs, peers.clone()));
             let b = broker.clone();
@@ -149,15 +154,33 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             // Sync what was written: under `flush = interval` acknowledged data may still be
             // only in the device cache.
             broker.logs.close().await;
+            Ok::<(), String>(())
         })?);
     }
-    drop((controller_tx, core_senders));
+    drop((controller_tx, core_senders, stop));
     info!(cores = config.cores, listen = %config.listen, "kopd started");
-    for h in handles {
-        h.join()?;
+    let mut failures = Vec::new();
+    for (core, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
+            Err(e) => failures.push(format!("core {core} crashed: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
     }
     info!("kopd stopped");
     Ok(())
+}
+
+/// Triggers the process-wide shutdown when dropped.
+struct StopOnExit(async_channel::Sender<()>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Sends each new catalog to every core and waits until all have it.

@@ -9,12 +9,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Conn, Kopd, batch, free_ports, leaders, list_offset, name, produce, temp_dir};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, FindCoordinatorRequest, GroupId, OffsetCommitRequest, OffsetDeleteRequest,
-};
+use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetCommitRequest, OffsetDeleteRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde_json::Value;
@@ -70,16 +67,7 @@ fn row<'a>(rows: &'a [Value], group: &str, topic: &str, partition: i64) -> Optio
 }
 
 fn create(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let configs =
-        configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(st(k)).with_value(Some(st(v)))).collect();
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)
-            .with_configs(configs),
-    ]);
-    assert_eq!(conn.send(7, &req).unwrap().topics[0].error_code, 0);
+    common::create_topic(conn, topic, partitions, configs);
 }
 
 /// A connection to the partition's owner core.

@@ -4,32 +4,11 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Conn, Kopd, batch, encode, leaders, list_offset, name, produce, record, temp_dir};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{CreateTopicsRequest, FetchRequest};
+use common::{Conn, Kopd, batch, create_topic, encode, fetch, leaders, list_offset, name, produce, record, temp_dir};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 fn create(conn: &mut Conn, topic: &str, partitions: i32) {
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default().with_name(name(topic)).with_num_partitions(partitions).with_replication_factor(1),
-    ]);
-    let resp = conn.send(7, &req).unwrap();
-    assert_eq!(resp.topics[0].error_code, 0);
-}
-
-fn fetch(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (i16, i64, Bytes) {
-    let req = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(1 << 20).with_topics(vec![
-        FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
-            FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20),
-        ]),
-    ]);
-    let resp = conn.send(12, &req).unwrap();
-    let p = &resp.responses[0].partitions[0];
-    (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
+    create_topic(conn, topic, partitions, &[]);
 }
 
 #[test]

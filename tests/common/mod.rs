@@ -9,10 +9,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -45,6 +48,13 @@ pub fn free_ports(n: u16) -> u16 {
     panic!("no {n} consecutive free ports");
 }
 
+/// `kopd serve`, to add arguments to.
+pub fn serve_command() -> Command {
+    let mut cmd = Command::new(kopd_bin());
+    cmd.arg("serve");
+    cmd
+}
+
 pub struct Kopd {
     pub child: Option<Child>,
     pub port: u16,
@@ -59,11 +69,16 @@ impl Kopd {
     }
 
     pub fn start_on(data_dir: &Path, cores: u16, port: u16, extra: &[&str]) -> Kopd {
-        let child = Command::new(kopd_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
+        let mut cmd = serve_command();
+        cmd.arg("--data-dir").arg(data_dir).args(extra);
+        Self::spawn(cmd, port, cores, data_dir)
+    }
+
+    /// Runs `cmd` (from [`serve_command`], with arguments or a working directory of the
+    /// test's) on `port` with `cores` cores; `data_dir` is where it keeps its data.
+    pub fn spawn(mut cmd: Command, port: u16, cores: u16, data_dir: &Path) -> Kopd {
+        let child = cmd
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -243,6 +258,42 @@ pub fn batch(n: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> =
         (0..n).map(|i| record(i, Some(Bytes::from(format!("k{i}"))), Bytes::from(format!("value-{i}")))).collect();
     encode(&records, compression)
+}
+
+/// Creates `topic` (replication factor 1) with topic configs; asserts success.
+pub fn create_topic(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(configs),
+    ]);
+    let resp = conn.send(7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0, "create {topic}: {:?}", resp.topics[0].error_message);
+}
+
+/// Fetch v12 of one partition without waiting: (error, high watermark, records).
+pub fn fetch(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (i16, i64, Bytes) {
+    let req = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(1 << 20).with_topics(vec![
+        FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20),
+        ]),
+    ]);
+    let resp = conn.send(12, &req).unwrap();
+    let p = &resp.responses[0].partitions[0];
+    (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
 }
 
 pub fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {

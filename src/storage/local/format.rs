@@ -40,7 +40,7 @@ pub(super) fn id_seq(ledger: LedgerId) -> u64 {
     ledger & SEQ_MASK
 }
 
-pub(super) fn core_dir(root: &Path, core: usize) -> PathBuf {
+pub fn core_dir(root: &Path, core: usize) -> PathBuf {
     root.join(format!("core-{core}"))
 }
 

@@ -32,9 +32,8 @@ use bytes::Bytes;
 use glommio::io::DmaFile;
 
 use self::commit::{Done, Notify, Window, Writer};
-use self::format::{
-    DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, core_dir, ledger_id, seg_path,
-};
+pub use self::format::core_dir;
+use self::format::{DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, ledger_id, seg_path};
 pub use self::recover::{RecoveredLedgers, RecoveredStore, recover};
 use self::segments::{SegInfo, removable};
 use super::{EntryId, LedgerId, LedgerStore, StorageError};
