@@ -4,7 +4,8 @@
 //! core's read-only catalog replica, its handle to the controller and the shutdown signal. It
 //! lives in an `Rc` on its core and is never shared with another thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -47,6 +48,54 @@ pub enum CoreMessage {
     Stats { reply: async_channel::Sender<Vec<crate::admin::PartitionStats>> },
 }
 
+/// Response bytes that this core's connections have produced but clients have not read yet
+/// (bounded by `queued.max.response.bytes`). The network layer counts them; handlers that
+/// can answer with less (Fetch) look at what is left.
+pub struct ResponseMemory {
+    used: Cell<usize>,
+    limit: usize,
+}
+
+impl ResponseMemory {
+    pub fn new(limit: usize) -> Rc<Self> {
+        Rc::new(Self { used: Cell::new(0), limit })
+    }
+
+    /// Bytes that may still be queued before the core is over its bound.
+    pub fn available(&self) -> usize {
+        self.limit.saturating_sub(self.used.get())
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+}
+
+/// One connection's share of [`ResponseMemory`]; released when dropped.
+pub struct ResponseShare {
+    memory: Rc<ResponseMemory>,
+    held: usize,
+}
+
+impl ResponseShare {
+    pub fn new(memory: Rc<ResponseMemory>) -> Self {
+        Self { memory, held: 0 }
+    }
+
+    /// This connection now holds `bytes` unsent bytes.
+    pub fn set(&mut self, bytes: usize) {
+        let used = self.memory.used.get() - self.held + bytes;
+        self.memory.used.set(used);
+        self.held = bytes;
+    }
+}
+
+impl Drop for ResponseShare {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
 pub struct Broker {
     /// Kafka broker id, equal to the core index.
     pub id: i32,
@@ -60,6 +109,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Every core's inbox (index = core), this one's included.
     pub peers: Vec<async_channel::Sender<CoreMessage>>,
+    /// Unsent responses of this core's connections.
+    pub responses: Rc<ResponseMemory>,
     catalog: RefCell<Arc<Catalog>>,
 }
 
@@ -73,6 +124,7 @@ impl Broker {
         logs: PartitionLogs,
         peers: Vec<async_channel::Sender<CoreMessage>>,
     ) -> Self {
+        let responses = ResponseMemory::new(config.connections.queued_max_response_bytes);
         Self {
             id,
             config,
@@ -82,6 +134,7 @@ impl Broker {
             producer_ids: ProducerIdBlock::default(),
             groups: GroupCoordinator::new(),
             peers,
+            responses,
             catalog: RefCell::new(catalog),
         }
     }

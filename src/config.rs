@@ -5,9 +5,10 @@
 //! equivalent nested table mean the same thing. The environment variable of a key is
 //! `KOPD_` + the key upper-cased with `.` and `-` turned into `_`.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -67,6 +68,36 @@ pub struct GroupSettings {
     pub cursor_mirror_interval_ms: u64,
 }
 
+/// Bounds on Kafka connections: how many, how long they may idle or dawdle, how much unsent
+/// response data they may hold (Kafka's `max.connections*`, `connections.max.idle.ms`).
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// `max.connections` over all cores, split evenly.
+    pub max_per_core: usize,
+    /// `max.connections.per.ip`: per broker (core), as in Kafka, where each core is a broker.
+    pub max_per_ip: usize,
+    pub max_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// Connections the kernel queues before kopd accepts them (`socket.listen.backlog.size`).
+    pub listen_backlog: u32,
+    /// A connection with no bytes read or written for this long is closed.
+    pub max_idle: Duration,
+    /// A request must arrive whole within this long of its first byte (and the first request
+    /// within this long of the connection), or the connection is closed.
+    pub request_read_timeout: Duration,
+    /// Unsent response bytes one connection may hold before kopd stops handling its requests
+    /// (and so stops reading its socket) until the client has read them.
+    pub max_unwritten_bytes: usize,
+    /// Unsent response bytes of all connections on a core; past it, fetches answer with less.
+    pub queued_max_response_bytes: usize,
+}
+
+impl ConnectionSettings {
+    /// The connection limit for one peer address on one core.
+    pub fn max_for_ip(&self, ip: IpAddr) -> usize {
+        self.max_per_ip_overrides.get(&ip).copied().unwrap_or(self.max_per_ip)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -83,7 +114,9 @@ pub struct Config {
     pub num_partitions: i32,
     pub max_partitions_per_topic: i32,
     pub socket_request_max_bytes: usize,
-    pub max_connections_per_core: usize,
+    pub connections: ConnectionSettings,
+    /// Broker-side cap on a Fetch response's record bytes (Kafka's `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
     /// Bytes of io_uring registered buffer per core; the sum must fit RLIMIT_MEMLOCK.
     pub io_memory_per_core: usize,
     /// How long an idle pinned executor busy-polls before it sleeps.
@@ -127,7 +160,15 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("num.partitions",                   "1",           "partitions of an auto-created topic or a CreateTopics with -1"),
     ("max.partitions.per.topic",         "100000",      "upper bound on a topic's partition count"),
     ("socket.request.max.bytes",         "104857600",   "largest request frame accepted"),
-    ("max.connections",                  "10000",       "Kafka connections accepted over all cores"),
+    ("max.connections",                  "10000",       "Kafka connections accepted over all cores (each core takes an even share)"),
+    ("max.connections.per.ip",           "2147483647",  "Kafka connections one client address may hold on one core (broker); more are closed at once"),
+    ("max.connections.per.ip.overrides", "",            "per-address exceptions to max.connections.per.ip: `IP:COUNT,IP:COUNT`"),
+    ("socket.listen.backlog.size",       "1024",        "connections the kernel queues per core before kopd accepts them (capped by net.core.somaxconn)"),
+    ("connections.max.idle.ms",          "600000",      "close a connection with no bytes read or written for this long"),
+    ("connections.request.read.timeout.ms", "30000",    "close a connection whose request (or first request) has not arrived whole this long after it began"),
+    ("connection.max.unwritten.bytes",   "1048576",     "unsent response bytes a connection may hold before kopd stops reading its requests until the client reads"),
+    ("queued.max.response.bytes",        "67108864",    "unsent response bytes of all connections of a core; beyond it fetches return less"),
+    ("fetch.max.bytes",                  "57671680",    "most record bytes one Fetch response carries, whatever the client asks"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
     ("memory.transparent.huge.pages",    "true",        "let the kernel back kopd's heap with transparent huge pages (false: opt out, PR_SET_THP_DISABLE)"),
     ("io.spin.before.park.us",           "0",           "an idle pinned core polls for this long before it sleeps (trades CPU for wake-up latency)"),
@@ -304,7 +345,7 @@ impl ConfigSources {
         // Only `local` exists so far; `one_of` rejects anything else by name.
         self.one_of("storage", &["local"])?;
         let storage = StorageKind::Local;
-        let max_connections = self.int("max.connections", 1, 10_000_000)? as usize;
+        let connections = self.connection_settings(cores)?;
         let io_memory_per_core = self.int("io.memory.per.core", 64 << 10, 1 << 30)? as usize;
         let topic_defaults = TopicDefaults {
             retention_ms: self.int("log.retention.ms", -1, i64::MAX)?,
@@ -336,7 +377,8 @@ impl ConfigSources {
             num_partitions: self.int("num.partitions", 1, 100_000)? as i32,
             max_partitions_per_topic: self.int("max.partitions.per.topic", 1, 1_000_000)? as i32,
             socket_request_max_bytes: self.int("socket.request.max.bytes", 1024, i32::MAX as i64)? as usize,
-            max_connections_per_core: max_connections.div_ceil(cores),
+            connections,
+            fetch_max_bytes: self.int("fetch.max.bytes", 0, i32::MAX as i64)? as usize,
             io_memory_per_core,
             spin_before_park: std::time::Duration::from_micros(
                 self.int("io.spin.before.park.us", 0, 60_000_000)? as u64
@@ -370,6 +412,33 @@ impl ConfigSources {
 }
 
 impl ConfigSources {
+    fn connection_settings(&self, cores: usize) -> Result<ConnectionSettings, ConfigError> {
+        let key = "max.connections.per.ip.overrides";
+        let mut overrides = HashMap::new();
+        for item in self.raw(key).split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let parsed = item.rsplit_once(':').and_then(|(ip, n)| {
+                Some((ip.trim_matches(['[', ']']).parse::<IpAddr>().ok()?, n.parse::<usize>().ok()?))
+            });
+            let Some((ip, n)) = parsed else {
+                return Err(bad(key, format!("`{item}` is not IP:COUNT (host names are not resolved)")));
+            };
+            overrides.insert(ip, n);
+        }
+        let ms = |key: &str, min: i64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(self.int(key, min, i64::MAX / 2)? as u64))
+        };
+        Ok(ConnectionSettings {
+            max_per_core: (self.int("max.connections", 1, 10_000_000)? as usize).div_ceil(cores),
+            max_per_ip: self.int("max.connections.per.ip", 0, i32::MAX as i64)? as usize,
+            max_per_ip_overrides: overrides,
+            listen_backlog: self.int("socket.listen.backlog.size", 1, i32::MAX as i64)? as u32,
+            max_idle: ms("connections.max.idle.ms", 1)?,
+            request_read_timeout: ms("connections.request.read.timeout.ms", 1)?,
+            max_unwritten_bytes: self.int("connection.max.unwritten.bytes", 1024, 1 << 40)? as usize,
+            queued_max_response_bytes: self.int("queued.max.response.bytes", 1 << 20, 1 << 40)? as usize,
+        })
+    }
+
     fn group_settings(&self) -> Result<GroupSettings, ConfigError> {
         let min_session = self.int("group.min.session.timeout.ms", 1, i32::MAX as i64)? as i32;
         let max_session = self.int("group.max.session.timeout.ms", 1, i32::MAX as i64)? as i32;
@@ -442,6 +511,19 @@ mod tests {
         s.set("listen", "127.0.0.1:65535").unwrap();
         s.set("cores", "2").unwrap();
         assert_eq!(s.resolve(1).unwrap_err().key, "listen");
+    }
+
+    #[test]
+    fn per_ip_overrides_parse() {
+        let mut s = ConfigSources::new();
+        s.set("max.connections.per.ip", "10").unwrap();
+        s.set("max.connections.per.ip.overrides", "127.0.0.2:3, [::1]:0").unwrap();
+        let c = s.resolve(2).unwrap().connections;
+        assert_eq!(c.max_for_ip("127.0.0.2".parse().unwrap()), 3);
+        assert_eq!(c.max_for_ip("::1".parse().unwrap()), 0);
+        assert_eq!(c.max_for_ip("127.0.0.1".parse().unwrap()), 10);
+        s.set("max.connections.per.ip.overrides", "somehost:3").unwrap();
+        assert_eq!(s.resolve(2).unwrap_err().key, "max.connections.per.ip.overrides");
     }
 
     #[test]

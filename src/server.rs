@@ -31,6 +31,13 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!(error = %e, "cannot opt out of transparent huge pages");
     }
+    match runtime::raise_open_files_limit() {
+        Ok(n) if (n as usize) < config.connections.max_per_core * config.cores => {
+            warn!(open_files = n, "the open-files limit is below max.connections")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data.dir {}", config.data_dir.display()))?;
     // Resolved once, here: the io_uring layer opens files relative to no directory, so a
@@ -71,7 +78,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     let listeners = (0..config.cores)
         .map(|core| {
             let addr = config.core_listen(core);
-            runtime::bind_listener(addr, std::time::Duration::from_secs(10))
+            runtime::bind_listener(addr, config.connections.listen_backlog, std::time::Duration::from_secs(10))
                 .with_context(|| format!("cannot listen on {addr} (core {core})"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -124,13 +124,18 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16, splice: bo
         }
     }
 
+    // Kafka caps a response at the broker's fetch.max.bytes whatever the client asks; kopd also
+    // answers with less while its core holds many unsent responses (at least one batch is
+    // always returned, so consumers still make progress).
+    let max_bytes =
+        (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes).min(broker.responses.available());
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
     let (mut datas, splices) = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let listeners: Vec<_> = targets.iter().filter_map(|t| t.log.as_ref().ok()).map(|l| l.listen()).collect();
-        let (datas, total, splices) = read_all(&targets, req.max_bytes.max(0) as usize, splice).await;
+        let (datas, total, splices) = read_all(&targets, max_bytes, splice).await;
         let now = Instant::now();
         let errors = datas.iter().any(|d| d.error_code != 0);
         if total >= min_bytes || errors || now >= deadline || listeners.is_empty() || broker.shutdown.is_triggered() {

@@ -33,6 +33,11 @@ impl FrameDecoder {
         Ok(Some(buf.split_to(size).freeze()))
     }
 
+    /// Whether a whole frame is at the front of `buf`.
+    pub fn has_frame(&self, buf: &BytesMut) -> Result<bool, FrameError> {
+        Ok(self.peek_size(buf)?.is_some_and(|size| buf.len() >= 4 + size))
+    }
+
     /// Bytes still missing for the frame at the front of `buf` (0 if complete or unknown).
     pub fn missing(&self, buf: &BytesMut) -> usize {
         match self.peek_size(buf) {

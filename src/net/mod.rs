@@ -3,31 +3,78 @@
 //!
 //! Requests on one connection are handled one at a time, in order, as a Kafka broker does;
 //! pipelined requests queue in the read buffer and their responses are written in order, in
-//! as few writes as the buffer allows.
+//! as few writes as the connection's bounds allow (see `connection.rs`).
 
+mod connection;
 pub mod frame;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
-use crate::kafka;
-use crate::runtime::{self, TcpListener, TcpStream};
-use frame::FrameDecoder;
+use crate::runtime::{self, TcpListener};
+use connection::Connection;
 
-/// Smallest read; reads grow up to MAX_READ while a large frame arrives.
-const READ_CHUNK: usize = 64 << 10;
-/// Most bytes one read asks for.
-const MAX_READ: usize = 1 << 20;
+/// Open connections of one core, in all and per client address.
+#[derive(Default)]
+struct OpenConnections {
+    total: Cell<usize>,
+    per_ip: RefCell<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place in [`OpenConnections`], given back when dropped.
+struct Slot {
+    open: Rc<OpenConnections>,
+    ip: Option<IpAddr>,
+}
+
+impl OpenConnections {
+    /// Takes a slot for a new connection from `ip`, or says which limit refuses it.
+    fn admit(self: &Rc<Self>, broker: &Broker, ip: Option<IpAddr>) -> Result<Slot, &'static str> {
+        let limits = &broker.config.connections;
+        if self.total.get() >= limits.max_per_core {
+            return Err("max.connections");
+        }
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.borrow_mut();
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= limits.max_for_ip(ip) {
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+                return Err("max.connections.per.ip");
+            }
+            *n += 1;
+        }
+        self.total.set(self.total.get() + 1);
+        Ok(Slot { open: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.total.set(self.open.total.get() - 1);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.open.per_ip.borrow_mut();
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
 
 /// Accepts connections until shutdown, then waits (bounded) for open connections to finish.
 pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
-    let open = Rc::new(Cell::new(0usize));
+    let open = Rc::new(OpenConnections::default());
+    let mut refused = 0u64;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             broker.shutdown.wait().await;
@@ -43,72 +90,38 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
                 continue;
             }
         };
-        if open.get() >= broker.config.max_connections_per_core {
-            debug!(core = broker.id, "connection limit reached; closing new connection");
-            drop(stream);
-            continue;
-        }
+        let peer = stream.peer_addr().ok();
+        let slot = match open.admit(&broker, peer.map(|p| p.ip())) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                // Kafka closes such a connection at once; the log stays quiet under a flood.
+                refused += 1;
+                if refused.is_power_of_two() {
+                    info!(core = broker.id, peer = ?peer, limit, refused, "connection refused by a limit");
+                } else {
+                    debug!(core = broker.id, peer = ?peer, limit, "connection refused by a limit");
+                }
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        open.set(open.get() + 1);
-        let (b, o) = (broker.clone(), open.clone());
+        let b = broker.clone();
         runtime::spawn(async move {
-            let peer = stream.peer_addr().ok();
+            let _slot = slot;
             // Kafka shows a member's host as "/<ip>" (DescribeGroups, kafka-consumer-groups).
             let client_host = peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
-            if let Err(reason) = serve_connection(&b, stream, &client_host).await {
+            if let Err(reason) = Connection::new(&b, stream, &client_host).serve().await {
                 info!(core = b.id, peer = ?peer, %reason, "closing connection");
             }
-            o.set(o.get() - 1);
         });
     }
     drop(listener);
     let deadline = Instant::now() + Duration::from_millis(broker.config.shutdown_timeout_ms);
-    while open.get() > 0 && Instant::now() < deadline {
+    while open.total.get() > 0 && Instant::now() < deadline {
         runtime::sleep(Duration::from_millis(5)).await;
     }
-    if open.get() > 0 {
-        warn!(core = broker.id, open = open.get(), "shutdown timeout: dropping open connections");
-    }
-}
-
-/// Serves one connection until the peer closes it, it misbehaves, or shutdown. An `Err`
-/// carries the reason to log.
-async fn serve_connection(broker: &Broker, mut stream: TcpStream, client_host: &str) -> Result<(), String> {
-    let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
-    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut outbuf = BytesMut::new();
-    loop {
-        while let Some(frame) = decoder.next_frame(&mut inbuf).map_err(|e| e.to_string())? {
-            kafka::handle_request(broker, frame, &mut outbuf, client_host).await.map_err(|e| e.to_string())?;
-        }
-        if !outbuf.is_empty() {
-            stream.write_all(&outbuf).await.map_err(|e| format!("write failed: {e}"))?;
-            outbuf.clear();
-        }
-        if broker.shutdown.is_triggered() {
-            return Ok(());
-        }
-        // Release memory a large frame left behind once the buffer has drained.
-        if inbuf.is_empty() && inbuf.capacity() > MAX_READ {
-            inbuf = BytesMut::with_capacity(READ_CHUNK);
-        }
-        // Grow toward a large frame as its bytes arrive, so a size prefix alone commits no memory.
-        let start = inbuf.len();
-        let want = decoder.missing(&inbuf).clamp(READ_CHUNK, MAX_READ);
-        inbuf.resize(start + want, 0);
-        let read = futures_lite::future::or(async { Some(stream.read(&mut inbuf[start..]).await) }, async {
-            broker.shutdown.wait().await;
-            None
-        })
-        .await;
-        match read {
-            None => return Ok(()),
-            Some(Ok(0)) => {
-                inbuf.truncate(start);
-                return if inbuf.is_empty() { Ok(()) } else { Err("peer closed mid-frame".into()) };
-            }
-            Some(Ok(n)) => inbuf.truncate(start + n),
-            Some(Err(e)) => return Err(format!("read failed: {e}")),
-        }
+    if open.total.get() > 0 {
+        warn!(core = broker.id, open = open.total.get(), "shutdown timeout: dropping open connections");
     }
 }

@@ -92,12 +92,25 @@ pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> 
 /// After a crash the kernel tears down the dead process's io_uring asynchronously, and its
 /// pending accept keeps the old listening socket alive for a moment; so "address in use" is
 /// retried for up to `patience` before it counts.
-pub fn bind_listener(addr: std::net::SocketAddr, patience: Duration) -> io::Result<std::net::TcpListener> {
+pub fn bind_listener(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+    patience: Duration,
+) -> io::Result<std::net::TcpListener> {
     let deadline = std::time::Instant::now() + patience;
     loop {
         match std::net::TcpListener::bind(addr) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(l) => {
+                // std listens with a backlog of 128; listening again sets the queue length.
+                let backlog = backlog.min(i32::MAX as u32) as i32;
+                // SAFETY: listen(2) on a socket this function owns.
+                if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), backlog) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                return Ok(l);
             }
             other => return other,
         }
@@ -108,4 +121,24 @@ pub fn bind_listener(addr: std::net::SocketAddr, patience: Duration) -> io::Resu
 pub fn adopt_listener(l: std::net::TcpListener) -> TcpListener {
     // SAFETY: the fd comes from a live, bound, listening socket whose ownership moves here.
     unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}
+
+/// Raises the soft limit on open files to the hard limit (each Kafka connection is a file
+/// descriptor, and `max.connections` defaults to thousands). Returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
 }

@@ -1,0 +1,251 @@
+//! One Kafka connection: read requests, handle them in order, write responses in order, within
+//! the connection's bounds.
+//!
+//! What a client can hold on a core is bounded: unsent responses (`connection.max.unwritten.bytes`
+//! per connection; past it, or past the core's `queued.max.response.bytes`, no further request
+//! is handled and so nothing more is read until the client reads — Kafka mutes a channel until
+//! its response is sent), time (`connections.max.idle.ms` without a byte read or written;
+//! `connections.request.read.timeout.ms` for a request to arrive whole once begun, and for the
+//! first request after connecting) and read buffers (a connection idle for a moment gives its
+//! read buffer back and waits with a small one).
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::frame::FrameDecoder;
+use crate::broker::{Broker, ResponseShare};
+use crate::kafka;
+use crate::runtime::{self, TcpStream};
+
+/// Smallest read buffer of an active connection; reads grow up to MAX_READ while a large frame arrives.
+const READ_CHUNK: usize = 64 << 10;
+/// Most bytes one read asks for.
+const MAX_READ: usize = 1 << 20;
+/// Bytes an idle connection reads into before it has a read buffer again.
+const IDLE_READ: usize = 512;
+/// How long a connection keeps its read buffer while no bytes arrive.
+const KEEP_READ_BUFFER: Duration = Duration::from_millis(500);
+
+/// Why reading stopped without bytes.
+enum ReadOutcome {
+    /// Bytes were appended to the read buffer.
+    Data,
+    /// The peer closed its side cleanly between requests.
+    Closed,
+    /// Shutdown began.
+    Shutdown,
+}
+
+pub(super) struct Connection<'a> {
+    broker: &'a Broker,
+    stream: TcpStream,
+    client_host: &'a str,
+    decoder: FrameDecoder,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    /// `outbuf`'s bytes, counted against the core's bound.
+    share: ResponseShare,
+    /// Last time a byte was read or a response written.
+    last_activity: Instant,
+    /// When the request now arriving began; at first, when the connection opened.
+    request_began: Option<Instant>,
+}
+
+impl<'a> Connection<'a> {
+    pub(super) fn new(broker: &'a Broker, stream: TcpStream, client_host: &'a str) -> Self {
+        let now = Instant::now();
+        Self {
+            broker,
+            stream,
+            client_host,
+            decoder: FrameDecoder::new(broker.config.socket_request_max_bytes),
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            share: ResponseShare::new(broker.responses.clone()),
+            last_activity: now,
+            request_began: Some(now),
+        }
+    }
+
+    /// Serves the connection until the peer closes it, it misbehaves or overstays a bound, or
+    /// shutdown. An `Err` carries the reason to log.
+    pub(super) async fn serve(mut self) -> Result<(), String> {
+        let limits = &self.broker.config.connections;
+        loop {
+            // Handle the requests already here while this connection's unsent bytes are under
+            // its bound; past the core's bound, only while it has nothing unsent (so every
+            // connection still makes progress).
+            while self.outbuf.len() < limits.max_unwritten_bytes
+                && (self.outbuf.is_empty() || self.broker.responses.available() > 0)
+            {
+                let Some(frame) = self.decoder.next_frame(&mut self.inbuf).map_err(|e| e.to_string())? else {
+                    break;
+                };
+                self.request_began = None;
+                kafka::handle_request(self.broker, frame, &mut self.outbuf, self.client_host)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.share.set(self.outbuf.len());
+            }
+            if !self.inbuf.is_empty() && self.request_began.is_none() {
+                // The rest of a request that came with the last read.
+                self.request_began = Some(Instant::now());
+            }
+            if !self.write_responses().await? || self.broker.shutdown.is_triggered() {
+                return Ok(());
+            }
+            if self.decoder.has_frame(&self.inbuf).map_err(|e| e.to_string())? {
+                continue;
+            }
+            match self.read().await? {
+                ReadOutcome::Data => {}
+                ReadOutcome::Closed | ReadOutcome::Shutdown => return Ok(()),
+            }
+        }
+    }
+
+    /// Writes every unsent response. `Ok(false)`: shutdown began while the client was not reading.
+    async fn write_responses(&mut self) -> Result<bool, String> {
+        if self.outbuf.is_empty() {
+            return Ok(true);
+        }
+        let idle = self.broker.config.connections.max_idle;
+        let written = futures_lite::future::or(
+            async { Some(runtime::timeout(idle, self.stream.write_all(&self.outbuf)).await) },
+            async {
+                self.broker.shutdown.wait().await;
+                None
+            },
+        )
+        .await;
+        match written {
+            None => return Ok(false),
+            Some(None) => return Err(format!("the client read no response for {} ms", idle.as_millis())),
+            Some(Some(Err(e))) => return Err(format!("write failed: {e}")),
+            Some(Some(Ok(()))) => {}
+        }
+        self.last_activity = Instant::now();
+        self.outbuf.clear();
+        // A large response's buffer goes back to the allocator rather than staying with the connection.
+        if self.outbuf.capacity() > self.broker.config.connections.max_unwritten_bytes.max(READ_CHUNK) {
+            self.outbuf = BytesMut::new();
+        }
+        self.share.set(0);
+        Ok(true)
+    }
+
+    /// Reads more bytes into `inbuf`, within the connection's time bounds.
+    async fn read(&mut self) -> Result<ReadOutcome, String> {
+        let limits = &self.broker.config.connections;
+        // Release memory a large frame left behind once the buffer has drained.
+        if self.inbuf.is_empty() && self.inbuf.capacity() > MAX_READ {
+            self.inbuf = BytesMut::new();
+        }
+        let idle_deadline = self.last_activity + limits.max_idle;
+        let (deadline, what) = match self.request_began {
+            Some(began) if began + limits.request_read_timeout < idle_deadline => (
+                began + limits.request_read_timeout,
+                "request not received whole within connections.request.read.timeout.ms",
+            ),
+            _ => (idle_deadline, "idle for connections.max.idle.ms"),
+        };
+        let outcome = if self.inbuf.is_empty() {
+            // Between requests: keep the read buffer for a moment, then wait with a small one,
+            // so that thousands of idle connections cost little memory.
+            // A new connection waits with the small one from the start.
+            let warm = if self.inbuf.capacity() > 0 {
+                self.read_into_buffer((Instant::now() + KEEP_READ_BUFFER).min(deadline)).await?
+            } else {
+                None
+            };
+            match warm {
+                Some(outcome) => outcome,
+                None if Instant::now() >= deadline => return Err(what.into()),
+                None => {
+                    self.inbuf = BytesMut::new();
+                    match self.read_idle(deadline).await? {
+                        Some(outcome) => outcome,
+                        None => return Err(what.into()),
+                    }
+                }
+            }
+        } else {
+            match self.read_into_buffer(deadline).await? {
+                Some(outcome) => outcome,
+                None => return Err(what.into()),
+            }
+        };
+        if matches!(outcome, ReadOutcome::Data) {
+            self.last_activity = Instant::now();
+            if self.request_began.is_none() {
+                self.request_began = Some(self.last_activity);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One read into `inbuf`, sized for the frame arriving. `None`: nothing came by `until`.
+    async fn read_into_buffer(&mut self, until: Instant) -> Result<Option<ReadOutcome>, String> {
+        let start = self.inbuf.len();
+        // Grow toward a large frame as its bytes arrive, so a size prefix alone commits no memory.
+        let want = self.decoder.missing(&self.inbuf).clamp(READ_CHUNK, MAX_READ);
+        self.inbuf.resize(start + want, 0);
+        let read = timeout_or_shutdown(self.broker, until, self.stream.read(&mut self.inbuf[start..])).await;
+        let n = if let Wait::Done(Ok(n)) = read { n } else { 0 };
+        self.inbuf.truncate(start + n);
+        match read {
+            Wait::Done(Ok(n)) => Ok(Some(self.outcome_of(n, start)?)),
+            Wait::Done(Err(e)) => Err(format!("read failed: {e}")),
+            Wait::TimedOut => Ok(None),
+            Wait::Shutdown => Ok(Some(ReadOutcome::Shutdown)),
+        }
+    }
+
+    /// One read of at most IDLE_READ bytes into a small buffer, copied into a new `inbuf`.
+    async fn read_idle(&mut self, until: Instant) -> Result<Option<ReadOutcome>, String> {
+        let mut small = [0u8; IDLE_READ];
+        let read = timeout_or_shutdown(self.broker, until, self.stream.read(&mut small)).await;
+        match read {
+            Wait::Done(Ok(n)) => {
+                self.inbuf.extend_from_slice(&small[..n]);
+                Ok(Some(self.outcome_of(n, 0)?))
+            }
+            Wait::Done(Err(e)) => Err(format!("read failed: {e}")),
+            Wait::TimedOut => Ok(None),
+            Wait::Shutdown => Ok(Some(ReadOutcome::Shutdown)),
+        }
+    }
+
+    fn outcome_of(&self, n: usize, start: usize) -> Result<ReadOutcome, String> {
+        if n > 0 {
+            return Ok(ReadOutcome::Data);
+        }
+        if start == 0 { Ok(ReadOutcome::Closed) } else { Err("peer closed mid-frame".into()) }
+    }
+}
+
+enum Wait<T> {
+    Done(T),
+    TimedOut,
+    Shutdown,
+}
+
+/// Awaits `fut` until `until` or shutdown, whichever comes first.
+async fn timeout_or_shutdown<T>(broker: &Broker, until: Instant, fut: impl std::future::Future<Output = T>) -> Wait<T> {
+    let left = until.saturating_duration_since(Instant::now());
+    futures_lite::future::or(
+        async {
+            match runtime::timeout(left, fut).await {
+                Some(v) => Wait::Done(v),
+                None => Wait::TimedOut,
+            }
+        },
+        async {
+            broker.shutdown.wait().await;
+            Wait::Shutdown
+        },
+    )
+    .await
+}
