@@ -28,7 +28,7 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Apache Kafka 4.1.1's console producer, console consumer and get-offsets tool against kopd
+ * Apache Kafka 4.4.0's console producer, console consumer and get-offsets tool against kopd
  * (installed into .peers/bin by scripts/install-peers.sh).
  */
 class CliToolsTest {
