@@ -139,10 +139,10 @@ fn kopd_answers_like_kafka_4_4() {
         let mut d = diff(&tk, &to);
         // A case that could not run to its end proves nothing, even if both brokers aborted alike.
         for (side, tr) in [("kafka", &tk), ("kopd", &to)] {
-            if let Some((_, why)) = tr.steps.iter().find(|s| s.0 == "(case aborted)") {
-                if !d.iter().any(|x| x.0 == "(case aborted)") {
-                    d.push(("(case aborted)".into(), format!("{side}: {why}"), String::new()));
-                }
+            if let Some((_, why)) = tr.steps.iter().find(|s| s.0 == "(case aborted)")
+                && !d.iter().any(|x| x.0 == "(case aborted)")
+            {
+                d.push(("(case aborted)".into(), format!("{side}: {why}"), String::new()));
             }
         }
         if d.is_empty() {

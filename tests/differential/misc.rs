@@ -81,7 +81,7 @@ fn api_unsupported(s: &mut Side, t: &mut T) {
         let ans = reply(&r, |f| {
             let mut f = f.clone();
             let corr = i32::from_be_bytes([f[0], f[1], f[2], f[3]]);
-            let _ = bytes::Buf::advance(&mut f, 4);
+            bytes::Buf::advance(&mut f, 4);
             match ApiVersionsResponse::decode(&mut f, 0) {
                 Ok(r) => format!(
                     "correlation={corr} v0 body: {} api_keys={}",
