@@ -28,16 +28,10 @@ use peers::{KafkaServer, Side, api_versions, common_ranges, ranges};
 
 /// Differences between kopd and Kafka 4.4 that are intended: the case runs on both brokers,
 /// both answers are reported, but they are not asserted equal. (case name, reason)
-pub const INTENDED: &[(&str, &str)] = &[
-    (
-        "api_versions.ranges",
-        "kopd serves the APIs and versions it has built; the ranges are reported, not asserted equal",
-    ),
-    (
-        "find_coordinator.transaction",
-        "kopd has no transaction coordinator yet (transactions are not built); the answer is reported",
-    ),
-];
+pub const INTENDED: &[(&str, &str)] = &[(
+    "api_versions.ranges",
+    "kopd serves the APIs and versions it has built; the ranges are reported, not asserted equal",
+)];
 
 /// One case's record of requests and normalised answers.
 #[derive(Default)]

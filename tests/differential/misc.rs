@@ -124,8 +124,9 @@ fn raw_then_alive(s: &mut Side, t: &mut T, label: &str, frame: &[u8]) {
         Ok(f) => format!("a {}-byte response", f.len()),
         Err(e) => e.clone(),
     };
+    let which = if r.is_ok() { "the same" } else { "a new" };
     let alive = s.call(0, &ApiVersionsRequest::default()).map(|r| e(r.error_code)).unwrap_or_else(|e| e);
-    t.step(label.to_string(), format!("{ans}; then ApiVersions on the same connection: {alive}"));
+    t.step(label.to_string(), format!("{ans}; then ApiVersions on {which} connection: {alive}"));
     s.reconnect();
 }
 
