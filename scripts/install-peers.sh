@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the "real peers" that kopd's interoperability tests talk to:
 #   - kcat (Debian package)
-#   - Apache Kafka 4.1.1 command-line tools (jars from Maven Central) with
+#   - Apache Kafka 4.4.0 command-line tools (jars from Maven Central) with
 #     wrapper scripts in .peers/bin/
 #   - confluent-kafka and pytest for the Python tests
 # Idempotent: a second run only checks that everything is present.
 set -euo pipefail
 
-KAFKA_VERSION=4.1.1
+KAFKA_VERSION=4.4.0
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS="$ROOT/.peers"
 LIBS="$PEERS/kafka-$KAFKA_VERSION/libs"
@@ -70,7 +70,7 @@ W
   mv "$f.tmp" "$f"
 }
 write_wrapper kafka-topics.sh          org.apache.kafka.tools.TopicCommand
-write_wrapper kafka-configs.sh         kafka.admin.ConfigCommand
+write_wrapper kafka-configs.sh         org.apache.kafka.tools.ConfigCommand
 write_wrapper kafka-console-producer.sh org.apache.kafka.tools.ConsoleProducer
 write_wrapper kafka-console-consumer.sh org.apache.kafka.tools.consumer.ConsoleConsumer
 write_wrapper kafka-get-offsets.sh     org.apache.kafka.tools.GetOffsetShell

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A single-node Apache Kafka 4.1.1 (KRaft combined mode: broker + controller) run from the Maven
-# jars that scripts/install-peers.sh puts in .peers/kafka-4.1.1/libs. Used by bench/compare.py as
-# the reference broker.
+# A single-node Apache Kafka (KRaft combined mode: broker + controller; version KAFKA_VERSION below,
+# the one scripts/install-peers.sh installs) run from the Maven jars that install-peers.sh puts in
+# .peers/kafka-$KAFKA_VERSION/libs. Used by bench/compare.py as the reference broker and by the
+# differential suite (tests/differential/).
 #
 #   scripts/kafka-server.sh start DIR PORT [key=value ...]   # extra server.properties lines
 #   scripts/kafka-server.sh stop DIR
@@ -14,7 +15,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LIBS="$ROOT/.peers/kafka-4.1.1/libs"
+KAFKA_VERSION=4.4.0
+LIBS="$ROOT/.peers/kafka-$KAFKA_VERSION/libs"
 log() { echo "kafka-server: $*" >&2; }
 
 cmd=${1:-}

@@ -28,7 +28,7 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Apache Kafka 4.1.1's console producer, console consumer and get-offsets tool against kopd
+ * Apache Kafka 4.4.0's console producer, console consumer and get-offsets tool against kopd
  * (installed into .peers/bin by scripts/install-peers.sh).
  */
 class CliToolsTest {
@@ -119,7 +119,7 @@ class CliToolsTest {
         Path in = scratch.resolve("producer-input.txt");
         Files.writeString(in, String.join("\n", input) + "\n", StandardCharsets.UTF_8);
         Util.ToolResult produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
-                "--property", "parse.key=true", "--property", "key.separator=:"));
+                "--reader-property", "parse.key=true", "--reader-property", "key.separator=:"));
         assertEquals(0, produced.status(), "kafka-console-producer\n" + produced.describe());
 
         Map<Integer, Long> end = getOffsets(topic);
@@ -138,7 +138,7 @@ class CliToolsTest {
             Util.ToolResult r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic,
                     "--partition", e.getKey().toString(), "--from-beginning",
                     "--max-messages", e.getValue().toString(),
-                    "--property", "print.key=true", "--property", "key.separator=:",
+                    "--formatter-property", "print.key=true", "--formatter-property", "key.separator=:",
                     "--timeout-ms", "20000"));
             assertEquals(0, r.status(), "kafka-console-consumer partition " + e.getKey() + "\n" + r.describe());
             List<String> lines = r.out().lines().filter(l -> !l.isEmpty()).collect(Collectors.toList());
@@ -168,12 +168,12 @@ class CliToolsTest {
         Path in = scratch.resolve("group-input.txt");
         Files.writeString(in, String.join("\n", input) + "\n", StandardCharsets.UTF_8);
         Util.ToolResult produced = run(120, in.toFile(), tool("kafka-console-producer.sh", "--topic", topic,
-                "--property", "parse.key=true", "--property", "key.separator=:"));
+                "--reader-property", "parse.key=true", "--reader-property", "key.separator=:"));
         assertEquals(0, produced.status(), produced.describe());
         assertEquals(Map.of(0, (long) n), getOffsets(topic));
         Util.ToolResult r = run(120, null, tool("kafka-console-consumer.sh", "--topic", topic, "--from-beginning",
-                "--max-messages", Integer.toString(n), "--property", "print.key=true",
-                "--property", "key.separator=:", "--timeout-ms", "20000"));
+                "--max-messages", Integer.toString(n), "--formatter-property", "print.key=true",
+                "--formatter-property", "key.separator=:", "--timeout-ms", "20000"));
         assertEquals(0, r.status(), r.describe());
         assertEquals(input, r.out().lines().filter(l -> !l.isEmpty()).collect(Collectors.toList()), r.describe());
     }
