@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Conn, Kopd, create_topic, encode, fetch, list_offset, produce, record, temp_dir};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, MetadataRequest};
+use kafka_protocol::messages::{FetchRequest, MetadataRequest};
 use kafka_protocol::records::Compression;
 
 const IDLE_MS: u64 = 3_000;
@@ -239,7 +239,7 @@ fn thousands_of_idle_connections_from_one_host_do_not_lock_others_out() {
     assert!(held < baseline + (64 << 10), "4000 idle connections cost {} MiB", mib(held - baseline.min(held)));
     // A new client from the good host still gets in and is served.
     let mut fresh = Conn::connect(kopd.addr(0));
-    fresh.send(3, &ApiVersionsRequest::default()).unwrap();
+    fresh.send(3, &common::api_versions_request()).unwrap();
     drop(fresh);
 
     // Connections that never send a request are closed after connections.request.read.timeout.ms.

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Conn, Kopd, temp_dir};
-use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::messages::MetadataRequest;
 
 struct XorShift(u64);
 
@@ -83,7 +83,7 @@ fn send_malformed(addr: std::net::SocketAddr, bytes: &[u8]) {
 }
 
 fn healthy_round_trip(conn: &mut Conn) {
-    let v = conn.send(3, &ApiVersionsRequest::default()).expect("ApiVersions on healthy connection");
+    let v = conn.send(3, &common::api_versions_request()).expect("ApiVersions on healthy connection");
     assert_eq!(v.error_code, 0);
     let m = conn.send(12, &MetadataRequest::default()).expect("Metadata on healthy connection");
     assert_eq!(m.brokers.len(), 2);

@@ -9,14 +9,14 @@ use std::process::Command;
 use bytes::Buf;
 use common::{Conn, Kopd, kopd_bin, temp_dir};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 #[test]
 fn api_versions_advertises_only_served_apis() {
     let dir = temp_dir("apiversions");
     let kopd = Kopd::start(&dir, 1, &[]);
     let mut c = Conn::connect(kopd.addr(0));
-    let v = c.send(3, &ApiVersionsRequest::default()).unwrap();
+    let v = c.send(3, &common::api_versions_request()).unwrap();
     let keys: Vec<i16> = v.api_keys.iter().map(|k| k.api_key).collect();
     // ApiVersions, Metadata, CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
     // DescribeCluster, Produce, Fetch, ListOffsets, InitProducerId, DeleteRecords; the group
@@ -57,7 +57,7 @@ fn pipelined_requests_are_answered_in_order() {
     let mut all = Vec::new();
     for i in 0..100 {
         if i % 2 == 0 {
-            all.extend(Conn::frame(1000 + i, 3, &ApiVersionsRequest::default()));
+            all.extend(Conn::frame(1000 + i, 3, &common::api_versions_request()));
         } else {
             all.extend(Conn::frame(1000 + i, 1, &MetadataRequest::default()));
         }
@@ -89,7 +89,7 @@ fn sigterm_exits_zero() {
     let dir = temp_dir("sigterm");
     let mut kopd = Kopd::start(&dir, 2, &[]);
     let mut c = Conn::connect(kopd.addr(0));
-    c.send(3, &ApiVersionsRequest::default()).unwrap();
+    c.send(3, &common::api_versions_request()).unwrap();
     assert!(kopd.stop().success());
 }
 
@@ -123,4 +123,23 @@ fn version_flag() {
     let out = Command::new(kopd_bin()).arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("kopd "));
+}
+
+#[test]
+fn api_versions_checks_the_client_software_fields() {
+    let dir = temp_dir("apiversions-kip511");
+    let kopd = Kopd::start(&dir, 1, &[]);
+    let mut c = Conn::connect(kopd.addr(0));
+    // KIP-511: from v3 the name and version must be non-empty, alphanumeric with inner '-' and '.'.
+    for (name, version) in [("", "1"), ("x", ""), ("bad name", "1"), ("-x", "1")] {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str(name))
+            .with_client_software_version(StrBytes::from_static_str(version));
+        let v = c.send(3, &req).unwrap();
+        assert_eq!(v.error_code, 42, "{name:?} {version:?}");
+        assert!(v.api_keys.is_empty());
+    }
+    // The connection stays usable, and v0-v2 carry no such fields.
+    assert_eq!(c.send(3, &common::api_versions_request()).unwrap().error_code, 0);
+    assert_eq!(c.send(2, &ApiVersionsRequest::default()).unwrap().error_code, 0);
 }

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
     SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Encodable, Message, VersionRange};
+use kafka_protocol::protocol::{Encodable, Message, StrBytes, VersionRange};
 
 use crate::net::frame::{finish_frame, start_frame};
 
@@ -51,8 +51,62 @@ fn api_keys() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(_req: ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(api_keys()).with_finalized_features_epoch(-1)
+/// The features (KIP-584) kopd reports: (name, highest level it supports, level in force).
+/// `metadata.version` is Kafka 4.4's (the release whose protocol kopd is checked against);
+/// the others stay at 0 until kopd has them (KIP-848 groups, transactions v2, share and
+/// streams groups, eligible leader replicas, a KRaft quorum).
+const FEATURES: &[(&str, i16, i16)] = &[
+    ("metadata.version", 33, 33),
+    ("kraft.version", 0, 0),
+    ("group.version", 0, 0),
+    ("transaction.version", 0, 0),
+    ("share.version", 0, 0),
+    ("streams.version", 0, 0),
+    ("eligible.leader.replicas.version", 0, 0),
+];
+/// Lowest `metadata.version` a Kafka 4.x cluster can run (3.3-IV3).
+const MIN_METADATA_VERSION: i16 = 7;
+
+/// KIP-511's rule for client software names and versions.
+fn valid_software_field(v: &str) -> bool {
+    let b = v.as_bytes();
+    let edge = |c: &u8| c.is_ascii_alphanumeric();
+    let inner = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.';
+    !b.is_empty() && b.first().is_some_and(edge) && b.last().is_some_and(edge) && b.iter().all(inner)
+}
+
+pub fn handle(req: ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+    if version >= 3
+        && !(valid_software_field(&req.client_software_name) && valid_software_field(&req.client_software_version))
+    {
+        return ApiVersionsResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+    }
+    let supported = FEATURES
+        .iter()
+        .map(|(name, max, _)| {
+            let min = if *name == "metadata.version" { MIN_METADATA_VERSION } else { 0 };
+            SupportedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_min_version(min)
+                .with_max_version(*max)
+        })
+        .collect();
+    // Kafka lists only features finalized above level 0.
+    let finalized = FEATURES
+        .iter()
+        .filter(|(_, _, level)| *level > 0)
+        .map(|(name, _, level)| {
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_min_version_level(*level)
+                .with_max_version_level(*level)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_api_keys(api_keys())
+        .with_supported_features(supported)
+        .with_finalized_features(finalized)
+        .with_finalized_features_epoch(0)
 }
 
 /// The v0 response Kafka sends when a client asks for an ApiVersions version it lacks, so
@@ -74,6 +128,16 @@ pub fn unsupported_version(correlation_id: i32, out: &mut BytesMut) {
 mod tests {
     use super::*;
     use kafka_protocol::protocol::Decodable;
+
+    #[test]
+    fn client_software_fields_follow_kip_511() {
+        for ok in ["a", "kopd", "ok.name-2", "1.0-x", "librdkafka"] {
+            assert!(valid_software_field(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", ".", "a_b", "é"] {
+            assert!(!valid_software_field(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn unsupported_version_response_is_v0() {

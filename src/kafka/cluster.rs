@@ -16,7 +16,11 @@ pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, version: i
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(StrBytes::from_string(broker.catalog().cluster_id.clone()))
         .with_controller_id(BrokerId(0))
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            super::acl::CLUSTER_OPERATIONS
+        } else {
+            super::acl::NOT_REQUESTED
+        });
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return resp
             .with_error_code(ResponseError::UnsupportedEndpointType.code())

@@ -22,6 +22,7 @@ impl From<&AdminError> for KafkaError {
     fn from(e: &AdminError) -> Self {
         let code = match e {
             AdminError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            AdminError::TopicCollision(..) => ResponseError::InvalidTopicException,
             AdminError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
             AdminError::UnknownTopicId => ResponseError::UnknownTopicId,
             AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,

@@ -103,6 +103,18 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16, splice: bo
         return (resp, Splices::default());
     }
     let catalog = broker.catalog();
+    // A partition named twice is fetched once, as the last entry asks (Kafka keys a fetch's
+    // partitions by name, so later entries replace earlier ones).
+    let mut req = req;
+    let mut seen = std::collections::HashSet::new();
+    for ft in req.topics.iter_mut().rev() {
+        let mut parts = std::mem::take(&mut ft.partitions);
+        parts.reverse();
+        parts.retain(|p| seen.insert((ft.topic.to_string(), ft.topic_id, p.partition)));
+        parts.reverse();
+        ft.partitions = parts;
+    }
+    req.topics.retain(|ft| !ft.partitions.is_empty());
     let mut targets = Vec::new();
     let mut topic_meta = Vec::new();
     for (ti, ft) in req.topics.iter().enumerate() {
@@ -160,9 +172,8 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16, splice: bo
         .collect();
     for (t, d) in targets.iter().zip(datas.drain(..)) {
         let mut d = d;
-        if read_committed {
-            d = d.with_aborted_transactions(Some(Vec::new()));
-        }
+        // Kafka sends null under read_uncommitted and a (here always empty) list under read_committed.
+        d = d.with_aborted_transactions(read_committed.then(Vec::new));
         // current_leader (KIP-951) exists from v12.
         if version >= 12
             && d.error_code == ResponseError::NotLeaderOrFollower.code()
@@ -200,11 +211,12 @@ async fn read_all(targets: &[Target], max_bytes: usize, splice: bool) -> (Vec<Pa
             }
         };
         let (hwm, start) = (log.high_watermark(), log.log_start_offset());
-        let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(start);
         if t.fetch_offset < start || t.fetch_offset > hwm {
+            // Kafka answers an out-of-range fetch without the partition's offsets.
             out.push(base.with_error_code(ResponseError::OffsetOutOfRange.code()).with_records(Some(Bytes::new())));
             continue;
         }
+        let base = base.with_high_watermark(hwm).with_last_stable_offset(hwm).with_log_start_offset(start);
         let mut batches = Vec::new();
         let mut cursor = NonDurableCursor { log, next_offset: t.fetch_offset };
         let limit = t.max_bytes.min(budget);

@@ -228,6 +228,14 @@ pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16
                     ),
             }
         })
+        .map(|g: DescribedGroup| {
+            // Kafka fills in what the client may do with the groups it described without error.
+            if version >= 3 && req.include_authorized_operations && g.error_code == 0 {
+                g.with_authorized_operations(super::acl::GROUP_OPERATIONS)
+            } else {
+                g.with_authorized_operations(super::acl::NOT_REQUESTED)
+            }
+        })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
 }

@@ -52,13 +52,19 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
     let fail = |e: ResponseError, msg: &str| base.clone().with_error_code(e.code()).with_error_message(Some(s(msg)));
     match key_type {
         0 => {}
-        // kopd has no transaction coordinator.
-        1 => return fail(ResponseError::CoordinatorNotAvailable, "transactions are not supported"),
+        // kopd has no transaction coordinator yet. A retriable error would keep transactional
+        // clients retrying for minutes; this one fails them at once (every client treats it as
+        // fatal) and the message says why.
+        1 => {
+            return fail(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "kopd does not support transactions yet (transactional.id cannot be used)",
+            );
+        }
         _ => return fail(ResponseError::InvalidRequest, "unsupported key type"),
     }
-    if key.is_empty() {
-        return fail(ResponseError::InvalidRequest, "empty group id");
-    }
+    // Kafka answers an empty group id with its coordinator (the group itself is then refused
+    // by the group APIs with INVALID_GROUP_ID).
     match GroupCoordinator::coordinator_of(broker, key) {
         Some(core) => base
             .with_node_id(BrokerId(core))

@@ -70,22 +70,54 @@ async fn lookup(log: &ManagedLedger, timestamp: i64) -> Result<(i64, i64), Respo
                 }
             }
         }
-        _ => Err(ResponseError::InvalidRequest),
+        _ => Err(ResponseError::UnsupportedVersion),
+    }
+}
+
+/// Whether a special (negative) timestamp exists at this request version, as Kafka has them:
+/// -1 and -2 always, -3 (max timestamp) from v7, -4 (earliest local) from v8, -5 (latest
+/// tiered) from v9. Any other negative timestamp is UNSUPPORTED_VERSION.
+fn special_supported(timestamp: i64, version: i16) -> bool {
+    match timestamp {
+        LATEST | EARLIEST => true,
+        MAX_TIMESTAMP => version >= 7,
+        EARLIEST_LOCAL => version >= 8,
+        LATEST_TIERED => version >= 9,
+        _ => false,
     }
 }
 
 pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let catalog = broker.catalog();
     let mut topics = Vec::with_capacity(req.topics.len());
+    // A partition asked for twice is answered once, with INVALID_REQUEST (Kafka's rule).
+    let mut count = std::collections::HashMap::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            *count.entry((t.name.to_string(), p.partition_index)).or_insert(0) += 1;
+        }
+    }
+    let mut answered = std::collections::HashSet::new();
     for t in req.topics {
         let topic = partition::topic(broker, &catalog, Some(t.name.as_str()), uuid::Uuid::nil());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
+            let key = (t.name.to_string(), p.partition_index);
+            if !answered.insert(key.clone()) {
+                continue;
+            }
             let base = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)
                 .with_timestamp(-1);
+            if count.get(&key).is_some_and(|n| *n > 1) {
+                partitions.push(base.with_error_code(ResponseError::InvalidRequest.code()));
+                continue;
+            }
             let result = async {
+                if p.timestamp < 0 && !special_supported(p.timestamp, version) {
+                    return Err(ResponseError::UnsupportedVersion);
+                }
                 let topic = topic.as_ref().map_err(|e| *e)?;
                 let owner = partition::owned(broker, topic, p.partition_index)?;
                 partition::check_leader_epoch(&owner, p.current_leader_epoch)?;
@@ -97,7 +129,9 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
             partitions.push(match result {
                 // The leader epoch field exists from v4.
                 Ok((offset, ts, epoch)) => {
-                    base.with_offset(offset).with_timestamp(ts).with_leader_epoch(if version >= 4 { epoch } else { -1 })
+                    // No offset found (latest tiered, without tiered storage): no epoch either.
+                    let epoch = if version >= 4 && offset >= 0 { epoch } else { -1 };
+                    base.with_offset(offset).with_timestamp(ts).with_leader_epoch(epoch)
                 }
                 Err(e) => base.with_error_code(e.code()),
             });

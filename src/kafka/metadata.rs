@@ -10,6 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName as KafkaTopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::acl;
 use crate::broker::Broker;
 use crate::meta::catalog::TopicEntry;
 use crate::meta::controller::{AdminError, AdminOp};
@@ -41,7 +42,7 @@ fn topic_response(kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic
         .with_topic_id(topic.id)
         .with_is_internal(kafka_name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(i32::MIN)
+        .with_topic_authorized_operations(acl::NOT_REQUESTED)
 }
 
 fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
@@ -49,7 +50,7 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> Metadata
         .with_error_code(e.code())
         .with_name(name.map(|n| KafkaTopicName(StrBytes::from_string(n.to_string()))))
         .with_topic_id(id)
-        .with_topic_authorized_operations(i32::MIN)
+        .with_topic_authorized_operations(acl::NOT_REQUESTED)
 }
 
 /// What became of one requested topic before auto-creation.
@@ -68,7 +69,13 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
     };
     let topics = match requested {
         None => catalog.topics().map(|t| topic_response(&broker.kafka_name(&t.name), t)).collect(),
-        Some(requested) => {
+        Some(mut requested) => {
+            // A topic named twice is answered once, as Kafka does.
+            let mut seen = std::collections::HashSet::new();
+            requested.retain(|t| match &t.name {
+                Some(n) => seen.insert(n.to_string()),
+                None => seen.insert(format!("id:{}", t.topic_id)),
+            });
             let lookups: Vec<Lookup> = requested
                 .into_iter()
                 .map(|rt| match rt.name {
@@ -109,6 +116,18 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                 .collect()
         }
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if version >= 8 && req.include_topic_authorized_operations {
+        for t in &mut topics {
+            t.topic_authorized_operations = acl::TOPIC_OPERATIONS;
+        }
+    }
+    // v8-v10 carry the cluster's operations here; later versions moved them to DescribeCluster.
+    let cluster_operations = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        acl::CLUSTER_OPERATIONS
+    } else {
+        acl::NOT_REQUESTED
+    };
     MetadataResponse::default()
         .with_brokers(
             brokers(broker)
@@ -124,7 +143,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
         .with_cluster_id(Some(StrBytes::from_string(catalog.cluster_id.clone())))
         .with_controller_id(BrokerId(0))
         .with_topics(topics)
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(cluster_operations)
 }
 
 /// Creates the missing topics with the default partition count, through the controller.

@@ -5,6 +5,7 @@
 //! requests close the connection, as Kafka brokers do; ApiVersions at an unsupported version
 //! gets a v0 response carrying UNSUPPORTED_VERSION and the supported ranges.
 
+mod acl;
 mod api_versions;
 mod cluster;
 mod configs;

@@ -47,8 +47,9 @@ async fn produce_partition(
             return r;
         }
     };
+    // Kafka leaves such a request unanswered; a clear refusal serves the client better.
     let Some(records) = records else {
-        return fail(ResponseError::CorruptMessage, Some("no records".into()));
+        return fail(ResponseError::InvalidRecord, Some("no records".into()));
     };
     let max_message_bytes = topic
         .configs
@@ -60,36 +61,73 @@ async fn produce_partition(
         let code = ResponseError::try_from_code(e.kafka_code()).unwrap_or(ResponseError::CorruptMessage);
         fail(code, Some(e.to_string()))
     };
+    // Checks Kafka makes before the log is involved: answered without the log start offset.
     let mut batches = match record_batch::split_batches(records) {
         Ok(b) => b,
         Err(e) => return batch_error(e),
     };
+    if batches.iter().any(|b| record_batch::parse_header(b).is_ok_and(|h| h.is_transactional())) {
+        // kopd has no transaction coordinator yet: no producer can hold a transactional id.
+        return fail(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            Some("kopd does not support transactions yet".into()),
+        );
+    }
     // Produce v3+ carries exactly one batch per partition, as Kafka requires.
     let (Some(batch), true) = (batches.pop(), batches.is_empty()) else {
+        let what = if batches.is_empty() { "at least" } else { "exactly" };
         return fail(
             ResponseError::InvalidRecord,
-            Some("a produce request must carry exactly one record batch per partition".into()),
+            Some(format!("Produce requests with version {version} must have {what} one record batch per partition")),
         );
     };
-    let validated = match record_batch::validate(&batch, &limits) {
-        Ok(v) => v,
-        Err(e) => return batch_error(e),
-    };
+    // The magic byte sits at offset 16 in every message format.
+    if batch.get(16).is_some_and(|m| *m != 2) {
+        return fail(
+            ResponseError::InvalidRecord,
+            Some(format!(
+                "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
+            )),
+        );
+    }
     let log = match broker.logs.get(&topic, index).await {
         Ok(l) => l,
         Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
+    };
+    // Past this point Kafka reports the partition's log start offset with most errors; not
+    // with corruption, size or storage errors (its append path answers those without it).
+    let with_log_start = |r: PartitionProduceResponse| {
+        let bare = [ResponseError::CorruptMessage, ResponseError::MessageTooLarge, ResponseError::KafkaStorageError]
+            .iter()
+            .any(|e| e.code() == r.error_code);
+        if bare { r } else { r.with_log_start_offset(log.log_start_offset()) }
+    };
+    let validated = match record_batch::validate(&batch, &limits) {
+        Ok(v) => v,
+        Err(e) => return with_log_start(batch_error(e)),
     };
     match log.append(&batch, &validated, owner.epoch).await {
         Ok(r) => resp
             .with_base_offset(r.base_offset)
             .with_log_append_time_ms(r.log_append_time)
             .with_log_start_offset(r.log_start_offset),
-        Err(e) => fail(log_error_code(&e), Some(e.to_string())),
+        Err(e) => with_log_start(fail(log_error_code(&e), Some(e.to_string()))),
     }
 }
 
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
+pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> ProduceResponse {
     let catalog = broker.catalog();
+    // A partition named twice is produced to once, with the last data given (Kafka keys a
+    // request's partitions by name, so later entries replace earlier ones).
+    let mut seen = std::collections::HashSet::new();
+    for td in req.topic_data.iter_mut().rev() {
+        let mut pds = std::mem::take(&mut td.partition_data);
+        pds.reverse();
+        pds.retain(|pd| seen.insert((td.name.to_string(), td.topic_id, pd.index)));
+        pds.reverse();
+        td.partition_data = pds;
+    }
+    req.topic_data.retain(|td| !td.partition_data.is_empty());
     let valid_acks = matches!(req.acks, -1..=1);
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();

@@ -40,8 +40,12 @@ pub async fn handle(broker: &Broker, req: InitProducerIdRequest, _version: i16) 
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if req.transactional_id.is_some() {
-        return fail(ResponseError::TransactionalIdAuthorizationFailed);
+    match req.transactional_id.as_deref().map(|t| t.is_empty()) {
+        // Kafka refuses an empty transactional id as a malformed request.
+        Some(true) => return fail(ResponseError::InvalidRequest),
+        // kopd has no transaction coordinator yet; this error fails transactional clients at once.
+        Some(false) => return fail(ResponseError::TransactionalIdAuthorizationFailed),
+        None => {}
     }
     // A producer that already has an id asks for the next epoch (after a fatal sequence error).
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

@@ -125,13 +125,17 @@ async fn submit(broker: &Broker, checked: Vec<Result<AdminOp, KafkaError>>) -> V
         .collect()
 }
 
-pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-    let dups = duplicates(req.topics.iter().map(|t| t.name.as_str()));
+pub async fn create_topics(broker: &Broker, mut req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let dups: std::collections::HashSet<String> =
+        duplicates(req.topics.iter().map(|t| t.name.as_str())).into_keys().map(str::to_string).collect();
+    // A name given twice gets one answer (INVALID_REQUEST), as from Kafka.
+    let mut seen = std::collections::HashSet::new();
+    req.topics.retain(|t| seen.insert(t.name.to_string()));
     let checked = req
         .topics
         .iter()
         .map(|t| {
-            if dups.contains_key(t.name.as_str()) {
+            if dups.contains(t.name.as_str()) {
                 return Err(KafkaError::new(
                     ResponseError::InvalidRequest,
                     "Create topics request contains multiple entries for this topic",

@@ -349,7 +349,13 @@ impl ManagedLedger {
         st.index.push(base, last, ledger, expected_entry, max_ts, batch.len() as u32);
         st.tail.push(base, entry_bytes.slice(payload_at..));
         if let Some(last_seq) = producer_batch {
-            let b = BatchSeq { first_seq: header.base_sequence, last_seq, base_offset: base, last_offset: last };
+            let b = BatchSeq {
+                first_seq: header.base_sequence,
+                last_seq,
+                base_offset: base,
+                last_offset: last,
+                max_timestamp: max_ts,
+            };
             st.producers.record(header.producer_id, header.producer_epoch, b);
         }
         let rollover = Self::needs_rollover(&st);
@@ -372,9 +378,10 @@ impl ManagedLedger {
                 Step::Append(p) => p,
                 Step::Duplicate(b, log_start) => {
                     self.durable(b.last_offset).await;
+                    // Kafka answers a duplicate with the original batch's timestamp.
                     return Ok(AppendResult {
                         base_offset: b.base_offset,
-                        log_append_time: -1,
+                        log_append_time: b.max_timestamp,
                         log_start_offset: log_start,
                     });
                 }

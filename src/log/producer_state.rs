@@ -14,6 +14,8 @@ pub struct BatchSeq {
     pub last_seq: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The stored batch's max timestamp: what Kafka reports as the append time of a duplicate.
+    pub max_timestamp: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -97,7 +99,13 @@ mod tests {
     use super::*;
 
     fn b(first: i32, last: i32, off: i64) -> BatchSeq {
-        BatchSeq { first_seq: first, last_seq: last, base_offset: off, last_offset: off + (last - first) as i64 }
+        BatchSeq {
+            first_seq: first,
+            last_seq: last,
+            base_offset: off,
+            last_offset: off + (last - first) as i64,
+            max_timestamp: -1,
+        }
     }
 
     #[test]

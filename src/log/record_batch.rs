@@ -192,16 +192,26 @@ fn parse_whole(b: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
-/// Splits a Produce request's `records` into its batches (zero-copy). An empty input gives no
-/// batches; a partial batch at the end is an error, not silently dropped as Kafka does.
+/// Smallest size a batch's length field may claim (Kafka's oldest record overhead).
+const MIN_BATCH_LENGTH: i32 = 14;
+
+/// Splits a Produce request's `records` into its batches (zero-copy), the way Kafka walks a
+/// record set: fewer than 12 bytes left, or a batch longer than what is left, ends the walk
+/// (those trailing bytes are ignored, as Kafka ignores them); a length below the smallest
+/// record overhead is corruption.
 pub fn split_batches(mut records: Bytes) -> Result<Vec<Bytes>, BatchError> {
     let mut out = Vec::with_capacity(1);
-    while !records.is_empty() {
+    while records.len() >= LOG_OVERHEAD {
         let len = get(&records, 8).map(i32::from_be_bytes)?;
-        let size = usize::try_from(len).ok().map(|l| l + LOG_OVERHEAD);
-        let size = size
-            .filter(|&s| s <= records.len())
-            .ok_or_else(|| corrupt(format!("batch length {len} overruns the {} bytes left", records.len())))?;
+        if len < MIN_BATCH_LENGTH {
+            return Err(corrupt(format!(
+                "record size {len} is less than the minimum record overhead ({MIN_BATCH_LENGTH})"
+            )));
+        }
+        let size = len as usize + LOG_OVERHEAD;
+        if size > records.len() {
+            break;
+        }
         out.push(records.split_to(size));
     }
     Ok(out)

@@ -107,7 +107,13 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
             if let Some((pid, epoch, first_seq)) = f.producer {
                 let count = (f.last_offset - f.base_offset + 1) as i32;
                 let last_seq = super::producer_state::last_seq(first_seq, count);
-                let b = BatchSeq { first_seq, last_seq, base_offset: f.base_offset, last_offset: f.last_offset };
+                let b = BatchSeq {
+                    first_seq,
+                    last_seq,
+                    base_offset: f.base_offset,
+                    last_offset: f.last_offset,
+                    max_timestamp: f.max_timestamp,
+                };
                 log.producers.record(pid, epoch, b);
             }
             prev_last = f.last_offset;

@@ -21,6 +21,9 @@ use super::topic_name::TopicName;
 pub enum AdminError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// Kafka forbids topics whose names differ only in '.' versus '_' (metric names collide).
+    #[error("Topic '{0}' collides with existing topic: {1}")]
+    TopicCollision(String, String),
     #[error("this server does not host this topic")]
     UnknownTopic,
     #[error("no topic with this id")]
@@ -186,6 +189,9 @@ impl Controller {
                 if cat.get(name).is_some() {
                     return Err(AdminError::TopicExists(name.to_string()));
                 }
+                if let Some(other) = colliding(cat, name) {
+                    return Err(AdminError::TopicCollision(name.local.clone(), other));
+                }
                 if *partitions < 1 || *partitions > self.max_partitions {
                     return Err(AdminError::InvalidPartitions(format!(
                         "Number of partitions must be between 1 and {}",
@@ -267,4 +273,18 @@ impl AdminOp {
 /// FNV-1a: a stable hash (unlike std's, which is randomly seeded per process).
 pub fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// An existing topic of the same namespace whose name equals `name`'s once '.' and '_' are
+/// taken as one character (Kafka's rule).
+fn colliding(cat: &Catalog, name: &TopicName) -> Option<String> {
+    if !name.local.contains(['.', '_']) {
+        return None;
+    }
+    let unify = |s: &str| s.replace('.', "_");
+    let key = unify(&name.local);
+    cat.topics()
+        .map(|t| &t.name)
+        .find(|t| t.tenant == name.tenant && t.namespace == name.namespace && unify(&t.local) == key)
+        .map(|t| t.local.clone())
 }

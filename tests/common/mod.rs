@@ -223,6 +223,13 @@ impl Conn {
     }
 }
 
+/// ApiVersions as a client sends it from v3 on: with a valid software name and version.
+pub fn api_versions_request() -> kafka_protocol::messages::ApiVersionsRequest {
+    kafka_protocol::messages::ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("kopd-test"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"))
+}
+
 // Records and the data-path requests tests share.
 
 pub fn name(s: &str) -> TopicName {
