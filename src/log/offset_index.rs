@@ -124,6 +124,16 @@ impl OffsetIndex {
         }
     }
 
+    /// Removes entries from the back while `lost` holds for them; returns the first offset
+    /// removed (where the log now ends), if any.
+    pub fn truncate_back(&mut self, lost: impl Fn(&IndexEntry) -> bool) -> Option<i64> {
+        let mut end = None;
+        while self.entries.len() > self.start && self.entries.last().is_some_and(&lost) {
+            end = self.entries.pop().map(|e| e.base_offset);
+        }
+        end
+    }
+
     /// Bytes stored per ledger, oldest first.
     pub fn bytes_in(&self, ledger: LedgerId) -> u64 {
         self.live().iter().filter(|e| e.ledger == ledger).map(|e| e.size as u64).sum()

@@ -44,7 +44,7 @@ pub fn last_seq(first: i32, count: i32) -> i32 {
     ((first as i64 + count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
 }
@@ -85,6 +85,15 @@ impl ProducerStateTable {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Every producer's epoch and remembered batches (oldest first), by producer id; feeding
+    /// them back through `record` rebuilds the same table.
+    pub fn export(&self) -> Vec<(i64, i16, Vec<BatchSeq>)> {
+        let mut out: Vec<_> =
+            self.producers.iter().map(|(pid, p)| (*pid, p.epoch, p.batches.iter().copied().collect())).collect();
+        out.sort_unstable_by_key(|p: &(i64, i16, Vec<BatchSeq>)| p.0);
+        out
     }
 
     pub fn is_empty(&self) -> bool {

@@ -40,6 +40,15 @@ impl TailCache {
         self.batches.get(i).filter(|(b, _)| *b == base_offset).map(|(_, batch)| batch)
     }
 
+    /// Drops every batch starting at or after `offset` (appends that never became durable).
+    pub fn truncate_from(&mut self, offset: i64) {
+        while self.batches.back().is_some_and(|(b, _)| *b >= offset) {
+            if let Some((_, b)) = self.batches.pop_back() {
+                self.bytes -= b.len();
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.batches.clear();
         self.bytes = 0;
