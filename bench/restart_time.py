@@ -9,6 +9,7 @@ answers a watermark query:
   clean        after SIGTERM (the shutdown snapshot covers everything)
   kill9        after SIGKILL, once a periodic snapshot was taken (a short tail to read)
   no-snapshot  after SIGKILL with every core's log.snapshot deleted (full scan)
+  baseline     with --baseline BINARY: that binary (e.g. built before snapshots) after SIGKILL
 
 Each with a warm page cache, and with --cold also after dropping it (root). A benchmark, not a
 test: no thresholds. Example:
@@ -41,15 +42,16 @@ def wait_port(port, deadline):
     return False
 
 
-def start(binary, data, port, cores, extra):
+def start(binary, data, port, cores, extra, snapshots=True):
     cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--cores", str(cores), "--data-dir", str(data),
-           "--set", "admin.listen=", "--set", "log.snapshot.interval.ms=5000", *extra]
+           "--set", "admin.listen=", *(["--set", "log.snapshot.interval.ms=5000"] if snapshots else []), *extra]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
 
 
-def ready(bootstrap, topic, partitions, deadline):
+def ready(bootstrap, topic, partitions, deadline, proc):
     """Blocks until every partition answers a watermark query."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "restart-bench", "broker.address.family": "v4"})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "restart-bench", "broker.address.family": "v4",
+                  "log_level": 0})
     try:
         for p in range(partitions):
             while True:
@@ -57,25 +59,25 @@ def ready(bootstrap, topic, partitions, deadline):
                     c.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
                     break
                 except Exception:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline or proc.poll() is not None:
                         raise
                     time.sleep(0.01)
     finally:
         c.close()
 
 
-def timed_start(args, data, port, cold):
+def timed_start(args, data, port, cold, binary=None):
     if cold:
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
     t0 = time.monotonic()
-    proc = start(args.binary, data, port, args.cores, [])
+    proc = start(binary or args.binary, data, port, args.cores, [], snapshots=binary is None)
     deadline = t0 + 600
     if not all(wait_port(port + i, deadline) for i in range(args.cores)):
         proc.kill()
         sys.exit("kopd did not come up")
     listening = time.monotonic() - t0
-    ready(f"127.0.0.1:{port}", "restart", args.partitions, deadline)
+    ready(f"127.0.0.1:{port}", "restart", args.partitions, deadline, proc)
     return proc, listening, time.monotonic() - t0
 
 
@@ -100,6 +102,15 @@ def fill(bootstrap, partitions, total):
     assert p.flush(600) == 0
 
 
+def fill_topic(args, bootstrap, proc):
+    wait_port(args.port, time.monotonic() + 30)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    admin.create_topics([NewTopic("restart", args.partitions, 1)])["restart"].result(30)
+    print(f"filling {args.gib} GiB ...", flush=True)
+    fill(bootstrap, args.partitions, int(args.gib * (1 << 30)))
+    stop(proc, signal.SIGTERM)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gib", type=float, default=3)
@@ -110,24 +121,39 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "kopd"))
     ap.add_argument("--reuse", action="store_true", help="keep an existing data dir (skip the fill)")
     ap.add_argument("--cold", action="store_true", help="also measure with the page cache dropped (root)")
+    ap.add_argument("--fill-only", action="store_true", help="fill the data dir and stop")
+    ap.add_argument("--baseline", help="also restart this kopd binary (e.g. a build without snapshots)")
     args = ap.parse_args()
     data = Path(args.dir)
     bootstrap = f"127.0.0.1:{args.port}"
     if not args.reuse:
         shutil.rmtree(data, ignore_errors=True)
         proc = start(args.binary, data, args.port, args.cores, ["--set", "flush=interval"])
-        wait_port(args.port, time.monotonic() + 30)
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-            [NewTopic("restart", args.partitions, 1)])["restart"].result(30)
-        print(f"filling {args.gib} GiB ...", flush=True)
-        fill(bootstrap, args.partitions, int(args.gib * (1 << 30)))
-        stop(proc, signal.SIGTERM)
+        try:
+            fill_topic(args, bootstrap, proc)
+        except BaseException:
+            proc.kill()
+            raise
+
     size = sum(f.stat().st_size for f in (data / "ledgers").rglob("*.log"))
     print(f"data: {size / (1 << 30):.2f} GiB of entry-log segments in {data}")
+    if args.fill_only:
+        return
 
     rows = []
+    try:
+        measure(args, data, rows)
+    finally:
+        print("\n| restart after | page cache | listening (s) | all partitions answer (s) |\n|---|---|---|---|")
+        for kind, cold, lis, rdy in rows:
+            print(f"| {kind} | {'dropped' if cold else 'warm'} | {lis:.2f} | {rdy:.2f} |")
+
+
+def measure(args, data, rows):
     for cold in ([False, True] if args.cold else [False]):
-        # clean: the previous stop was clean.
+        # clean: after a clean stop (which writes the snapshot).
+        proc, _, _ = timed_start(args, data, args.port, False)
+        stop(proc, signal.SIGTERM)
         proc, lis, rdy = timed_start(args, data, args.port, cold)
         rows.append(("clean", cold, lis, rdy))
         time.sleep(6)  # a periodic snapshot (every 5 s here) is taken
@@ -139,10 +165,13 @@ def main():
             snap.unlink()
         proc, lis, rdy = timed_start(args, data, args.port, cold)
         rows.append(("no-snapshot", cold, lis, rdy))
-        stop(proc, signal.SIGTERM)
-    print(f"\n| restart after | page cache | listening (s) | all partitions answer (s) |\n|---|---|---|---|")
-    for kind, cold, lis, rdy in rows:
-        print(f"| {kind} | {'dropped' if cold else 'warm'} | {lis:.2f} | {rdy:.2f} |")
+        stop(proc, signal.SIGKILL)
+        if args.baseline:
+            for snap in (data / "ledgers").glob("core-*/log.snapshot"):
+                snap.unlink()
+            proc, lis, rdy = timed_start(args, data, args.port, cold, args.baseline)
+            rows.append(("kill9, baseline binary", cold, lis, rdy))
+            stop(proc, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -210,10 +210,17 @@ impl PartitionLogs {
         if self.store.failure().is_some() {
             return;
         }
-        let snap = snapshot::CoreSnapshot {
-            store: self.store.checkpoint(),
-            partitions: self.open.borrow().values().map(|s| s.log.snapshot()).collect(),
-        };
+        let mut partitions: Vec<snapshot::PartitionSnapshot> =
+            self.open.borrow().values().map(|s| s.log.snapshot()).collect();
+        // Recovered but not opened yet (a stop right after start): what recovery rebuilt is
+        // durable as it stands.
+        partitions.extend(self.recovered.borrow().iter().map(|((topic, p), rec)| snapshot::PartitionSnapshot {
+            path: ml_metadata::ml_path(topic, *p),
+            end: rec.index.last().map_or(0, |e| e.last_offset + 1),
+            index: (0..rec.index.len()).filter_map(|i| rec.index.get(i)).copied().collect(),
+            producers: rec.producers.export(),
+        }));
+        let snap = snapshot::CoreSnapshot { store: self.store.checkpoint(), partitions };
         let dir = self.store.core_dir();
         let (tx, rx) = async_channel::bounded(1);
         let spawned = std::thread::Builder::new().name("kopd-snapshot".into()).spawn(move || {
