@@ -51,7 +51,8 @@ def start(binary, data, port, cores, extra, snapshots=True):
 def ready(bootstrap, topic, partitions, deadline, proc):
     """Blocks until every partition answers a watermark query."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "restart-bench", "broker.address.family": "v4",
-                  "log_level": 0})
+                  "log_level": 0,
+                  "reconnect.backoff.ms": 5, "reconnect.backoff.max.ms": 50})
     try:
         for p in range(partitions):
             while True:
@@ -81,9 +82,19 @@ def timed_start(args, data, port, cold, binary=None):
     return proc, listening, time.monotonic() - t0
 
 
-def stop(proc, sig):
+def stop(proc, sig, port=None, cores=0):
     proc.send_signal(sig)
     proc.wait(timeout=120)
+    # A killed process's listeners close asynchronously (io_uring teardown); a restart timed
+    # before they are gone would connect to the dead one.
+    deadline = time.monotonic() + 30
+    for i in range(cores):
+        while port and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port + i), timeout=0.2).close()
+                time.sleep(0.01)
+            except OSError:
+                break
 
 
 def fill(bootstrap, partitions, total):
@@ -153,25 +164,25 @@ def measure(args, data, rows):
     for cold in ([False, True] if args.cold else [False]):
         # clean: after a clean stop (which writes the snapshot).
         proc, _, _ = timed_start(args, data, args.port, False)
-        stop(proc, signal.SIGTERM)
+        stop(proc, signal.SIGTERM, args.port, args.cores)
         proc, lis, rdy = timed_start(args, data, args.port, cold)
         rows.append(("clean", cold, lis, rdy))
         time.sleep(6)  # a periodic snapshot (every 5 s here) is taken
-        stop(proc, signal.SIGKILL)
+        stop(proc, signal.SIGKILL, args.port, args.cores)
         proc, lis, rdy = timed_start(args, data, args.port, cold)
         rows.append(("kill9", cold, lis, rdy))
-        stop(proc, signal.SIGKILL)
+        stop(proc, signal.SIGKILL, args.port, args.cores)
         for snap in (data / "ledgers").glob("core-*/log.snapshot"):
             snap.unlink()
         proc, lis, rdy = timed_start(args, data, args.port, cold)
         rows.append(("no-snapshot", cold, lis, rdy))
-        stop(proc, signal.SIGKILL)
+        stop(proc, signal.SIGKILL, args.port, args.cores)
         if args.baseline:
             for snap in (data / "ledgers").glob("core-*/log.snapshot"):
                 snap.unlink()
             proc, lis, rdy = timed_start(args, data, args.port, cold, args.baseline)
             rows.append(("kill9, baseline binary", cold, lis, rdy))
-            stop(proc, signal.SIGKILL)
+            stop(proc, signal.SIGKILL, args.port, args.cores)
 
 
 if __name__ == "__main__":
