@@ -190,4 +190,14 @@ mod tests {
         assert_eq!(ix.position_of(3), None);
         assert_eq!(ix.position_of(6), Some(0));
     }
+
+    #[test]
+    fn truncate_back_drops_lost_entries() {
+        let mut ix = index();
+        assert_eq!(ix.truncate_back(|e| e.ledger == 2 && e.entry >= 1), Some(10));
+        assert_eq!(ix.last().map(|e| e.last_offset), Some(9));
+        assert_eq!(ix.truncate_back(|e| e.ledger == 9), None);
+        assert_eq!(ix.truncate_back(|_| true), Some(0));
+        assert!(ix.is_empty());
+    }
 }

@@ -142,4 +142,20 @@ mod tests {
         t.record(1, 0, b(i32::MAX - 1, i32::MAX, 0));
         assert_eq!(t.check(1, 0, 0, 3), SequenceCheck::New);
     }
+
+    #[test]
+    fn export_rebuilds_the_same_table() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..7 {
+            t.record(1, 0, b(i, i, i as i64));
+        }
+        t.record(2, 3, b(0, 4, 100));
+        let mut back = ProducerStateTable::default();
+        for (pid, epoch, batches) in t.export() {
+            batches.into_iter().for_each(|x| back.record(pid, epoch, x));
+        }
+        assert_eq!(back.export(), t.export());
+        assert_eq!(back.check(1, 0, 6, 6), SequenceCheck::Duplicate(b(6, 6, 6)));
+        assert_eq!(back.check(2, 2, 5, 5), SequenceCheck::StaleEpoch);
+    }
 }

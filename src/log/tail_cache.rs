@@ -72,4 +72,16 @@ mod tests {
         c.push(12, Bytes::from(vec![0u8; 11]));
         assert!(c.get(8).is_none() && c.get(12).is_none());
     }
+
+    #[test]
+    fn truncate_drops_the_newest_batches() {
+        let mut c = TailCache::new(100);
+        for (o, b) in [(0, &b"aa"[..]), (2, b"bb"), (4, b"cc")] {
+            c.push(o, Bytes::copy_from_slice(b));
+        }
+        c.truncate_from(2);
+        assert!(c.get(0).is_some() && c.get(2).is_none() && c.get(4).is_none());
+        c.push(2, Bytes::from_static(b"dd"));
+        assert_eq!(c.get(2).map(|b| &b[..]), Some(&b"dd"[..]));
+    }
 }
