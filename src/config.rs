@@ -131,6 +131,11 @@ pub struct Config {
     pub flush: Flush,
     pub ledger_file_bytes: u64,
     pub ledger_max_pending_bytes: usize,
+    /// While a core's ledger store is failed (disk full, I/O error), how often it probes
+    /// whether writes succeed again.
+    pub ledger_failure_probe_interval: std::time::Duration,
+    /// How often each core snapshots its partitions' logs (restart reads only what follows).
+    pub log_snapshot_interval: std::time::Duration,
     pub groups: GroupSettings,
     /// Every key's effective value, for DescribeConfigs on broker resources.
     pub settings: Vec<Setting>,
@@ -188,6 +193,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
     ("ledger.max.pending.bytes",         "67108864",    "bytes per core queued for the disk before produce backs off"),
+    ("log.snapshot.interval.ms",         "30000",       "how often each core snapshots its partitions' offset indexes and producer state (and at clean shutdown); a restart reads only entries written after the last snapshot"),
+    ("ledger.failure.probe.interval.ms", "1000",        "after a failed write or fdatasync (e.g. disk full) produce gets KAFKA_STORAGE_ERROR; this often the core probes whether writes succeed again, and resumes when they do"),
     ("kafka.metadata.tenant",            "public",      "Pulsar tenant of kopd's internal topics (__consumer_offsets)"),
     ("kafka.metadata.namespace",         "__kafka",     "Pulsar namespace of kopd's internal topics"),
     ("offsets.topic.num.partitions",     "50",          "partitions of __consumer_offsets when it is created"),
@@ -397,6 +404,16 @@ impl ConfigSources {
             },
             ledger_file_bytes: self.int("ledger.file.bytes", 1 << 20, 1 << 40)? as u64,
             ledger_max_pending_bytes: self.int("ledger.max.pending.bytes", 1 << 20, 1 << 40)? as usize,
+            log_snapshot_interval: std::time::Duration::from_millis(self.int(
+                "log.snapshot.interval.ms",
+                100,
+                i64::MAX,
+            )? as u64),
+            ledger_failure_probe_interval: std::time::Duration::from_millis(self.int(
+                "ledger.failure.probe.interval.ms",
+                10,
+                3_600_000,
+            )? as u64),
             groups: self.group_settings()?,
             settings: KEYS
                 .iter()

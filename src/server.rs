@@ -126,6 +126,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
                     Flush::Interval(d) => FlushPolicy::Interval(d),
                 },
                 max_pending_bytes: config.ledger_max_pending_bytes,
+                probe_interval: config.ledger_failure_probe_interval,
             };
             let dir = crate::storage::local::core_dir(&store_config.dir, core);
             let ledger_store = LocalLedgerStore::open(core, store_config, ledgers)
@@ -138,6 +139,8 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
                 b.logs.open_recovered(&b.catalog(), b.id as u32).await;
                 b.logs.run_retention(std::time::Duration::from_millis(b.config.retention_check_interval_ms)).await;
             });
+            let b = broker.clone();
+            runtime::spawn(async move { b.logs.run_snapshots(b.config.log_snapshot_interval).await });
             let b = broker.clone();
             runtime::spawn(async move { b.run_inbox(inbox).await });
             let b = broker.clone();

@@ -7,7 +7,7 @@
 //! Readers see only offsets below the high watermark.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,8 @@ use crate::meta::store::{MetadataStoreThread, StoreOp};
 use crate::meta::topic_name::TopicName;
 use crate::storage::local::LocalLedgerStore;
 use crate::storage::{LedgerId, LedgerStore, StorageError, entry};
+
+mod resume;
 
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -99,11 +101,25 @@ struct State {
     log_start: i64,
     next_offset: i64,
     high_watermark: i64,
+    /// Producer state including appends not yet durable (what sequence checks use).
     producers: ProducerStateTable,
+    /// Producer state of the durable prefix (below the high watermark): what recovery would
+    /// rebuild, so what the log rolls back to after a store failure.
+    durable_producers: ProducerStateTable,
+    /// Idempotent batches appended but not yet durable, in offset order.
+    pending_producers: VecDeque<(i64, i16, BatchSeq)>,
     tail: TailCache,
     /// A new ledger is being created; appends wait.
     rolling: bool,
+    /// The partition is deleted: nothing more is appended.
     failed: Option<String>,
+    /// An append failed in the store: appends wait for the store to resume, then the log
+    /// rolls back to what is durable (`resume`).
+    broken: Option<String>,
+    /// `store.failures()` when this log last checked its appends against the store.
+    store_failures: u64,
+    /// The current ledger lost entries: the next ledger must be a new one.
+    must_roll: bool,
     settings: LogSettings,
 }
 
@@ -143,6 +159,7 @@ impl ManagedLedger {
         let stored_start = info.property(LOG_START_OFFSET_PROPERTY).and_then(|s| s.parse().ok()).unwrap_or(0);
         let first_indexed = index.first().map_or(next_offset, |e| e.base_offset);
         let log_start = stored_start.max(first_indexed).min(next_offset);
+        let store_failures = store.failures();
         let ml = Rc::new(ManagedLedger {
             topic,
             partition,
@@ -158,10 +175,15 @@ impl ManagedLedger {
                 log_start,
                 next_offset,
                 high_watermark: next_offset,
+                durable_producers: producers.clone(),
                 producers,
+                pending_producers: VecDeque::new(),
                 tail: TailCache::new(settings.tail_cache_bytes),
                 rolling: true,
                 failed: None,
+                broken: None,
+                store_failures,
+                must_roll: false,
                 settings,
             }),
             progress: Event::new(),
@@ -267,29 +289,46 @@ impl ManagedLedger {
             || (st.current_entries > 0 && st.current_since.elapsed() >= st.settings.rollover_age)
     }
 
-    /// Waits until no rollover is under way and a ledger is current.
+    /// Waits until no rollover is under way and a ledger is current. While the store is
+    /// failed this answers at once with the store's error; once it has resumed, the first
+    /// caller rolls the log back to what is durable (`resume`).
     async fn ready(&self) -> Result<LedgerId, LogError> {
         loop {
+            let failures = self.store.failures();
             let listener = {
                 let st = self.state.borrow();
                 if let Some(f) = &st.failed {
                     return Err(LogError::Failed(f.clone()));
                 }
+                let check = st.broken.is_some() || st.must_roll || failures != st.store_failures;
+                if check && let Some(why) = self.store.failure() {
+                    return Err(LogError::Storage(StorageError::Unavailable(why)));
+                }
                 match (st.rolling, st.current) {
+                    (false, _) if check => None,
                     (false, Some(l)) => return Ok(l),
-                    _ => self.progress.listen(),
+                    _ => Some(self.progress.listen()),
                 }
             };
-            listener.await;
+            match listener {
+                Some(l) => l.await,
+                None => self.resume(failures).await?,
+            }
         }
     }
 
-    /// Waits (bounded) until `offset` is below the high watermark.
-    async fn durable(&self, offset: i64) {
+    /// Waits until `offset` is below the high watermark; an error if it never will be.
+    async fn durable(&self, offset: i64) -> Result<(), LogError> {
         loop {
             let listener = self.progress.listen();
-            if self.high_watermark() > offset || self.state.borrow().failed.is_some() {
-                return;
+            {
+                let st = self.state.borrow();
+                if st.high_watermark > offset {
+                    return Ok(());
+                }
+                if let Some(f) = st.failed.as_ref().or(st.broken.as_ref()) {
+                    return Err(LogError::Storage(StorageError::Unavailable(f.clone())));
+                }
             }
             listener.await;
         }
@@ -357,6 +396,7 @@ impl ManagedLedger {
                 max_timestamp: max_ts,
             };
             st.producers.record(header.producer_id, header.producer_epoch, b);
+            st.pending_producers.push_back((header.producer_id, header.producer_epoch, b));
         }
         let rollover = Self::needs_rollover(&st);
         if rollover {
@@ -373,11 +413,16 @@ impl ManagedLedger {
         leader_epoch: i32,
     ) -> Result<AppendResult, LogError> {
         let ledger = self.ready().await?;
+        // Refused before offsets are assigned, so backpressure leaves nothing to undo. The
+        // margin covers the entry's Pulsar metadata.
+        if !self.store.has_room(batch.len() + 256) {
+            return Err(LogError::Storage(StorageError::Backpressure));
+        }
         let Prepared { entry_bytes, expected_entry, base, last, append_time, rollover } =
             match self.prepare(ledger, batch, validated, leader_epoch)? {
                 Step::Append(p) => p,
                 Step::Duplicate(b, log_start) => {
-                    self.durable(b.last_offset).await;
+                    self.durable(b.last_offset).await?;
                     // Kafka answers a duplicate with the original batch's timestamp.
                     return Ok(AppendResult {
                         base_offset: b.base_offset,
@@ -400,17 +445,23 @@ impl ManagedLedger {
             Ok(id) => {
                 debug_assert_eq!(id, expected_entry, "entry ids contiguous");
                 let log_start = {
-                    let mut st = self.state.borrow_mut();
+                    let mut guard = self.state.borrow_mut();
+                    let st = &mut *guard;
                     st.high_watermark = st.high_watermark.max(last + 1);
+                    while st.pending_producers.front().is_some_and(|p| p.2.last_offset < st.high_watermark) {
+                        if let Some((pid, epoch, b)) = st.pending_producers.pop_front() {
+                            st.durable_producers.record(pid, epoch, b);
+                        }
+                    }
                     st.log_start
                 };
                 self.progress.notify(usize::MAX);
                 Ok(AppendResult { base_offset: base, log_append_time: append_time, log_start_offset: log_start })
             }
             Err(e) => {
-                // Offsets past this one may already be assigned; nothing more can be appended
-                // consistently until recovery rebuilds the log from what is durable.
-                self.state.borrow_mut().failed = Some(e.to_string());
+                // Offsets past this one may already be assigned; nothing more is appended
+                // until the store resumes and `resume` rolls back to what is durable.
+                self.state.borrow_mut().broken.get_or_insert_with(|| e.to_string());
                 self.progress.notify(usize::MAX);
                 Err(LogError::Storage(e))
             }

@@ -10,6 +10,7 @@ pub mod offset_index;
 pub mod producer_state;
 pub mod record_batch;
 pub mod recovery;
+pub mod snapshot;
 pub mod tail_cache;
 
 use std::cell::RefCell;
@@ -188,9 +189,50 @@ impl PartitionLogs {
         }
     }
 
-    /// Stops the core's ledger store after writing and syncing everything queued.
+    /// Stops the core's ledger store after writing and syncing everything queued, then
+    /// snapshots every open log, so the next start reads nothing but the snapshot.
     pub async fn close(&self) {
         self.store.close().await;
+        self.write_snapshot().await;
+    }
+
+    /// Snapshots every open log and the store's checkpoint (see `snapshot.rs`); runs forever.
+    pub async fn run_snapshots(&self, every: Duration) {
+        loop {
+            crate::runtime::sleep(every).await;
+            self.write_snapshot().await;
+        }
+    }
+
+    /// Takes the snapshot in one synchronous step (a consistent cut) and writes it on a
+    /// helper thread, so the core does not block on the file system.
+    pub async fn write_snapshot(&self) {
+        if self.store.failure().is_some() {
+            return;
+        }
+        let mut partitions: Vec<snapshot::PartitionSnapshot> =
+            self.open.borrow().values().map(|s| s.log.snapshot()).collect();
+        // Recovered but not opened yet (a stop right after start): what recovery rebuilt is
+        // durable as it stands.
+        partitions.extend(self.recovered.borrow().iter().map(|((topic, p), rec)| snapshot::PartitionSnapshot {
+            path: ml_metadata::ml_path(topic, *p),
+            end: rec.index.last().map_or(0, |e| e.last_offset + 1),
+            index: (0..rec.index.len()).filter_map(|i| rec.index.get(i)).copied().collect(),
+            producers: rec.producers.export(),
+        }));
+        let snap = snapshot::CoreSnapshot { store: self.store.checkpoint(), partitions };
+        let dir = self.store.core_dir();
+        let (tx, rx) = async_channel::bounded(1);
+        let spawned = std::thread::Builder::new().name("kopd-snapshot".into()).spawn(move || {
+            let _ = tx.send_blocking(snapshot::write_file(&dir, &snap.encode()));
+        });
+        let res = match spawned {
+            Ok(_) => rx.recv().await.unwrap_or_else(|_| Err(std::io::Error::other("snapshot thread died"))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot write the log snapshot; the next start reads more");
+        }
     }
 
     /// Applies retention to every open log; runs forever on the core.

@@ -124,6 +124,16 @@ impl OffsetIndex {
         }
     }
 
+    /// Removes entries from the back while `lost` holds for them; returns the first offset
+    /// removed (where the log now ends), if any.
+    pub fn truncate_back(&mut self, lost: impl Fn(&IndexEntry) -> bool) -> Option<i64> {
+        let mut end = None;
+        while self.entries.len() > self.start && self.entries.last().is_some_and(&lost) {
+            end = self.entries.pop().map(|e| e.base_offset);
+        }
+        end
+    }
+
     /// Bytes stored per ledger, oldest first.
     pub fn bytes_in(&self, ledger: LedgerId) -> u64 {
         self.live().iter().filter(|e| e.ledger == ledger).map(|e| e.size as u64).sum()
@@ -179,5 +189,15 @@ mod tests {
         assert_eq!(ix.first().map(|e| e.base_offset), Some(6));
         assert_eq!(ix.position_of(3), None);
         assert_eq!(ix.position_of(6), Some(0));
+    }
+
+    #[test]
+    fn truncate_back_drops_lost_entries() {
+        let mut ix = index();
+        assert_eq!(ix.truncate_back(|e| e.ledger == 2 && e.entry >= 1), Some(10));
+        assert_eq!(ix.last().map(|e| e.last_offset), Some(9));
+        assert_eq!(ix.truncate_back(|e| e.ledger == 9), None);
+        assert_eq!(ix.truncate_back(|_| true), Some(0));
+        assert!(ix.is_empty());
     }
 }

@@ -4,6 +4,10 @@
 //! recovery scan (which also truncates torn tails) yields every durable entry. From the entries'
 //! BrokerEntryMetadata and Kafka batch headers this rebuilds, per partition, the offset and
 //! time index and the idempotent-producer state.
+//!
+//! A partition with a usable snapshot (`snapshot.rs`, checked in `usable_from`) starts from
+//! it, and only the entries after it are read; the store likewise starts each directory from
+//! its checkpoint. Anything that does not fit falls back to reading everything.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,9 +20,10 @@ use super::managed_ledger::RecoveredLog;
 use super::ml_metadata::{ML_PREFIX, ManagedLedgerInfo, parse_ml_path};
 use super::producer_state::BatchSeq;
 use super::record_batch;
+use super::snapshot::{self, PartitionSnapshot};
 use crate::meta::store::MetadataStore;
 use crate::meta::topic_name::TopicName;
-use crate::storage::local::{self, RecoveredStore};
+use crate::storage::local::{self, RecoveredStore, Scanned};
 use crate::storage::{EntryId, LedgerId, entry};
 
 pub type PartitionKey = (TopicName, i32);
@@ -85,17 +90,72 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
             producer: header.filter(|h| h.producer_id >= 0).map(|h| (h.producer_id, h.producer_epoch, h.base_sequence)),
         });
     };
-    let store = local::recover(ledger_dir, &mut visit)?;
+    let snaps = snapshot::read_all(ledger_dir);
+    let checkpoints: HashMap<usize, Vec<u8>> =
+        snaps.iter().filter_map(|(core, s)| Some((*core, s.store.clone()?))).collect();
+    let scanned = local::scan(ledger_dir, &checkpoints)?;
+    // The newest snapshot of each partition (a partition moved by a core-count change may
+    // be in two files).
+    let mut latest: HashMap<PartitionKey, PartitionSnapshot> = HashMap::new();
+    for p in snaps.into_values().flat_map(|s| s.partitions) {
+        if let Some(key) = parse_ml_path(&p.path)
+            && latest.get(&key).is_none_or(|q| q.end < p.end)
+        {
+            latest.insert(key, p);
+        }
+    }
+    let mut from: HashMap<LedgerId, EntryId> = HashMap::new();
+    let mut bases: HashMap<PartitionKey, PartitionSnapshot> = HashMap::new();
+    for (key, snap) in latest {
+        let Some(info) = infos.get(&key) else { continue };
+        if snap.index.is_empty() {
+            // Nothing to start from (an empty partition): the rebuild reads nothing either.
+            continue;
+        }
+        match usable_from(info, &snap, &scanned) {
+            Some(f) => {
+                from.extend(f);
+                bases.insert(key, snap);
+            }
+            None => {
+                warn!(topic = %key.0, partition = key.1, "log snapshot does not match the ledgers; rebuilding the partition")
+            }
+        }
+    }
+    let from_fn =
+        |l: LedgerId| if owner_of.contains_key(&l) { from.get(&l).copied().unwrap_or(0) } else { EntryId::MAX };
+    let store = scanned.finish(&from_fn, &mut visit)?;
 
     let mut partitions = HashMap::new();
     for (key, info) in infos {
         let order: HashMap<LedgerId, usize> = info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
+        // A closed ledger's entry count is authoritative: entries past it were never
+        // acknowledged (written by a window whose sync failed) and must not come back.
+        let closed: HashMap<LedgerId, u64> = info
+            .ledger_info
+            .iter()
+            .filter_map(|l| Some((l.ledger_id as LedgerId, u64::try_from(l.entries?).ok()?)))
+            .collect();
         let mut entries = found.remove(&key).unwrap_or_default();
         entries.sort_by_key(|f| (order.get(&f.ledger).copied().unwrap_or(usize::MAX), f.entry));
         let cursors = cursors.remove(&key).unwrap_or_default();
         let mut log = RecoveredLog { info, cursors, ..Default::default() };
         let mut prev_last = -1i64;
+        if let Some(snap) = bases.remove(&key) {
+            // Entries of ledgers deleted since the snapshot (its oldest) are gone.
+            for e in snap.index.iter().filter(|e| order.contains_key(&e.ledger)) {
+                log.index.push(e.base_offset, e.last_offset, e.ledger, e.entry, e.max_timestamp, e.size);
+            }
+            for (pid, epoch, batches) in snap.producers {
+                batches.into_iter().for_each(|b| log.producers.record(pid, epoch, b));
+            }
+            prev_last = snap.index.last().map_or(-1, |e| e.last_offset);
+        }
         for f in entries {
+            if closed.get(&f.ledger).is_some_and(|n| f.entry >= *n) {
+                warn!(topic = %key.0, partition = key.1, ledger = f.ledger, entry = f.entry, "entry past its closed ledger's end skipped");
+                continue;
+            }
             if f.base_offset <= prev_last {
                 warn!(topic = %key.0, partition = key.1, offset = f.base_offset, "entry overlaps earlier offsets; skipped");
                 continue;
@@ -124,4 +184,56 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
         warn!(topic = %key.0, partition = key.1, count = orphans.len(), "cursors without a managed ledger ignored");
     }
     Ok(RecoveredLogs { partitions, store })
+}
+
+/// Where reading must start for each ledger of a partition whose snapshot fits: `None` if it
+/// does not. It fits when its ledgers come in the ledger list's order, and each one's entries
+/// are all the store kept (up to the ledger's closed length), except that the last one may
+/// have more entries since. Entries of ledgers deleted since (retention and DeleteRecords
+/// delete the oldest first) are dropped from the front.
+fn usable_from(
+    info: &ManagedLedgerInfo,
+    snap: &PartitionSnapshot,
+    scanned: &Scanned,
+) -> Option<Vec<(LedgerId, EntryId)>> {
+    let pos: HashMap<LedgerId, usize> = info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
+    let effective = |l: LedgerId| {
+        let closed = info
+            .ledger_info
+            .iter()
+            .find(|li| li.ledger_id as LedgerId == l)
+            .and_then(|li| u64::try_from(li.entries?).ok())
+            .unwrap_or(u64::MAX);
+        scanned.entry_count(l).min(closed)
+    };
+    let live = snap.index.iter().skip_while(|e| !pos.contains_key(&e.ledger));
+    // (ledger, entries covered) in snapshot order.
+    let mut covered: Vec<(LedgerId, u64)> = Vec::new();
+    for e in live {
+        let p = *pos.get(&e.ledger)?;
+        match covered.last_mut() {
+            Some((l, n)) if *l == e.ledger => *n = (*n).max(e.entry + 1),
+            last => {
+                if last.is_some_and(|(l, _)| pos.get(l).is_none_or(|q| *q >= p)) {
+                    return None;
+                }
+                covered.push((e.ledger, e.entry + 1));
+            }
+        }
+    }
+    let (last, last_n) = *covered.last()?;
+    if last_n > effective(last) {
+        return None;
+    }
+    let mut from = Vec::new();
+    let last_pos = *pos.get(&last)?;
+    for l in info.ledger_ids().take(last_pos) {
+        let n = covered.iter().find(|(c, _)| *c == l).map_or(0, |(_, n)| *n);
+        if n != effective(l) {
+            return None;
+        }
+        from.push((l, EntryId::MAX));
+    }
+    from.push((last, last_n));
+    Some(from)
 }

@@ -40,6 +40,15 @@ impl TailCache {
         self.batches.get(i).filter(|(b, _)| *b == base_offset).map(|(_, batch)| batch)
     }
 
+    /// Drops every batch starting at or after `offset` (appends that never became durable).
+    pub fn truncate_from(&mut self, offset: i64) {
+        while self.batches.back().is_some_and(|(b, _)| *b >= offset) {
+            if let Some((_, b)) = self.batches.pop_back() {
+                self.bytes -= b.len();
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.batches.clear();
         self.bytes = 0;
@@ -62,5 +71,17 @@ mod tests {
         assert!(c.get(5).is_none());
         c.push(12, Bytes::from(vec![0u8; 11]));
         assert!(c.get(8).is_none() && c.get(12).is_none());
+    }
+
+    #[test]
+    fn truncate_drops_the_newest_batches() {
+        let mut c = TailCache::new(100);
+        for (o, b) in [(0, &b"aa"[..]), (2, b"bb"), (4, b"cc")] {
+            c.push(o, Bytes::copy_from_slice(b));
+        }
+        c.truncate_from(2);
+        assert!(c.get(0).is_some() && c.get(2).is_none() && c.get(4).is_none());
+        c.push(2, Bytes::from_static(b"dd"));
+        assert_eq!(c.get(2).map(|b| &b[..]), Some(&b"dd"[..]));
     }
 }

@@ -336,3 +336,82 @@ pub fn leaders(conn: &mut Conn, topic: &str) -> Vec<i32> {
     p.sort();
     p.into_iter().map(|(_, l)| l).collect()
 }
+
+// An idempotent producer's numbered batches, and reading a partition back.
+
+/// Records per `idempotent_batch`.
+pub const RECORDS: usize = 8;
+const VALUE_BYTES: usize = 2000;
+
+/// The value of record `i` of batch `batch`: its numbers, padded to 2000 bytes.
+pub fn batch_value(batch: usize, i: usize) -> Bytes {
+    let mut v = format!("batch {batch} record {i};").into_bytes();
+    v.resize(VALUE_BYTES, (batch * 7 + i) as u8);
+    Bytes::from(v)
+}
+
+/// Batch number `b` of an idempotent producer whose first batch had sequence `seq0`:
+/// sequences `seq0 + b * RECORDS ..`, values `batch_value(b, i)`.
+pub fn idempotent_batch(pid: i64, epoch: i16, seq0: usize, b: usize) -> Bytes {
+    let records: Vec<Record> = (0..RECORDS)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: (seq0 + b * RECORDS + i) as i32,
+            timestamp: 1_700_000_000_000 + (b * RECORDS + i) as i64,
+            key: None,
+            value: Some(batch_value(b, i)),
+            headers: Default::default(),
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
+pub fn init_producer(c: &mut Conn) -> (i64, i16) {
+    let req = kafka_protocol::messages::InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let resp = c.send(4, &req).unwrap();
+    assert_eq!(resp.error_code, 0);
+    (resp.producer_id.0, resp.producer_epoch)
+}
+
+/// Every record of a partition from offset 0 up to the high watermark, as (offset, value),
+/// and the high watermark.
+pub fn read_all(c: &mut Conn, topic: &str, partition: i32) -> (Vec<(i64, Bytes)>, i64) {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let part = FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(next)
+            .with_partition_max_bytes(4 << 20);
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(4 << 20)
+            .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![part])]);
+        let resp = c.send(12, &req).unwrap();
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch at {next}");
+        let mut buf = p.records.clone().unwrap_or_default();
+        if buf.is_empty() {
+            return (out, p.high_watermark);
+        }
+        while !buf.is_empty() {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
+            for r in set.records {
+                out.push((r.offset, r.value.clone().unwrap_or_default()));
+                next = r.offset + 1;
+            }
+        }
+    }
+}

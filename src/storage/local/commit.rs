@@ -147,6 +147,8 @@ pub(super) struct Writer {
     align: u64,
     /// Written since the last fdatasync.
     pub dirty: bool,
+    /// Everything before this is durable (fdatasync'd).
+    pub synced: u64,
 }
 
 impl Writer {
@@ -158,6 +160,7 @@ impl Writer {
         w.write(&encode_seg_header(core, floor)).await?;
         w.file.fdatasync().await?;
         w.dirty = false;
+        w.synced = w.len;
         sync_dir(&core_dir(root, core)).await?;
         Ok(w)
     }
@@ -181,7 +184,7 @@ impl Writer {
 
     fn new(file: DmaFile, seg: u32, seq: u64, len: u64, tail: Vec<u8>) -> Self {
         let align = alignment(&file);
-        Writer { file, seg, seq, len, tail, align, dirty: false }
+        Writer { file, seg, seq, len, tail, align, dirty: false, synced: len }
     }
 
     pub async fn write(&mut self, src: &[u8]) -> io::Result<()> {
@@ -252,7 +255,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn close(self) -> io::Result<()> {
+    pub async fn close(self) -> io::Result<()> {
         Ok(self.file.close().await?)
     }
 }
@@ -287,6 +290,10 @@ async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
     }
     w.file.fdatasync().await?;
     w.dirty = false;
+    w.synced = w.len;
+    if let Some(s) = shared.st.borrow_mut().segs.get_mut(w.seg as usize) {
+        s.durable = s.durable.max(w.synced);
+    }
     shared.syncs.set(shared.syncs.get() + 1);
     Ok(())
 }
@@ -298,6 +305,8 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
         FlushPolicy::Interval(d) => Some(d),
     };
     let mut last_sync = Instant::now();
+    // End of what finished windows wrote: a failure discards everything after it.
+    let mut good = Good { seq: w.seq, len: w.len };
     loop {
         let (window, closed) = {
             let mut st = shared.st.borrow_mut();
@@ -312,14 +321,25 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
                 last_sync = Instant::now();
             }
             if !finish(&shared, win, res) {
-                break;
+                match super::resume::after_failure(&shared, w, good).await {
+                    Some(next) => w = next,
+                    // Closed while failed; the committer has stopped.
+                    None => return,
+                }
             }
+            good = Good { seq: w.seq, len: w.len };
         }
         let due = interval.is_some_and(|d| last_sync.elapsed() >= d);
         if w.dirty && (due || (closed && !busy)) {
             if let Err(e) = sync(&shared, &mut w).await {
                 fail(&shared, &e.to_string());
-                break;
+                match super::resume::after_failure(&shared, w, good).await {
+                    Some(next) => w = next,
+                    // Closed while failed; the committer has stopped.
+                    None => return,
+                }
+                good = Good { seq: w.seq, len: w.len };
+                continue;
             }
             last_sync = Instant::now();
         }
@@ -337,12 +357,26 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
             _ => shared.wake.wait().await,
         }
     }
+    stop(&shared, Some(w)).await;
+}
+
+/// Fails what is still queued, closes the writer and reports the committer stopped.
+pub(super) async fn stop(shared: &Shared, w: Option<Writer>) {
     let rest = std::mem::replace(&mut shared.st.borrow_mut().queue, Window::new());
     rest.done.complete(Err("ledger store closed".into()));
-    if let Err(e) = w.close().await {
+    if let Some(w) = w
+        && let Err(e) = w.close().await
+    {
         tracing::warn!(error = %e, "closing ledger segment");
     }
     shared.stopped.complete(Ok(()));
+}
+
+/// Where the data of the last successfully finished window ends.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Good {
+    pub seq: u64,
+    pub len: u64,
 }
 
 /// Writes one window, rolling segments as needed; returns each record's (segment, offset).
@@ -407,6 +441,9 @@ async fn roll(shared: &Shared, w: &mut Writer) -> io::Result<()> {
         (seg, st.reserved)
     };
     let next = Writer::create(&shared.root, shared.core, seq, seg, floor).await?;
+    if let Some(s) = shared.st.borrow_mut().segs.get_mut(seg as usize) {
+        s.durable = next.synced;
+    }
     let old = std::mem::replace(w, next);
     if let Err(e) = old.close().await {
         tracing::warn!(error = %e, "closing sealed ledger segment");
@@ -446,11 +483,15 @@ fn finish(shared: &Shared, win: Window, res: io::Result<Vec<(u32, u64)>>) -> boo
 }
 
 /// After a failed write or sync nothing queued can be acknowledged: its durability (and that
-/// of anything after it) is unknown. Every later append is refused.
+/// of anything after it) is unknown. Appends are refused until `resume` has put the store
+/// back on a clean, durable footing.
 fn fail(shared: &Shared, msg: &str) {
-    tracing::error!(core = shared.core, error = msg, "ledger store failed");
+    tracing::error!(core = shared.core, error = msg, "ledger store failed; writes refused until a probe succeeds");
     let queued = {
         let mut st = shared.st.borrow_mut();
+        if st.failed.is_none() {
+            st.failures += 1;
+        }
         st.failed.get_or_insert_with(|| msg.to_string());
         st.pending_bytes = 0;
         std::mem::replace(&mut st.queue, Window::new())

@@ -9,14 +9,20 @@
 //! another core in an earlier run is read from that core's directory.
 //!
 //! Durability: under `FlushPolicy::Always` an append resolves only after an fdatasync that
-//! covers it. After a failed write or sync the store refuses appends until restart.
+//! covers it. After a failed write or sync the store refuses appends (and fails everything
+//! queued) until a probe write succeeds; it then discards what the failed window wrote and
+//! continues in a fresh segment (`resume.rs`).
 
+mod checkpoint;
 mod commit;
 mod format;
 mod recover;
+mod resume;
 mod segments;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_checkpoint;
 #[cfg(test)]
 mod tests_recovery;
 
@@ -34,7 +40,7 @@ use glommio::io::DmaFile;
 use self::commit::{Done, Notify, Window, Writer};
 pub use self::format::core_dir;
 use self::format::{DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, ledger_id, seg_path};
-pub use self::recover::{RecoveredLedgers, RecoveredStore, recover};
+pub use self::recover::{RecoveredLedgers, RecoveredStore, Scanned, recover, scan};
 use self::segments::{SegInfo, removable};
 use super::{EntryId, LedgerId, LedgerStore, StorageError};
 
@@ -61,6 +67,8 @@ pub struct LocalStoreConfig {
     pub flush: FlushPolicy,
     /// Entry bytes queued but not yet written beyond which appends fail with `Backpressure`.
     pub max_pending_bytes: usize,
+    /// While failed, how often to probe whether writes succeed again.
+    pub probe_interval: Duration,
 }
 
 impl Default for LocalStoreConfig {
@@ -70,6 +78,7 @@ impl Default for LocalStoreConfig {
             segment_bytes: 256 << 20,
             flush: FlushPolicy::Always,
             max_pending_bytes: 64 << 20,
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +116,8 @@ pub(super) struct State {
     queue: Window,
     pending_bytes: usize,
     failed: Option<String>,
+    /// Times the store has failed (a resumed store does not reset it).
+    failures: u64,
     closed: bool,
     /// Read-only handles, opened on first read of a segment.
     readers: HashMap<u32, Rc<DmaFile>>,
@@ -155,7 +166,11 @@ impl LocalLedgerStore {
                 let seq = dir_state.map_or(0, |d| d.next_seq);
                 let seg = segs.len() as u32;
                 segs.push(SegInfo::new(core, seq));
-                Writer::create(&root, core, seq, seg, next_seq).await?
+                let w = Writer::create(&root, core, seq, seg, next_seq).await?;
+                if let Some(s) = segs.get_mut(seg as usize) {
+                    s.durable = w.synced;
+                }
+                w
             }
         };
         let ledgers = ledgers
@@ -179,6 +194,7 @@ impl LocalLedgerStore {
                 queue: Window::new(),
                 pending_bytes: 0,
                 failed: None,
+                failures: 0,
                 closed: false,
                 readers: HashMap::new(),
             }),
@@ -195,6 +211,30 @@ impl LocalLedgerStore {
     /// fdatasyncs issued for committed windows (and sealed segments) so far.
     pub fn fdatasync_count(&self) -> u64 {
         self.shared.syncs.get()
+    }
+
+    /// Times the store has failed so far. A managed ledger that sees it change re-checks what
+    /// of its own appends is durable before appending again.
+    pub fn failures(&self) -> u64 {
+        self.shared.st.borrow().failures
+    }
+
+    /// The reason appends are refused right now, if the store is failed.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.st.borrow().failed.clone()
+    }
+
+    /// Whether an entry of about `bytes` would be queued now rather than refused with
+    /// `Backpressure`; checked before offsets are assigned, so a refusal leaves no trace.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        let st = self.shared.st.borrow();
+        st.pending_bytes == 0 || st.pending_bytes + REC_HEADER_LEN + bytes <= self.shared.cfg.max_pending_bytes
+    }
+
+    /// Appends to `ledger` that are queued but not yet durable (or failed and not yet sealed).
+    pub fn pending_entries(&self, ledger: LedgerId) -> u64 {
+        let st = self.shared.st.borrow();
+        st.ledgers.get(&ledger).map_or(0, |ix| ix.next_entry.saturating_sub(ix.locs.len() as u64))
     }
 
     /// Stops accepting appends, writes and syncs what is queued, and stops the committer.

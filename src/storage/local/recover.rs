@@ -7,6 +7,10 @@
 //! it deletes, and a ledger may have entries in several directories), so a second pass
 //! re-reads the segments that hold kept entries and hands each one to the caller in append
 //! order. Finally segments holding only deleted ledgers are unlinked.
+//!
+//! With a directory's checkpoint (`checkpoint.rs`) pass 1 takes the checkpointed prefix of
+//! each segment from it and reads only what follows; pass 2 reads only the entries the caller
+//! asks for (those after its own snapshots), starting at the first of them in each segment.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::checkpoint::DirCheckpoint;
 use super::format::{
     DELETE, Loc, REC_HEADER_LEN, RESERVE, RecHeader, SEG_HEADER_LEN, id_prefix, id_seq, parse_core_dir,
     parse_seg_header, parse_seg_name,
@@ -98,23 +103,62 @@ fn sorted_ids(m: &HashMap<LedgerId, Vec<Loc>>) -> Vec<LedgerId> {
 /// Scans `<dir>/core-*/*.log`, repairs torn tails, and calls `visit` for every kept entry of
 /// every non-deleted ledger (in append order within a directory). Creates `dir` if missing.
 pub fn recover(dir: &Path, visit: &mut dyn FnMut(LedgerId, EntryId, &Bytes)) -> Result<RecoveredStore, StorageError> {
+    scan(dir, &HashMap::new())?.finish(&|_| 0, visit)
+}
+
+/// Pass 1 of recovery: every directory scanned (from its checkpoint in `checkpoints`, by core,
+/// when it is usable), torn tails repaired, dead segments unlinked.
+pub fn scan(dir: &Path, checkpoints: &HashMap<usize, Vec<u8>>) -> Result<Scanned, StorageError> {
     fs::create_dir_all(dir)?;
     let mut b = Builder { root: dir.to_path_buf(), ..Default::default() };
     for (core, path) in list_core_dirs(dir)? {
-        b.scan_dir(core, &path)?;
+        let ckpt = checkpoints.get(&core).and_then(|data| match DirCheckpoint::decode(data) {
+            Ok(c) if c.core == core => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(core, error = %e, "ledger store checkpoint unusable; scanning the directory");
+                None
+            }
+        });
+        b.scan_dir(core, &path, ckpt.as_ref())?;
     }
     let (ledgers, sealed) = b.resolve_ledgers();
     b.remove_dead_segments();
-    b.visit(&ledgers, visit)?;
-    let common = Common {
-        root: b.root,
-        segs: b.segs,
-        dirs: b.dirs,
-        next_seq: b.found.next_seq,
-        deleted: b.found.deleted,
-        sealed,
-    };
-    Ok(RecoveredStore { common: Arc::new(common), ledgers })
+    Ok(Scanned { b, ledgers, sealed })
+}
+
+/// What pass 1 found; `finish` reads the entries the caller still needs.
+pub struct Scanned {
+    b: Builder,
+    ledgers: HashMap<LedgerId, Vec<Loc>>,
+    sealed: HashSet<LedgerId>,
+}
+
+impl Scanned {
+    /// Entries recovered for a ledger (0 if unknown or deleted).
+    pub fn entry_count(&self, ledger: LedgerId) -> u64 {
+        self.ledgers.get(&ledger).map_or(0, |l| l.len() as u64)
+    }
+
+    /// Calls `visit` for every kept entry at or after `from(ledger)` (in append order within a
+    /// directory), reading only from the first such entry of each segment on.
+    pub fn finish(
+        self,
+        from: &dyn Fn(LedgerId) -> EntryId,
+        visit: &mut dyn FnMut(LedgerId, EntryId, &Bytes),
+    ) -> Result<RecoveredStore, StorageError> {
+        let Scanned { b, ledgers, sealed } = self;
+        b.visit(&ledgers, from, visit)?;
+        let common = Common {
+            root: b.root,
+            segs: b.segs,
+            dirs: b.dirs,
+            next_seq: b.found.next_seq,
+            deleted: b.found.deleted,
+            sealed,
+        };
+        Ok(RecoveredStore { common: Arc::new(common), ledgers })
+    }
 }
 
 #[derive(Default)]
@@ -159,7 +203,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn scan_dir(&mut self, core: usize, dir: &Path) -> Result<(), StorageError> {
+    fn scan_dir(&mut self, core: usize, dir: &Path, ckpt: Option<&DirCheckpoint>) -> Result<(), StorageError> {
         let mut files = list_segments(dir)?;
         let next_seq = files.last().map_or(0, |f| f.0 + 1);
         // A last segment without a valid header is a creation cut short by a crash: nothing
@@ -176,14 +220,29 @@ impl Builder {
                 files.pop();
             }
         }
+        let trusted = ckpt.and_then(|c| usable(c, &files));
+        // Segment table index of each checkpointed segment that still exists.
+        let mut seg_of: HashMap<usize, u32> = HashMap::new();
         let mut last = None;
         let count = files.len();
         for (i, (seq, path)) in files.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let seg = self.segs.len() as u32;
             let mut info = SegInfo::new(core, seq);
+            let mut from = None;
+            if let (Some(c), Some(&k)) = (ckpt, trusted.as_ref().and_then(|t| t.get(&seq))) {
+                let cs = &c.segs[k];
+                info.present = cs.present.iter().copied().collect();
+                for m in &cs.markers {
+                    self.found.deleted.insert(*m);
+                    self.found.bump(id_prefix(*m), id_seq(*m).saturating_add(1));
+                }
+                info.markers = cs.markers.clone();
+                seg_of.insert(k, seg);
+                from = Some(cs.len);
+            }
             let found = &mut self.found;
-            let scan = scan_segment(&path, None, &mut |h, off, _| found.note(&mut info, seg, h, off))?;
+            let scan = scan_segment(&path, from, None, &mut |h, off, _| found.note(&mut info, seg, h, off))?;
             if let Some((hcore, floor)) = scan.header {
                 self.found.bump(hcore, floor);
             } else {
@@ -204,8 +263,22 @@ impl Builder {
             if is_last {
                 last = (!info.damaged).then_some(LastSeg { seg, len: scan.valid_len });
             }
+            info.durable = scan.valid_len;
             self.segs.push(info);
             self.valid.push(scan.valid_len);
+        }
+        if let (Some(c), Some(_)) = (ckpt, trusted) {
+            self.found.bump(core, c.floor);
+            for l in &c.ledgers {
+                self.found.bump(id_prefix(l.id), id_seq(l.id).saturating_add(1));
+                for (entry, (k, offset, len)) in l.locs.iter().enumerate() {
+                    // Entries in unlinked segments are gone, as a scan would find them gone.
+                    if let Some(&seg) = seg_of.get(&(*k as usize)) {
+                        let loc = Loc { offset: *offset, seg, len: *len };
+                        self.found.entries.entry(l.id).or_default().push((entry as EntryId, loc));
+                    }
+                }
+            }
         }
         self.dirs.insert(core, DirState { last, next_seq });
         Ok(())
@@ -262,18 +335,29 @@ impl Builder {
     fn visit(
         &self,
         ledgers: &HashMap<LedgerId, Vec<Loc>>,
+        from: &dyn Fn(LedgerId) -> EntryId,
         visit: &mut dyn FnMut(LedgerId, EntryId, &Bytes),
     ) -> Result<(), StorageError> {
+        // Per segment, the offset of the first entry wanted there.
+        let mut start: HashMap<u32, u64> = HashMap::new();
+        for (l, locs) in ledgers {
+            let first = usize::try_from(from(*l)).unwrap_or(usize::MAX);
+            for loc in locs.get(first..).unwrap_or(&[]) {
+                let at = start.entry(loc.seg).or_insert(u64::MAX);
+                *at = (*at).min(loc.offset);
+            }
+        }
         for (i, s) in self.segs.iter().enumerate() {
-            if s.gone || !s.present.iter().any(|l| ledgers.contains_key(l)) {
+            let Some(&at) = start.get(&(i as u32)) else { continue };
+            if s.gone {
                 continue;
             }
             let path = super::format::seg_path(&self.root, s.core, s.seq);
             let seg = i as u32;
-            let scan = scan_segment(&path, Some(self.valid[i]), &mut |h, offset, payload| {
+            let scan = scan_segment(&path, Some(at), Some(self.valid[i]), &mut |h, offset, payload| {
                 let loc = Loc { offset, seg, len: h.len };
                 let kept = ledgers.get(&h.ledger).and_then(|v| v.get(h.entry as usize));
-                if h.entry < RESERVE && kept == Some(&loc) {
+                if h.entry < RESERVE && kept == Some(&loc) && h.entry >= from(h.ledger) {
                     visit(h.ledger, h.entry, &Bytes::copy_from_slice(payload));
                 }
             })?;
@@ -293,9 +377,15 @@ struct Scan {
     garbage: bool,
 }
 
-/// Reads the valid records of a segment (up to `limit` bytes if given), calling `on_rec` with
-/// each record's header, offset and payload.
-fn scan_segment(path: &Path, limit: Option<u64>, on_rec: &mut dyn FnMut(&RecHeader, u64, &[u8])) -> io::Result<Scan> {
+/// Reads the valid records of a segment from `from` (a record boundary; default: the first
+/// record) up to `limit` bytes if given, calling `on_rec` with each record's header, offset
+/// and payload.
+fn scan_segment(
+    path: &Path,
+    from: Option<u64>,
+    limit: Option<u64>,
+    on_rec: &mut dyn FnMut(&RecHeader, u64, &[u8]),
+) -> io::Result<Scan> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let end = limit.map_or(size, |l| l.min(size));
@@ -307,6 +397,14 @@ fn scan_segment(path: &Path, limit: Option<u64>, on_rec: &mut dyn FnMut(&RecHead
         return Ok(Scan { header: None, valid_len: 0, garbage });
     };
     let mut pos = SEG_HEADER_LEN;
+    if let Some(at) = from.filter(|at| *at > SEG_HEADER_LEN) {
+        if at > end {
+            // Shorter than the checkpoint said (checked before use, so only a race).
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than its checkpoint"));
+        }
+        r.seek(SeekFrom::Start(at))?;
+        pos = at;
+    }
     let mut payload = Vec::new();
     loop {
         if pos == end {
@@ -373,6 +471,30 @@ fn list_core_dirs(root: &Path) -> io::Result<Vec<(usize, PathBuf)>> {
     }
     dirs.sort();
     Ok(dirs)
+}
+
+/// Which checkpointed segments (seq -> index in `c.segs`) may be trusted, or `None` if the
+/// checkpoint does not fit the directory: a listed segment is shorter than its checkpointed
+/// length, or an older segment is missing from it. A listed segment that no longer exists
+/// was unlinked (it held only deleted ledgers).
+fn usable(c: &DirCheckpoint, files: &[(u64, PathBuf)]) -> Option<HashMap<u64, usize>> {
+    let on_disk: HashMap<u64, &PathBuf> = files.iter().map(|(s, p)| (*s, p)).collect();
+    let mut trusted = HashMap::new();
+    for (k, s) in c.segs.iter().enumerate() {
+        let Some(path) = on_disk.get(&s.seq) else { continue };
+        let size = fs::metadata(path).ok()?.len();
+        if size < s.len {
+            warn!(path = %path.display(), size, checkpointed = s.len, "segment does not match the checkpoint; scanning the directory");
+            return None;
+        }
+        trusted.insert(s.seq, k);
+    }
+    let newest = c.segs.iter().map(|s| s.seq).max()?;
+    if files.iter().any(|(seq, _)| *seq < newest && !trusted.contains_key(seq)) {
+        warn!("a segment is missing from the checkpoint; scanning the directory");
+        return None;
+    }
+    Some(trusted)
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {

@@ -22,11 +22,13 @@ pub(super) struct SegInfo {
     pub damaged: bool,
     /// Unlinked.
     pub gone: bool,
+    /// Length known durable (fdatasync'd, or found at recovery): what a checkpoint may trust.
+    pub durable: u64,
 }
 
 impl SegInfo {
     pub fn new(core: usize, seq: u64) -> Self {
-        SegInfo { core, seq, present: HashSet::new(), markers: Vec::new(), damaged: false, gone: false }
+        SegInfo { core, seq, present: HashSet::new(), markers: Vec::new(), damaged: false, gone: false, durable: 0 }
     }
 }
 
