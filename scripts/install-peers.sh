@@ -3,7 +3,7 @@
 #   - kcat (Debian package)
 #   - Apache Kafka 4.4.0 command-line tools (jars from Maven Central) with
 #     wrapper scripts in .peers/bin/
-#   - confluent-kafka and pytest for the Python tests
+#   - confluent-kafka, kafka-python 2.x and pytest for the Python tests
 # Idempotent: a second run only checks that everything is present.
 set -euo pipefail
 
@@ -84,6 +84,10 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import confluent_kafka' >/dev/null 2>&1; then
   log "installing confluent-kafka"
   "$PY" -m pip install -q confluent-kafka
+fi
+if ! "$PY" -c 'import kafka, sys; sys.exit(not kafka.__version__.startswith("2."))' >/dev/null 2>&1; then
+  log "installing kafka-python 2.x"
+  "$PY" -m pip install -q "kafka-python>=2.3,<3"
 fi
 if ! "$PY" -c 'import pytest' >/dev/null 2>&1; then
   log "installing pytest"
