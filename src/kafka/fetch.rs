@@ -97,24 +97,18 @@ async fn resolve(
 
 /// The response and, when `splice` is on, the batches its records placeholders stand for
 /// (encode it through [`super::splice::SplicingBuf`]); with `splice` off records are joined.
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16, splice: bool) -> (FetchResponse, Splices) {
+pub async fn handle(broker: &Broker, mut req: FetchRequest, version: i16, splice: bool) -> (FetchResponse, Splices) {
     if req.session_id != 0 {
         let resp = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
         return (resp, Splices::default());
     }
     let catalog = broker.catalog();
-    // A partition named twice is fetched once, as the last entry asks (Kafka keys a fetch's
-    // partitions by name, so later entries replace earlier ones).
-    let mut req = req;
-    let mut seen = std::collections::HashSet::new();
-    for ft in req.topics.iter_mut().rev() {
-        let mut parts = std::mem::take(&mut ft.partitions);
-        parts.reverse();
-        parts.retain(|p| seen.insert((ft.topic.to_string(), ft.topic_id, p.partition)));
-        parts.reverse();
-        ft.partitions = parts;
-    }
-    req.topics.retain(|ft| !ft.partitions.is_empty());
+    // A partition named twice is fetched once, as its last entry asks.
+    partition::keep_last_of_each(
+        &mut req.topics,
+        |t| &mut t.partitions,
+        |t, p| (t.topic.to_string(), t.topic_id, p.partition),
+    );
     let mut targets = Vec::new();
     let mut topic_meta = Vec::new();
     for (ti, ft) in req.topics.iter().enumerate() {

@@ -59,3 +59,23 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Metadata(_) => ResponseError::KafkaStorageError,
     }
 }
+
+/// Keeps, of every partition a request names more than once, only the last entry (Kafka keys
+/// a request's partitions by topic and index, so later entries replace earlier ones), and
+/// drops topics left without partitions. `parts` gives a topic's partition list, `key` a
+/// partition's identity within the request.
+pub fn keep_last_of_each<T, P, K: Eq + std::hash::Hash>(
+    topics: &mut Vec<T>,
+    parts: impl Fn(&mut T) -> &mut Vec<P>,
+    key: impl Fn(&T, &P) -> K,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for t in topics.iter_mut().rev() {
+        let mut ps = std::mem::take(parts(t));
+        ps.reverse();
+        ps.retain(|p| seen.insert(key(t, p)));
+        ps.reverse();
+        *parts(t) = ps;
+    }
+    topics.retain_mut(|t| !parts(t).is_empty());
+}

@@ -117,17 +117,12 @@ async fn produce_partition(
 
 pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> ProduceResponse {
     let catalog = broker.catalog();
-    // A partition named twice is produced to once, with the last data given (Kafka keys a
-    // request's partitions by name, so later entries replace earlier ones).
-    let mut seen = std::collections::HashSet::new();
-    for td in req.topic_data.iter_mut().rev() {
-        let mut pds = std::mem::take(&mut td.partition_data);
-        pds.reverse();
-        pds.retain(|pd| seen.insert((td.name.to_string(), td.topic_id, pd.index)));
-        pds.reverse();
-        td.partition_data = pds;
-    }
-    req.topic_data.retain(|td| !td.partition_data.is_empty());
+    // A partition named twice is produced to once, with the last data given.
+    partition::keep_last_of_each(
+        &mut req.topic_data,
+        |t| &mut t.partition_data,
+        |t, p| (t.name.to_string(), t.topic_id, p.index),
+    );
     let valid_acks = matches!(req.acks, -1..=1);
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();
