@@ -206,7 +206,7 @@ pub fn list_offsets(s: &mut Side, t: &mut T, topic: &str, partition: i32, ts: i6
     t.step(format!("ListOffsets v{v} {topic}/{partition} timestamp={ts}"), reply(&r, fmt_lo));
 }
 
-fn lo_req(parts: &[(&str, i32, i64)]) -> ListOffsetsRequest {
+pub fn lo_req(parts: &[(&str, i32, i64)]) -> ListOffsetsRequest {
     let mut topics: Vec<ListOffsetsTopic> = Vec::new();
     for (tn, p, ts) in parts {
         let lp = ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(*ts);

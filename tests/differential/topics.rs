@@ -129,12 +129,23 @@ pub fn metadata(s: &mut Side, t: &mut T, topics: &[&str], auto: bool) {
 /// Waits (bounded, not recorded) until every partition of `topic` has a leader.
 pub fn wait_ready(s: &mut Side, topic: &str) {
     let v = s.ver(ApiKey::Metadata, 12);
+    let mut partitions = 0;
     wait_until(&format!("{} topic {topic} ready", s.name), || match s.call(v, &metadata_req(&[topic], false)) {
         Ok(m) => m.topics.iter().all(|t| {
+            partitions = t.partitions.len() as i32;
             t.error_code == 0
                 && !t.partitions.is_empty()
                 && t.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 >= 0)
         }),
+        Err(_) => false,
+    });
+    // Kafka's metadata names a leader a moment before that broker serves the partition (it
+    // answers NOT_LEADER_OR_FOLLOWER meanwhile): wait until every partition answers ListOffsets.
+    let lv = s.ver(ApiKey::ListOffsets, 10);
+    let parts: Vec<(&str, i32, i64)> = (0..partitions).map(|p| (topic, p, -1)).collect();
+    let req = crate::fetch::lo_req(&parts);
+    wait_until(&format!("{} topic {topic} served", s.name), || match s.call(lv, &req) {
+        Ok(r) => r.topics.iter().all(|t| t.partitions.iter().all(|p| p.error_code == 0)),
         Err(_) => false,
     });
 }
