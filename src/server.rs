@@ -44,6 +44,10 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     // relative path would fail on the cores (and the working directory is not theirs to know).
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("cannot resolve data.dir {}", config.data_dir.display()))?;
+    // Held until the process exits (the kernel drops it on kill -9 too).
+    let _data_dir_lock = runtime::lock_exclusively(&config.data_dir.join("kopd.lock")).with_context(|| {
+        format!("data.dir {} is in use by another kopd process (or cannot be locked)", config.data_dir.display())
+    })?;
     let config = Arc::new(config);
     let mut store: Box<dyn MetadataStore> = match config.storage {
         StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),

@@ -128,3 +128,15 @@ fn an_unusable_data_dir_fails_the_process() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     assert_failed_naming(run_until_exit(&dir, &a, Duration::from_secs(30)), "data.dir");
 }
+
+#[test]
+fn a_second_kopd_on_the_same_data_dir_is_refused() {
+    let dir = temp_dir("dir-in-use");
+    let first = Kopd::start(&dir, 1, &[]);
+    let a = args(1, &["--data-dir", dir.to_str().unwrap()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    assert_failed_naming(run_until_exit(&dir, &a, Duration::from_secs(30)), "in use by another kopd");
+    // The first one is untouched.
+    let mut c = Conn::connect(first.addr(0));
+    create_topic(&mut c, "still-here", 1, &[]);
+}

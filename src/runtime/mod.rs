@@ -142,3 +142,14 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Creates `path` if needed and takes an exclusive, non-blocking `flock` on it: two processes
+/// must never share a data directory. The lock lasts as long as the returned file is open.
+pub fn lock_exclusively(path: &std::path::Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    // SAFETY: flock on a descriptor owned by `file`.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
