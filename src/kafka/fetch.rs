@@ -107,7 +107,7 @@ pub async fn handle(broker: &Broker, mut req: FetchRequest, version: i16, splice
     partition::keep_last_of_each(
         &mut req.topics,
         |t| &mut t.partitions,
-        |t, p| (t.topic.to_string(), t.topic_id, p.partition),
+        |t, p| (t.topic.clone(), t.topic_id, p.partition),
     );
     let mut targets = Vec::new();
     let mut topic_meta = Vec::new();

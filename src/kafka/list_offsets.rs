@@ -94,23 +94,22 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
     let mut count = std::collections::HashMap::new();
     for t in &req.topics {
         for p in &t.partitions {
-            *count.entry((t.name.to_string(), p.partition_index)).or_insert(0) += 1;
+            *count.entry((t.name.clone(), p.partition_index)).or_insert(0) += 1;
         }
     }
-    let mut answered = std::collections::HashSet::new();
     for t in req.topics {
         let topic = partition::topic(broker, &catalog, Some(t.name.as_str()), uuid::Uuid::nil());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let key = (t.name.to_string(), p.partition_index);
-            if !answered.insert(key.clone()) {
+            // Taken out when answered: a later entry for the same partition finds nothing.
+            let Some(named) = count.remove(&(t.name.clone(), p.partition_index)) else {
                 continue;
-            }
+            };
             let base = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)
                 .with_timestamp(-1);
-            if count.get(&key).is_some_and(|n| *n > 1) {
+            if named > 1 {
                 partitions.push(base.with_error_code(ResponseError::InvalidRequest.code()));
                 continue;
             }

@@ -69,6 +69,9 @@ pub fn keep_last_of_each<T, P, K: Eq + std::hash::Hash>(
     parts: impl Fn(&mut T) -> &mut Vec<P>,
     key: impl Fn(&T, &P) -> K,
 ) {
+    if topics.len() == 1 && parts(&mut topics[0]).len() <= 1 {
+        return;
+    }
     let mut seen = std::collections::HashSet::new();
     for t in topics.iter_mut().rev() {
         let mut ps = std::mem::take(parts(t));

@@ -66,7 +66,7 @@ async fn produce_partition(
         Ok(b) => b,
         Err(e) => return batch_error(e),
     };
-    if batches.iter().any(|b| record_batch::parse_header(b).is_ok_and(|h| h.is_transactional())) {
+    if batches.iter().any(|b| record_batch::is_transactional(b)) {
         // kopd has no transaction coordinator yet: no producer can hold a transactional id.
         return fail(
             ResponseError::TransactionalIdAuthorizationFailed,
@@ -121,7 +121,7 @@ pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> P
     partition::keep_last_of_each(
         &mut req.topic_data,
         |t| &mut t.partition_data,
-        |t, p| (t.name.to_string(), t.topic_id, p.index),
+        |t, p| (t.name.clone(), t.topic_id, p.index),
     );
     let valid_acks = matches!(req.acks, -1..=1);
     let mut topics = Vec::with_capacity(req.topic_data.len());

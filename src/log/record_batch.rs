@@ -182,6 +182,12 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// Whether a v2 batch has the transactional bit, read from its magic and attributes alone
+/// (false for other formats and for bytes too short to tell; validation reports those).
+pub fn is_transactional(b: &[u8]) -> bool {
+    b.get(MAGIC) == Some(&2) && get(b, ATTRIBUTES).is_ok_and(|a| i16::from_be_bytes(a) & TRANSACTIONAL_BIT != 0)
+}
+
 /// `parse_header`, plus `batchLength` must cover exactly the bytes given.
 fn parse_whole(b: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = parse_header(b)?;
