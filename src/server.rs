@@ -52,6 +52,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let mut store: Box<dyn MetadataStore> = match config.storage {
         StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
+        StorageKind::BookKeeper => anyhow::bail!("config key `storage`: the bookkeeper backend is not wired in yet"),
     };
     let mut catalog = Catalog::load(store.as_ref())?;
     let previous_cores = catalog.cores;
