@@ -4,15 +4,16 @@
 #
 #   scripts/bookkeeper-cluster.sh start  [--dir DIR] [--zk-port P] [--bookies N] [--bookie-port P]
 #                                        [--zk-timeout-ms MS] [--wait-secs S] [--owner-pid PID]
+#                                        [--fresh]       (wipe DIR's data first)
 #   scripts/bookkeeper-cluster.sh stop   [--dir DIR]      (safe to repeat)
 #   scripts/bookkeeper-cluster.sh status [--dir DIR]      (exit 0 only if everything is up)
 #   scripts/bookkeeper-cluster.sh kill-bookie I | start-bookie I | pause-zk | resume-zk [--dir DIR]
 #
 # Bookie I (0-based) listens on bookie-port + I. `start` prints the metadata service URI on
 # stdout; everything else goes to stderr. A second `start` on a stopped DIR restarts the
-# cluster with its data. With --owner-pid the cluster stops itself once that process is gone
-# (a test binary killed before its Drop ran). DIR/client.conf is a BookKeeper client conf for this cluster
-# (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
+# cluster with its data. With --owner-pid the cluster stops itself once that process is
+# gone (a test binary killed before its Drop ran). DIR/client.conf is a BookKeeper client
+# conf for this cluster (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,13 +30,14 @@ ZK_TIMEOUT_MS=6000
 WAIT_SECS=60
 STOP_SECS=15
 OWNER_PID=""
+FRESH=0
 BK_HEAP="${BK_HEAP:-256m}"
 
 log() { echo "bookkeeper-cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p' >&2
   exit 2
 }
 
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --zk-timeout-ms) ZK_TIMEOUT_MS="$2"; shift 2 ;;
     --wait-secs) WAIT_SECS="$2"; shift 2 ;;
     --owner-pid) OWNER_PID="$2"; shift 2 ;;
+    --fresh) FRESH=1; shift ;;
     -h|--help) usage ;;
     -*) log "unknown option $1"; usage ;;
     *)
@@ -62,7 +65,13 @@ done
 for n in "$ZK_PORT" "$BOOKIES" "$BOOKIE_PORT" "$ZK_TIMEOUT_MS" "$WAIT_SECS" ${OWNER_PID:+"$OWNER_PID"}; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
 done
-mkdir -p "$DIR"
+if [ ! -d "$DIR" ]; then
+  case "$CMD" in
+    start|cds-archive) mkdir -p "$DIR" ;;
+    stop) log "nothing to stop in $DIR"; exit 0 ;;
+    *) die "no cluster in $DIR" ;;
+  esac
+fi
 DIR="$(cd "$DIR" && pwd)"
 ENV_FILE="$DIR/cluster.env"
 
@@ -267,6 +276,9 @@ cmd_start() {
   check_installed
   [ "$BOOKIES" -ge 1 ] || die "--bookies must be at least 1"
   if live_pid "$DIR/zk.pid" >/dev/null; then die "a cluster is already running in $DIR (stop it first)"; fi
+  if [ "$FRESH" = 1 ]; then
+    rm -rf "$DIR/zk" "$DIR"/bookie-* "$DIR/.formatted" "$ENV_FILE" "$DIR"/*.log
+  fi
   if [ -f "$ENV_FILE" ] && [ -f "$DIR/.formatted" ]; then
     # Restart with the data already here: the layout must not change under it.
     if [ ${#set_opts[@]} -gt 0 ]; then

@@ -233,7 +233,7 @@ impl BookKeeperCluster {
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.write_all(word.as_bytes()).ok()?;
         let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
+        s.take(1 << 20).read_to_string(&mut out).ok()?;
         Some(out)
     }
 
