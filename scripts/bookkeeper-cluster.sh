@@ -3,14 +3,17 @@
 # bookies, all on 127.0.0.1, all state under one directory. Needs scripts/install-peers.sh.
 #
 #   scripts/bookkeeper-cluster.sh start  [--dir DIR] [--zk-port P] [--bookies N] [--bookie-port P]
+#                                        [--zk-timeout-ms MS] [--wait-secs S] [--owner-pid PID]
+#                                        [--fresh]       (wipe DIR's data first)
 #   scripts/bookkeeper-cluster.sh stop   [--dir DIR]      (safe to repeat)
 #   scripts/bookkeeper-cluster.sh status [--dir DIR]      (exit 0 only if everything is up)
 #   scripts/bookkeeper-cluster.sh kill-bookie I | start-bookie I | pause-zk | resume-zk [--dir DIR]
 #
 # Bookie I (0-based) listens on bookie-port + I. `start` prints the metadata service URI on
 # stdout; everything else goes to stderr. A second `start` on a stopped DIR restarts the
-# cluster with its data. DIR/client.conf is a BookKeeper client conf for this cluster
-# (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
+# cluster with its data. With --owner-pid the cluster stops itself once that process is
+# gone (a test binary killed before its Drop ran). DIR/client.conf is a BookKeeper client
+# conf for this cluster (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,13 +29,15 @@ BOOKIE_PORT=3181
 ZK_TIMEOUT_MS=6000
 WAIT_SECS=60
 STOP_SECS=15
+OWNER_PID=""
+FRESH=0
 BK_HEAP="${BK_HEAP:-256m}"
 
 log() { echo "bookkeeper-cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -n 's/^# \{0,1\}//p' >&2
   exit 2
 }
 
@@ -47,6 +52,8 @@ while [ $# -gt 0 ]; do
     --bookie-port) BOOKIE_PORT="$2"; set_opts+=(bookie-port); shift 2 ;;
     --zk-timeout-ms) ZK_TIMEOUT_MS="$2"; shift 2 ;;
     --wait-secs) WAIT_SECS="$2"; shift 2 ;;
+    --owner-pid) OWNER_PID="$2"; shift 2 ;;
+    --fresh) FRESH=1; shift ;;
     -h|--help) usage ;;
     -*) log "unknown option $1"; usage ;;
     *)
@@ -55,10 +62,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$CMD" ] || usage
-for n in "$ZK_PORT" "$BOOKIES" "$BOOKIE_PORT" "$ZK_TIMEOUT_MS" "$WAIT_SECS"; do
+for n in "$ZK_PORT" "$BOOKIES" "$BOOKIE_PORT" "$ZK_TIMEOUT_MS" "$WAIT_SECS" ${OWNER_PID:+"$OWNER_PID"}; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
 done
-mkdir -p "$DIR"
+if [ ! -d "$DIR" ]; then
+  case "$CMD" in
+    start|cds-archive) mkdir -p "$DIR" ;;
+    stop) log "nothing to stop in $DIR"; exit 0 ;;
+    *) die "no cluster in $DIR" ;;
+  esac
+fi
 DIR="$(cd "$DIR" && pwd)"
 ENV_FILE="$DIR/cluster.env"
 
@@ -263,6 +276,9 @@ cmd_start() {
   check_installed
   [ "$BOOKIES" -ge 1 ] || die "--bookies must be at least 1"
   if live_pid "$DIR/zk.pid" >/dev/null; then die "a cluster is already running in $DIR (stop it first)"; fi
+  if [ "$FRESH" = 1 ]; then
+    rm -rf "$DIR/zk" "$DIR"/bookie-* "$DIR/.formatted" "$ENV_FILE" "$DIR"/*.log
+  fi
   if [ -f "$ENV_FILE" ] && [ -f "$DIR/.formatted" ]; then
     # Restart with the data already here: the layout must not change under it.
     if [ ${#set_opts[@]} -gt 0 ]; then
@@ -290,6 +306,12 @@ cmd_start() {
   note_stale_sessions "${all[@]}"
   for i in "${all[@]}"; do spawn_bookie "$i"; done
   wait_bookies "${all[@]}"
+  if [ -n "$OWNER_PID" ]; then
+    # The trailing slash puts "$DIR/" on its command line, as live_pid wants.
+    spawn "$DIR/watchdog.pid" "$DIR/watchdog.log" bash -c \
+      'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" stop --dir "$3"' \
+      _ "$OWNER_PID" "${BASH_SOURCE[0]}" "$DIR/"
+  fi
   local tend
   tend=$(date +%s%N)
   log "ZooKeeper 127.0.0.1:$ZK_PORT and $BOOKIES bookies up in $(((tend - t0ns) / 1000000)) ms" \
@@ -299,7 +321,10 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local f pids=()
+  local f wd pids=()
+  # The watchdog first, unless this is the watchdog itself (it becomes this `stop`).
+  if wd="$(live_pid "$DIR/watchdog.pid")" && [ "$wd" != $$ ]; then stop_pid_file "$DIR/watchdog.pid"; fi
+  rm -f "$DIR/watchdog.pid"
   for f in "$DIR"/bookie-*.pid; do
     [ -e "$f" ] || continue
     stop_pid_file "$f" &

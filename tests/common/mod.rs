@@ -2,6 +2,8 @@
 //! speaks raw Kafka protocol to it through the kafka-protocol codec.
 #![allow(dead_code)]
 
+pub mod bookkeeper;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
