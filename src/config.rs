@@ -27,6 +27,36 @@ fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageKind {
     Local,
+    /// Apache BookKeeper bookies, ledger metadata in ZooKeeper.
+    BookKeeper,
+}
+
+/// How BookKeeper entries are checksummed (BookKeeper's `DigestType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    Crc32c,
+    Crc32,
+    Dummy,
+}
+
+/// The `bookkeeper` backend's settings (Pulsar's `managedLedgerDefault*` and BookKeeper
+/// client keys).
+#[derive(Debug, Clone)]
+pub struct BookKeeperSettings {
+    /// ZooKeeper connect string of the metadata service (`host:port[,host:port]`).
+    pub zk_connect: String,
+    /// The ledgers root in ZooKeeper (BookKeeper's `zkLedgersRootPath`, `/ledgers`).
+    pub ledgers_root: String,
+    pub ensemble_size: usize,
+    pub write_quorum: usize,
+    pub ack_quorum: usize,
+    pub digest: DigestKind,
+    pub password: Vec<u8>,
+    /// Bytes of adds in flight (sent, not yet acknowledged by the ack quorum) per core.
+    pub max_inflight_add_bytes: usize,
+    pub add_entry_timeout: Duration,
+    pub read_entry_timeout: Duration,
+    pub speculative_read_timeout: Duration,
 }
 
 /// When an acknowledged entry is on stable storage.
@@ -108,6 +138,8 @@ pub struct Config {
     pub cores: usize,
     pub data_dir: PathBuf,
     pub storage: StorageKind,
+    /// Set when `storage = bookkeeper`.
+    pub bookkeeper: Option<BookKeeperSettings>,
     pub kafka_tenant: String,
     pub kafka_namespace: String,
     pub auto_create_topics: bool,
@@ -158,7 +190,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("admin.listen",                     "127.0.0.1:8080", "HTTP address of the admin API (topic and cursor stats, Pulsar's paths); empty: off"),
     ("cores",                            "0",           "executors (one per core, each a Kafka broker); 0 = all online CPUs"),
     ("data.dir",                         "./data",      "directory for metadata and ledgers"),
-    ("storage",                          "local",       "ledger store: `local` (embedded)"),
+    ("storage",                          "local",       "ledger store: `local` (embedded) or `bookkeeper` (Apache BookKeeper bookies)"),
+    ("metadata.service.uri",             "zk+hierarchical://127.0.0.1:2181/ledgers", "bookkeeper: BookKeeper's metadataServiceUri (ZooKeeper hosts and ledgers root)"),
+    ("bookkeeper.ensemble.size",         "2",           "bookkeeper: bookies per ledger (Pulsar's managedLedgerDefaultEnsembleSize)"),
+    ("bookkeeper.write.quorum",          "2",           "bookkeeper: copies of each entry (managedLedgerDefaultWriteQuorum)"),
+    ("bookkeeper.ack.quorum",            "2",           "bookkeeper: copies acknowledged before an entry is durable (managedLedgerDefaultAckQuorum)"),
+    ("bookkeeper.digest.type",           "CRC32C",      "bookkeeper: entry checksum, CRC32C, CRC32 or DUMMY (managedLedgerDigestType)"),
+    ("bookkeeper.password",              "",            "bookkeeper: ledger password (managedLedgerPassword); its SHA-1 is the ledgers' master key"),
+    ("bookkeeper.max.inflight.add.bytes", "67108864",   "bookkeeper: bytes of adds awaiting their ack quorum per core before produce backs off"),
+    ("bookkeeper.add.entry.timeout.ms",  "10000",       "bookkeeper: an add a bookie has not answered in this long fails that bookie (BookKeeper's addEntryTimeout)"),
+    ("bookkeeper.read.entry.timeout.ms", "5000",        "bookkeeper: a read a bookie has not answered in this long goes to the next one (readEntryTimeout)"),
+    ("bookkeeper.speculative.read.timeout.ms", "2000",  "bookkeeper: a read unanswered this long is also sent to the next bookie of the entry (speculativeReadTimeout)"),
     ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
     ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),
     ("auto.create.topics.enable",        "true",        "create unknown topics named in Metadata requests"),
@@ -349,9 +391,10 @@ impl ConfigSources {
         if data_dir.as_os_str().is_empty() {
             return Err(bad("data.dir", "must not be empty"));
         }
-        // Only `local` exists so far; `one_of` rejects anything else by name.
-        self.one_of("storage", &["local"])?;
-        let storage = StorageKind::Local;
+        let (storage, bookkeeper) = match self.one_of("storage", &["local", "bookkeeper"])?.as_str() {
+            "bookkeeper" => (StorageKind::BookKeeper, Some(self.bookkeeper_settings()?)),
+            _ => (StorageKind::Local, None),
+        };
         let connections = self.connection_settings(cores)?;
         let io_memory_per_core = self.int("io.memory.per.core", 64 << 10, 1 << 30)? as usize;
         let topic_defaults = TopicDefaults {
@@ -378,6 +421,7 @@ impl ConfigSources {
             cores,
             data_dir,
             storage,
+            bookkeeper,
             kafka_tenant: self.name("kafka.tenant")?,
             kafka_namespace: self.name("kafka.namespace")?,
             auto_create_topics: self.boolean("auto.create.topics.enable")?,
@@ -429,6 +473,54 @@ impl ConfigSources {
 }
 
 impl ConfigSources {
+    fn bookkeeper_settings(&self) -> Result<BookKeeperSettings, ConfigError> {
+        const URI: &str = "metadata.service.uri";
+        let uri = self.raw(URI).trim();
+        let rest = uri
+            .strip_prefix("zk+hierarchical://")
+            .or_else(|| uri.strip_prefix("zk://"))
+            .ok_or_else(|| bad(URI, format!("`{uri}` is not zk+hierarchical://HOST:PORT[,HOST:PORT]/LEDGERS_ROOT")))?;
+        let (hosts, root) = rest.split_once('/').map_or((rest, "/ledgers".to_string()), |(h, r)| (h, format!("/{r}")));
+        let root = root.trim_end_matches('/').to_string();
+        let valid_host = |h: &str| h.rsplit_once(':').is_some_and(|(n, p)| !n.is_empty() && p.parse::<u16>().is_ok());
+        if hosts.is_empty() || !hosts.split(',').all(valid_host) {
+            return Err(bad(URI, format!("`{hosts}` is not HOST:PORT[,HOST:PORT]")));
+        }
+        if root.is_empty() || root.contains("//") {
+            return Err(bad(URI, format!("`{root}` is not a ZooKeeper path")));
+        }
+        let ensemble_size = self.int("bookkeeper.ensemble.size", 1, 64)? as usize;
+        let write_quorum = self.int("bookkeeper.write.quorum", 1, 64)? as usize;
+        let ack_quorum = self.int("bookkeeper.ack.quorum", 1, 64)? as usize;
+        if write_quorum > ensemble_size {
+            return Err(bad("bookkeeper.write.quorum", "must not exceed bookkeeper.ensemble.size"));
+        }
+        if ack_quorum > write_quorum {
+            return Err(bad("bookkeeper.ack.quorum", "must not exceed bookkeeper.write.quorum"));
+        }
+        let digest = match self.one_of("bookkeeper.digest.type", &["CRC32C", "CRC32", "DUMMY"])?.as_str() {
+            "CRC32" => DigestKind::Crc32,
+            "DUMMY" => DigestKind::Dummy,
+            _ => DigestKind::Crc32c,
+        };
+        let ms = |key: &str| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(self.int(key, 1, 3_600_000)? as u64))
+        };
+        Ok(BookKeeperSettings {
+            zk_connect: hosts.to_string(),
+            ledgers_root: root,
+            ensemble_size,
+            write_quorum,
+            ack_quorum,
+            digest,
+            password: self.raw("bookkeeper.password").as_bytes().to_vec(),
+            max_inflight_add_bytes: self.int("bookkeeper.max.inflight.add.bytes", 1 << 20, 1 << 40)? as usize,
+            add_entry_timeout: ms("bookkeeper.add.entry.timeout.ms")?,
+            read_entry_timeout: ms("bookkeeper.read.entry.timeout.ms")?,
+            speculative_read_timeout: ms("bookkeeper.speculative.read.timeout.ms")?,
+        })
+    }
+
     fn connection_settings(&self, cores: usize) -> Result<ConnectionSettings, ConfigError> {
         let key = "max.connections.per.ip.overrides";
         let mut overrides = HashMap::new();
@@ -541,6 +633,33 @@ mod tests {
         assert_eq!(c.max_for_ip("127.0.0.1".parse().unwrap()), 10);
         s.set("max.connections.per.ip.overrides", "somehost:3").unwrap();
         assert_eq!(s.resolve(2).unwrap_err().key, "max.connections.per.ip.overrides");
+    }
+
+    #[test]
+    fn bookkeeper_settings_parse_and_check_quorums() {
+        let mut s = ConfigSources::new();
+        assert!(s.resolve(1).unwrap().bookkeeper.is_none());
+        s.set("storage", "bookkeeper").unwrap();
+        s.set("metadata.service.uri", "zk+hierarchical://127.0.0.1:2181,127.0.0.1:2182/pulsar/ledgers").unwrap();
+        let bk = s.resolve(1).unwrap().bookkeeper.unwrap();
+        assert_eq!(bk.zk_connect, "127.0.0.1:2181,127.0.0.1:2182");
+        assert_eq!(bk.ledgers_root, "/pulsar/ledgers");
+        assert_eq!((bk.ensemble_size, bk.write_quorum, bk.ack_quorum), (2, 2, 2));
+        assert_eq!(bk.digest, DigestKind::Crc32c);
+        for (key, value) in [
+            ("metadata.service.uri", "http://127.0.0.1:2181/ledgers"),
+            ("metadata.service.uri", "zk://nohostport/ledgers"),
+            ("bookkeeper.write.quorum", "3"),
+            ("bookkeeper.digest.type", "MD5"),
+        ] {
+            let mut bad = ConfigSources::new();
+            bad.set("storage", "bookkeeper").unwrap();
+            bad.set(key, value).unwrap();
+            assert_eq!(bad.resolve(1).unwrap_err().key, key, "{key}={value}");
+        }
+        s.set("bookkeeper.ensemble.size", "3").unwrap();
+        s.set("bookkeeper.ack.quorum", "3").unwrap();
+        assert_eq!(s.resolve(1).unwrap_err().key, "bookkeeper.ack.quorum");
     }
 
     #[test]

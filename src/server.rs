@@ -14,6 +14,7 @@ use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
 use crate::meta::catalog::Catalog;
 use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
 use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
+use crate::storage::Backend;
 use crate::storage::LedgerId;
 use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig};
 use crate::{net, runtime};
@@ -51,6 +52,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let mut store: Box<dyn MetadataStore> = match config.storage {
         StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
+        StorageKind::BookKeeper => anyhow::bail!("config key `storage`: the bookkeeper backend is not wired in yet"),
     };
     let mut catalog = Catalog::load(store.as_ref())?;
     let previous_cores = catalog.cores;
@@ -136,7 +138,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
             let ledger_store = LocalLedgerStore::open(core, store_config, ledgers)
                 .await
                 .map_err(|e| format!("core {core}: cannot open its ledger store {}: {e}", dir.display()))?;
-            let logs = PartitionLogs::new(config.clone(), ledger_store, meta, share.logs);
+            let logs = PartitionLogs::new(config.clone(), Rc::new(Backend::Local(ledger_store)), meta, share.logs);
             let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs, peers.clone()));
             let b = broker.clone();
             runtime::spawn(async move {

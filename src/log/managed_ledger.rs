@@ -16,15 +16,14 @@ use event_listener::Event;
 use thiserror::Error;
 
 use super::cursor::{Cursor, cursor_path};
-use super::ml_metadata::{LOG_START_OFFSET_PROPERTY, LedgerInfo, ManagedLedgerInfo, ml_path};
+use super::ml_metadata::{LOG_START_OFFSET_PROPERTY, LedgerInfo, ML_PREFIX, ManagedLedgerInfo, ml_path};
 use super::offset_index::{IndexEntry, OffsetIndex};
 use super::producer_state::{BatchSeq, ProducerStateTable, SequenceCheck};
 use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
 use crate::meta::store::{MetadataStoreThread, StoreOp};
 use crate::meta::topic_name::TopicName;
-use crate::storage::local::LocalLedgerStore;
-use crate::storage::{LedgerId, LedgerStore, StorageError, entry};
+use crate::storage::{Backend, LedgerId, LedgerStore, StorageError, entry};
 
 mod resume;
 
@@ -72,6 +71,9 @@ pub struct RecoveredLog {
     pub index: OffsetIndex,
     pub producers: ProducerStateTable,
     pub cursors: Vec<Cursor>,
+    /// The index and producer state still have to be read from the ledgers themselves (a
+    /// backend whose ledgers only the partition's core can read); open does it.
+    pub unread: bool,
 }
 
 /// An append after its synchronous half.
@@ -126,7 +128,7 @@ struct State {
 pub struct ManagedLedger {
     pub topic: TopicName,
     pub partition: i32,
-    store: Rc<LocalLedgerStore>,
+    store: Rc<Backend>,
     meta: MetadataStoreThread,
     state: RefCell<State>,
     /// Fires when the high watermark moves or a rollover finishes.
@@ -145,12 +147,15 @@ impl ManagedLedger {
     pub async fn open(
         topic: TopicName,
         partition: i32,
-        store: Rc<LocalLedgerStore>,
+        store: Rc<Backend>,
         meta: MetadataStoreThread,
-        recovered: RecoveredLog,
+        mut recovered: RecoveredLog,
         settings: LogSettings,
     ) -> Result<Rc<ManagedLedger>, LogError> {
-        let RecoveredLog { mut info, index, producers, cursors } = recovered;
+        if recovered.unread {
+            super::recovery::read_ledgers(&store, &topic, partition, &mut recovered).await?;
+        }
+        let RecoveredLog { mut info, index, producers, cursors, .. } = recovered;
         // Ledgers that hold no entry (never written, or lost) are dropped from the list.
         let live: Vec<LedgerId> = info.ledger_ids().filter(|l| index_has_ledger(&index, *l)).collect();
         let empty: Vec<LedgerId> = info.ledger_ids().filter(|l| !live.contains(l)).collect();
@@ -200,6 +205,12 @@ impl ManagedLedger {
         ml_path(&self.topic, self.partition)
     }
 
+    /// The managed ledger's Pulsar name (`tenant/namespace/persistent/topic-partition-N`).
+    pub fn name(&self) -> String {
+        let path = self.path();
+        path.strip_prefix(ML_PREFIX).map(str::to_string).unwrap_or(path)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().high_watermark
     }
@@ -237,10 +248,17 @@ impl ManagedLedger {
     /// Creates a new ledger and makes it current once the ledger list is durable. While it
     /// runs, `rolling` holds appends back.
     async fn roll_over(&self) -> Result<(), LogError> {
-        let new = self.store.create_ledger();
+        self.state.borrow_mut().rolling = true;
+        let new = match self.store.create_ledger(&self.name()).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.state.borrow_mut().rolling = false;
+                self.progress.notify(usize::MAX);
+                return Err(e.into());
+            }
+        };
         let ops = {
             let mut st = self.state.borrow_mut();
-            st.rolling = true;
             let (entries, bytes) = (st.current_entries as i64, st.current_bytes as i64);
             let current = st.current;
             if let Some(li) = st.info.ledger_info.iter_mut().find(|l| Some(l.ledger_id as LedgerId) == current) {
@@ -256,30 +274,59 @@ impl ManagedLedger {
             vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
         };
         let result = self.meta.commit(ops).await;
-        let mut st = self.state.borrow_mut();
-        st.rolling = false;
-        match result {
-            Ok(()) => {
-                if st.current_entries == 0 {
-                    // The previous ledger got nothing: forget it.
-                    if let Some(prev) = st.current {
+        let outcome = {
+            let mut st = self.state.borrow_mut();
+            st.rolling = false;
+            match result {
+                Ok(()) => {
+                    let prev = st.current;
+                    let prev_empty = st.current_entries == 0;
+                    if prev_empty && let Some(prev) = prev {
+                        // The previous ledger got nothing: forget it.
                         st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != prev);
                     }
+                    st.current = Some(new);
+                    st.current_entries = 0;
+                    st.current_bytes = 0;
+                    st.current_since = Instant::now();
+                    Ok(prev.map(|p| (p, prev_empty)))
                 }
-                st.current = Some(new);
-                st.current_entries = 0;
-                st.current_bytes = 0;
-                st.current_since = Instant::now();
-                drop(st);
-                self.progress.notify(usize::MAX);
+                Err(e) => {
+                    st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != new);
+                    Err(e)
+                }
+            }
+        };
+        self.progress.notify(usize::MAX);
+        match outcome {
+            Ok(prev) => {
+                if let Some((prev, empty)) = prev {
+                    self.seal(prev, empty).await;
+                }
                 Ok(())
             }
             Err(e) => {
-                st.info.ledger_info.retain(|l| l.ledger_id as LedgerId != new);
-                drop(st);
-                self.progress.notify(usize::MAX);
+                // Not in any ledger list: nothing will ever read it.
+                let _ = self.store.delete_ledger(new).await;
                 Err(LogError::Metadata(e.to_string()))
             }
+        }
+    }
+
+    /// Seals the ledger a rollover left once its appends have settled (a store that closes a
+    /// ledger fails the appends still in flight), or deletes it if it got nothing.
+    async fn seal(&self, ledger: LedgerId, empty: bool) {
+        loop {
+            let listener = self.progress.listen();
+            if self.store.pending_entries(ledger) == 0 || self.state.borrow().failed.is_some() {
+                break;
+            }
+            listener.await;
+        }
+        let result = if empty { self.store.delete_ledger(ledger).await } else { self.store.close_ledger(ledger).await };
+        if let Err(e) = result {
+            // Recovery fences and seals it on the next open.
+            tracing::warn!(topic = %self.topic, partition = self.partition, ledger, error = %e, "cannot seal a rolled-over ledger");
         }
     }
 

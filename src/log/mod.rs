@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::store::MetadataStoreThread;
 use crate::meta::topic_config;
-use crate::storage::local::LocalLedgerStore;
+use crate::storage::{Backend, LedgerStore};
 use managed_ledger::{LogError, LogSettings, ManagedLedger, RecoveredLog};
 pub use recovery::PartitionKey;
 
@@ -62,7 +62,7 @@ struct Slot {
 
 pub struct PartitionLogs {
     config: std::sync::Arc<Config>,
-    store: Rc<LocalLedgerStore>,
+    store: Rc<Backend>,
     meta: MetadataStoreThread,
     open: RefCell<HashMap<PartitionKey, Slot>>,
     opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
@@ -72,7 +72,7 @@ pub struct PartitionLogs {
 impl PartitionLogs {
     pub fn new(
         config: std::sync::Arc<Config>,
-        store: Rc<LocalLedgerStore>,
+        store: Rc<Backend>,
         meta: MetadataStoreThread,
         recovered: HashMap<PartitionKey, RecoveredLog>,
     ) -> Self {
@@ -207,6 +207,8 @@ impl PartitionLogs {
     /// Takes the snapshot in one synchronous step (a consistent cut) and writes it on a
     /// helper thread, so the core does not block on the file system.
     pub async fn write_snapshot(&self) {
+        // Only a backend with local files of its own keeps snapshots.
+        let Some((checkpoint, dir)) = self.store.snapshot_target() else { return };
         if self.store.failure().is_some() {
             return;
         }
@@ -220,8 +222,7 @@ impl PartitionLogs {
             index: (0..rec.index.len()).filter_map(|i| rec.index.get(i)).copied().collect(),
             producers: rec.producers.export(),
         }));
-        let snap = snapshot::CoreSnapshot { store: self.store.checkpoint(), partitions };
-        let dir = self.store.core_dir();
+        let snap = snapshot::CoreSnapshot { store: checkpoint, partitions };
         let (tx, rx) = async_channel::bounded(1);
         let spawned = std::thread::Builder::new().name("kopd-snapshot".into()).spawn(move || {
             let _ = tx.send_blocking(snapshot::write_file(&dir, &snap.encode()));

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::cursor::{Cursor, parse_cursor_path};
-use super::managed_ledger::RecoveredLog;
+use super::managed_ledger::{LogError, RecoveredLog};
 use super::ml_metadata::{ML_PREFIX, ManagedLedgerInfo, parse_ml_path};
 use super::producer_state::BatchSeq;
 use super::record_batch;
@@ -24,7 +24,8 @@ use super::snapshot::{self, PartitionSnapshot};
 use crate::meta::store::MetadataStore;
 use crate::meta::topic_name::TopicName;
 use crate::storage::local::{self, RecoveredStore, Scanned};
-use crate::storage::{EntryId, LedgerId, entry};
+use crate::storage::{Backend, EntryId, LedgerId, LedgerStore, entry};
+use futures_util::StreamExt;
 
 pub type PartitionKey = (TopicName, i32);
 
@@ -44,10 +45,12 @@ struct Found {
     producer: Option<(i64, i16, i32)>,
 }
 
-pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<RecoveredLogs> {
+type Cursors = HashMap<PartitionKey, Vec<Cursor>>;
+
+/// Every managed ledger's info and cursors from the metadata store.
+fn load_metadata(meta: &dyn MetadataStore) -> anyhow::Result<(HashMap<PartitionKey, ManagedLedgerInfo>, Cursors)> {
     let mut infos: HashMap<PartitionKey, ManagedLedgerInfo> = HashMap::new();
-    let mut owner_of: HashMap<LedgerId, PartitionKey> = HashMap::new();
-    let mut cursors: HashMap<PartitionKey, Vec<Cursor>> = HashMap::new();
+    let mut cursors: Cursors = HashMap::new();
     for (path, value) in meta.scan(ML_PREFIX) {
         let Some(key) = parse_ml_path(&path) else {
             // Cursor nodes live under their managed ledger's path; anything else is foreign.
@@ -62,33 +65,23 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
             continue;
         };
         let info = ManagedLedgerInfo::from_bytes(&value).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        for l in info.ledger_ids() {
-            owner_of.insert(l, key.clone());
-        }
         infos.insert(key, info);
     }
+    Ok((infos, cursors))
+}
+
+/// Recovery for the local store: one scan of the ledger directory rebuilds every partition.
+pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<RecoveredLogs> {
+    let (infos, mut cursors) = load_metadata(meta)?;
+    let owner_of: HashMap<LedgerId, PartitionKey> =
+        infos.iter().flat_map(|(key, info)| info.ledger_ids().map(move |l| (l, key.clone()))).collect();
 
     let mut found: HashMap<PartitionKey, Vec<Found>> = HashMap::new();
     let mut visit = |ledger: LedgerId, entry_id: EntryId, bytes: &Bytes| {
         let Some(key) = owner_of.get(&ledger) else { return };
-        let decoded = match entry::decode_entry(bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(ledger, entry = entry_id, error = %e, "undecodable entry skipped");
-                return;
-            }
-        };
-        let header = record_batch::parse_header(&decoded.payload).ok();
-        let count = decoded.num_messages.max(1) as i64;
-        found.entry(key.clone()).or_default().push(Found {
-            ledger,
-            entry: entry_id,
-            base_offset: decoded.index - (count - 1),
-            last_offset: decoded.index,
-            max_timestamp: header.as_ref().map_or(-1, |h| h.max_timestamp),
-            size: decoded.payload.len() as u32,
-            producer: header.filter(|h| h.producer_id >= 0).map(|h| (h.producer_id, h.producer_epoch, h.base_sequence)),
-        });
+        if let Some(f) = Found::decode(ledger, entry_id, bytes) {
+            found.entry(key.clone()).or_default().push(f);
+        }
     };
     let snaps = snapshot::read_all(ledger_dir);
     let checkpoints: HashMap<usize, Vec<u8>> =
@@ -128,20 +121,11 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
 
     let mut partitions = HashMap::new();
     for (key, info) in infos {
-        let order: HashMap<LedgerId, usize> = info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
-        // A closed ledger's entry count is authoritative: entries past it were never
-        // acknowledged (written by a window whose sync failed) and must not come back.
-        let closed: HashMap<LedgerId, u64> = info
-            .ledger_info
-            .iter()
-            .filter_map(|l| Some((l.ledger_id as LedgerId, u64::try_from(l.entries?).ok()?)))
-            .collect();
-        let mut entries = found.remove(&key).unwrap_or_default();
-        entries.sort_by_key(|f| (order.get(&f.ledger).copied().unwrap_or(usize::MAX), f.entry));
         let cursors = cursors.remove(&key).unwrap_or_default();
         let mut log = RecoveredLog { info, cursors, ..Default::default() };
         let mut prev_last = -1i64;
         if let Some(snap) = bases.remove(&key) {
+            let order: HashMap<LedgerId, usize> = log.info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
             // Entries of ledgers deleted since the snapshot (its oldest) are gone.
             for e in snap.index.iter().filter(|e| order.contains_key(&e.ledger)) {
                 log.index.push(e.base_offset, e.last_offset, e.ledger, e.entry, e.max_timestamp, e.size);
@@ -151,39 +135,129 @@ pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<Re
             }
             prev_last = snap.index.last().map_or(-1, |e| e.last_offset);
         }
-        for f in entries {
-            if closed.get(&f.ledger).is_some_and(|n| f.entry >= *n) {
-                warn!(topic = %key.0, partition = key.1, ledger = f.ledger, entry = f.entry, "entry past its closed ledger's end skipped");
-                continue;
-            }
-            if f.base_offset <= prev_last {
-                warn!(topic = %key.0, partition = key.1, offset = f.base_offset, "entry overlaps earlier offsets; skipped");
-                continue;
-            }
-            if f.base_offset != prev_last + 1 && prev_last >= 0 {
-                warn!(topic = %key.0, partition = key.1, from = prev_last + 1, to = f.base_offset, "offset hole in recovered log");
-            }
-            log.index.push(f.base_offset, f.last_offset, f.ledger, f.entry, f.max_timestamp, f.size);
-            if let Some((pid, epoch, first_seq)) = f.producer {
-                let count = (f.last_offset - f.base_offset + 1) as i32;
-                let last_seq = super::producer_state::last_seq(first_seq, count);
-                let b = BatchSeq {
-                    first_seq,
-                    last_seq,
-                    base_offset: f.base_offset,
-                    last_offset: f.last_offset,
-                    max_timestamp: f.max_timestamp,
-                };
-                log.producers.record(pid, epoch, b);
-            }
-            prev_last = f.last_offset;
-        }
+        replay(&key, &mut log, found.remove(&key).unwrap_or_default(), prev_last);
         partitions.insert(key, log);
     }
     for (key, orphans) in cursors {
         warn!(topic = %key.0, partition = key.1, count = orphans.len(), "cursors without a managed ledger ignored");
     }
     Ok(RecoveredLogs { partitions, store })
+}
+
+/// Appends a partition's recovered entries (any order) after `prev_last` to its index and
+/// producer state, in ledger-list order.
+fn replay(key: &PartitionKey, log: &mut RecoveredLog, mut entries: Vec<Found>, mut prev_last: i64) {
+    let order: HashMap<LedgerId, usize> = log.info.ledger_ids().enumerate().map(|(i, l)| (l, i)).collect();
+    // A closed ledger's entry count is authoritative: entries past it were never
+    // acknowledged (written by a window whose sync failed) and must not come back.
+    let closed: HashMap<LedgerId, u64> = log
+        .info
+        .ledger_info
+        .iter()
+        .filter_map(|l| Some((l.ledger_id as LedgerId, u64::try_from(l.entries?).ok()?)))
+        .collect();
+    entries.sort_by_key(|f| (order.get(&f.ledger).copied().unwrap_or(usize::MAX), f.entry));
+    for f in entries {
+        if closed.get(&f.ledger).is_some_and(|n| f.entry >= *n) {
+            warn!(topic = %key.0, partition = key.1, ledger = f.ledger, entry = f.entry, "entry past its closed ledger's end skipped");
+            continue;
+        }
+        if f.base_offset <= prev_last {
+            warn!(topic = %key.0, partition = key.1, offset = f.base_offset, "entry overlaps earlier offsets; skipped");
+            continue;
+        }
+        if f.base_offset != prev_last + 1 && prev_last >= 0 {
+            warn!(topic = %key.0, partition = key.1, from = prev_last + 1, to = f.base_offset, "offset hole in recovered log");
+        }
+        log.index.push(f.base_offset, f.last_offset, f.ledger, f.entry, f.max_timestamp, f.size);
+        if let Some((pid, epoch, first_seq)) = f.producer {
+            let count = (f.last_offset - f.base_offset + 1) as i32;
+            let last_seq = super::producer_state::last_seq(first_seq, count);
+            let b = BatchSeq {
+                first_seq,
+                last_seq,
+                base_offset: f.base_offset,
+                last_offset: f.last_offset,
+                max_timestamp: f.max_timestamp,
+            };
+            log.producers.record(pid, epoch, b);
+        }
+        prev_last = f.last_offset;
+    }
+}
+
+impl Found {
+    /// What the index needs of one stored entry; `None` (logged) if it does not decode.
+    fn decode(ledger: LedgerId, entry_id: EntryId, bytes: &Bytes) -> Option<Found> {
+        let decoded = match entry::decode_entry(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(ledger, entry = entry_id, error = %e, "undecodable entry skipped");
+                return None;
+            }
+        };
+        let header = record_batch::parse_header(&decoded.payload).ok();
+        let count = decoded.num_messages.max(1) as i64;
+        Some(Found {
+            ledger,
+            entry: entry_id,
+            base_offset: decoded.index - (count - 1),
+            last_offset: decoded.index,
+            max_timestamp: header.as_ref().map_or(-1, |h| h.max_timestamp),
+            size: decoded.payload.len() as u32,
+            producer: header.filter(|h| h.producer_id >= 0).map(|h| (h.producer_id, h.producer_epoch, h.base_sequence)),
+        })
+    }
+}
+
+/// Entries read at once while a partition is rebuilt from its ledgers.
+const READS_IN_FLIGHT: usize = 32;
+
+/// Rebuilds an `unread` partition from its ledgers, on its core, when it is opened: each
+/// ledger is recovered first (the previous writer fenced off and the ledger sealed, so what
+/// is read is final), then every entry up to its end is read.
+pub(super) async fn read_ledgers(
+    store: &Backend,
+    topic: &TopicName,
+    partition: i32,
+    log: &mut RecoveredLog,
+) -> Result<(), LogError> {
+    let mut entries = Vec::new();
+    let ledgers: Vec<(LedgerId, Option<i64>)> =
+        log.info.ledger_info.iter().map(|l| (l.ledger_id as LedgerId, l.entries)).collect();
+    for (ledger, closed_entries) in ledgers {
+        let last = store.recover_ledger(ledger).await?;
+        let mut end = last.map_or(0, |e| e + 1);
+        if let Some(n) = closed_entries.and_then(|n| u64::try_from(n).ok()) {
+            end = end.min(n);
+        }
+        let mut reads = futures_util::stream::iter(0..end)
+            .map(|e| async move { (e, store.read(ledger, e).await) })
+            .buffered(READS_IN_FLIGHT);
+        while let Some((e, bytes)) = reads.next().await {
+            if let Some(f) = Found::decode(ledger, e, &bytes?) {
+                entries.push(f);
+            }
+        }
+    }
+    replay(&(topic.clone(), partition), log, entries, -1);
+    log.unread = false;
+    Ok(())
+}
+
+/// The partitions of a backend whose ledgers are read when each partition is opened: only
+/// the managed-ledger metadata and cursors are loaded here.
+pub fn recover_metadata(meta: &dyn MetadataStore) -> anyhow::Result<HashMap<PartitionKey, RecoveredLog>> {
+    let (infos, mut cursors) = load_metadata(meta)?;
+    let mut partitions = HashMap::new();
+    for (key, info) in infos {
+        let cursors = cursors.remove(&key).unwrap_or_default();
+        partitions.insert(key, RecoveredLog { info, cursors, unread: true, ..Default::default() });
+    }
+    for (key, orphans) in cursors {
+        warn!(topic = %key.0, partition = key.1, count = orphans.len(), "cursors without a managed ledger ignored");
+    }
+    Ok(partitions)
 }
 
 /// Where reading must start for each ledger of a partition whose snapshot fits: `None` if it

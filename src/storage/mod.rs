@@ -9,6 +9,8 @@ pub mod bookkeeper;
 pub mod local;
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -36,17 +38,130 @@ pub enum StorageError {
 }
 
 /// What every ledger store backend offers one core. Implementations are core-local (`!Send`).
+///
+/// The managed ledger (src/log) is written against this trait only; [`Backend`] picks the
+/// implementation once, when a core starts.
 pub trait LedgerStore {
-    /// A new, empty ledger; ids are unique across cores and restarts.
-    fn create_ledger(&self) -> LedgerId;
-    /// Appends one entry; resolves with its id once durable under the flush policy.
+    /// A new, empty ledger for the managed ledger `name` (its Pulsar name, which a backend may
+    /// record with the ledger); ids are unique across cores and restarts.
+    fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>>;
+    /// Appends one entry to a ledger this core created. The entry is taken in call order,
+    /// before the returned future is first polled; it resolves with the entry's id once the
+    /// entry is durable.
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>>;
     /// Reads one durable entry.
     fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>>;
-    /// The last durable entry of a ledger, `None` if it is empty or unknown.
+    /// Seals a ledger this core wrote (rollover): nothing more is appended to it. Called once
+    /// its appends have settled.
+    fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>>;
+    /// Opens a ledger written by an earlier run (or another writer) for reading: fences the
+    /// writer off, recovers and seals it. Resolves with its last entry, `None` if it is empty.
+    fn recover_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<Option<EntryId>, StorageError>>;
+    /// The last durable entry of a ledger this core writes or has recovered, `None` if it is
+    /// empty or unknown.
     fn last_entry(&self, ledger: LedgerId) -> Option<EntryId>;
     /// Deletes a whole ledger (retention).
     fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>>;
+    /// The reason appends are refused right now, if the store is failed.
+    fn failure(&self) -> Option<String>;
+    /// Failure episodes so far. A managed ledger that sees it change re-checks what of its own
+    /// appends is durable before appending again.
+    fn failures(&self) -> u64;
+    /// Whether an entry of about `bytes` would be taken now rather than refused with
+    /// `Backpressure`; checked before offsets are assigned, so a refusal leaves no trace.
+    fn has_room(&self, bytes: usize) -> bool;
+    /// Appends to `ledger` taken but not yet settled (durable, or failed and accounted for).
+    fn pending_entries(&self, ledger: LedgerId) -> u64;
+}
+
+/// A core's ledger store, whichever backend the configuration chose.
+pub enum Backend {
+    Local(Rc<local::LocalLedgerStore>),
+}
+
+impl Backend {
+    /// Stops taking appends, makes everything taken durable, and stops the store.
+    pub async fn close(&self) {
+        match self {
+            Backend::Local(s) => s.close().await,
+        }
+    }
+
+    /// The store's checkpoint for a core snapshot, and the directory the snapshot goes to;
+    /// `None` for a backend whose partitions are rebuilt from the ledgers themselves.
+    pub fn snapshot_target(&self) -> Option<(Option<Vec<u8>>, PathBuf)> {
+        match self {
+            Backend::Local(s) => Some((s.checkpoint(), s.core_dir())),
+        }
+    }
+}
+
+impl LedgerStore for Backend {
+    fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>> {
+        match self {
+            Backend::Local(s) => s.create_ledger(name),
+        }
+    }
+
+    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
+        match self {
+            Backend::Local(s) => s.append(ledger, entry),
+        }
+    }
+
+    fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>> {
+        match self {
+            Backend::Local(s) => s.read(ledger, entry),
+        }
+    }
+
+    fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
+        match self {
+            Backend::Local(s) => s.close_ledger(ledger),
+        }
+    }
+
+    fn recover_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<Option<EntryId>, StorageError>> {
+        match self {
+            Backend::Local(s) => s.recover_ledger(ledger),
+        }
+    }
+
+    fn last_entry(&self, ledger: LedgerId) -> Option<EntryId> {
+        match self {
+            Backend::Local(s) => s.last_entry(ledger),
+        }
+    }
+
+    fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
+        match self {
+            Backend::Local(s) => s.delete_ledger(ledger),
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        match self {
+            Backend::Local(s) => s.failure(),
+        }
+    }
+
+    fn failures(&self) -> u64 {
+        match self {
+            Backend::Local(s) => s.failures(),
+        }
+    }
+
+    fn has_room(&self, bytes: usize) -> bool {
+        match self {
+            Backend::Local(s) => s.has_room(bytes),
+        }
+    }
+
+    fn pending_entries(&self, ledger: LedgerId) -> u64 {
+        match self {
+            Backend::Local(s) => s.pending_entries(ledger),
+        }
+    }
 }
 
 /// The lead's new `LedgerStore` (issue 10), verbatim; named apart until the merge moves the

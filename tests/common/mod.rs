@@ -2,6 +2,8 @@
 //! speaks raw Kafka protocol to it through the kafka-protocol codec.
 #![allow(dead_code)]
 
+pub mod bookkeeper;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -49,6 +51,47 @@ pub fn free_ports(n: u16) -> u16 {
 }
 
 /// `kopd serve`, to add arguments to.
+/// The storage backend the suite runs against: `KOPD_TEST_STORAGE=bookkeeper` (with
+/// `KOPD_TEST_ZK=host:port` of a running ZooKeeper + bookies, see
+/// scripts/bookkeeper-cluster.sh) runs the same tests on BookKeeper; unset, the local store.
+pub fn test_storage() -> String {
+    std::env::var("KOPD_TEST_STORAGE").unwrap_or_else(|_| "local".to_string())
+}
+
+/// The settings that put a kopd on the suite's backend. On BookKeeper each data directory
+/// gets its own ZooKeeper chroot, so a restart on the same data dir finds its metadata and
+/// tests running at once never share a catalog. (Python's and Java's harnesses do the same.)
+pub fn backend_args(data_dir: &Path) -> Vec<String> {
+    if test_storage() != "bookkeeper" {
+        return Vec::new();
+    }
+    let zk = std::env::var("KOPD_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".to_string());
+    let quorums = std::env::var("KOPD_TEST_BK_QUORUMS").unwrap_or_else(|_| "2/2/2".to_string());
+    let q: Vec<&str> = quorums.split('/').collect();
+    let chroot = test_chroot(data_dir);
+    let mut args = Vec::new();
+    for kv in [
+        "storage=bookkeeper".to_string(),
+        format!("metadata.service.uri=zk+hierarchical://{zk}/ledgers"),
+        format!("metadata.store=zk://{zk}{chroot}"),
+        format!("bookkeeper.ensemble.size={}", q.first().unwrap_or(&"2")),
+        format!("bookkeeper.write.quorum={}", q.get(1).unwrap_or(&"2")),
+        format!("bookkeeper.ack.quorum={}", q.get(2).unwrap_or(&"2")),
+    ] {
+        args.push("--set".to_string());
+        args.push(kv);
+    }
+    args
+}
+
+/// `/kopd-tests/<data dir with '/' as '_'>`.
+pub fn test_chroot(data_dir: &Path) -> String {
+    let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let flat: String =
+        abs.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("/kopd-tests/{flat}")
+}
+
 pub fn serve_command() -> Command {
     let mut cmd = Command::new(kopd_bin());
     cmd.arg("serve");
@@ -78,6 +121,7 @@ impl Kopd {
     /// test's) on `port` with `cores` cores; `data_dir` is where it keeps its data.
     pub fn spawn(mut cmd: Command, port: u16, cores: u16, data_dir: &Path) -> Kopd {
         let child = cmd
+            .args(backend_args(data_dir))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -34,6 +34,25 @@ def free_ports(n):
     raise RuntimeError(f"no {n} consecutive free ports")
 
 
+def backend_settings(data_dir):
+    """Settings that put kopd on the suite's backend: KOPD_TEST_STORAGE=bookkeeper (with
+    KOPD_TEST_ZK of a running ZooKeeper + bookies) runs the same tests on BookKeeper. Each data
+    directory gets its own ZooKeeper chroot, as in tests/common/mod.rs."""
+    if os.environ.get("KOPD_TEST_STORAGE", "local") != "bookkeeper":
+        return {}
+    zk = os.environ.get("KOPD_TEST_ZK", "127.0.0.1:2181")
+    e, w, a = (os.environ.get("KOPD_TEST_BK_QUORUMS", "2/2/2").split("/") + ["2", "2", "2"])[:3]
+    flat = "".join(c if c.isalnum() or c == "-" else "_" for c in str(Path(data_dir).resolve()))
+    return {
+        "storage": "bookkeeper",
+        "metadata.service.uri": f"zk+hierarchical://{zk}/ledgers",
+        "metadata.store": f"zk://{zk}/kopd-tests/{flat}",
+        "bookkeeper.ensemble.size": e,
+        "bookkeeper.write.quorum": w,
+        "bookkeeper.ack.quorum": a,
+    }
+
+
 class Kopd:
     """One kopd process; `start()` may be called again after `kill()`/`stop()` (same ports, same data)."""
 
@@ -65,7 +84,7 @@ class Kopd:
         self.starts += 1
         cmd = [str(KOPD_BIN), "serve", "--listen", f"127.0.0.1:{self.port}",
                "--cores", str(self.cores), "--data-dir", str(self.data_dir)]
-        for k, v in self.settings.items():
+        for k, v in {**backend_settings(self.data_dir), **self.settings}.items():
             cmd += ["--set", f"{k}={v}"]
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())

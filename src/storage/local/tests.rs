@@ -84,7 +84,7 @@ fn round_trip_across_many_ledgers() {
     let c = cfg(&dir);
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let ledgers: Vec<LedgerId> = (0..20).map(|_| s.create_ledger()).collect();
+        let ledgers: Vec<LedgerId> = (0..20).map(|_| s.new_ledger()).collect();
         assert!(ledgers.iter().all(|l| l >> 48 == 0));
         let mut pending = Vec::new();
         for e in 0..10u64 {
@@ -105,7 +105,7 @@ fn round_trip_across_many_ledgers() {
         assert!(matches!(s.read(12345, 0).await, Err(StorageError::NoSuchLedger(_))));
         assert!(matches!(s.append(12345, Bytes::new()).await, Err(StorageError::NoSuchLedger(_))));
         assert_eq!(s.last_entry(12345), None);
-        let empty = s.create_ledger();
+        let empty = s.new_ledger();
         assert_eq!(s.last_entry(empty), None);
         // An empty payload is a valid entry.
         assert_eq!(s.append(empty, Bytes::new()).await.unwrap(), 0);
@@ -120,7 +120,7 @@ fn group_commit_syncs_once_per_window() {
     let c = cfg(&dir);
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         let before = s.fdatasync_count();
         let tasks: Vec<_> = (0..100)
             .map(|i| {
@@ -148,7 +148,7 @@ fn entries_bigger_than_the_registered_buffers() {
     let sizes = [3 << 20, 700 << 10, 1, 5000];
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         let fs: Vec<_> = sizes.iter().enumerate().map(|(e, n)| s.append(l, payload(l, e as u64, *n))).collect();
         for f in fs {
             f.await.unwrap();
@@ -173,7 +173,7 @@ fn segments_roll_over_and_reads_span_them() {
     let c2 = c.clone();
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let (a, b) = (s.create_ledger(), s.create_ledger());
+        let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..60 {
             let fa = s.append(a, payload(a, e, 1000));
             let fb = s.append(b, payload(b, e, 300));
@@ -225,7 +225,7 @@ fn interval_policy_acks_before_syncing() {
     let c = LocalStoreConfig { flush: FlushPolicy::Interval(Duration::from_millis(50)), ..cfg(&dir) };
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         for e in 0..50 {
             assert_eq!(s.append(l, payload(l, e, 200)).await.unwrap(), e);
         }
@@ -253,7 +253,7 @@ fn backpressure_beyond_max_pending_bytes() {
     let c = LocalStoreConfig { max_pending_bytes: 10_000, ..cfg(&dir) };
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         // Queued synchronously, so none is written before the last call.
         let fs: Vec<_> = (0..30).map(|e| s.append(l, payload(l, e, 1000))).collect();
         let (mut ok, mut busy) = (Vec::new(), 0);
@@ -280,7 +280,7 @@ fn closed_store_refuses_appends() {
     let c = cfg(&dir);
     run(move || async move {
         let s: Rc<LocalLedgerStore> = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         let f = s.append(l, payload(l, 0, 10));
         s.close().await;
         // Queued before close: written. After: refused.
@@ -297,7 +297,7 @@ fn failed_sync_refuses_appends_until_the_store_resumes() {
     let c = LocalStoreConfig { probe_interval: Duration::from_millis(20), ..cfg(&dir) };
     let (l, l2) = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         assert_eq!(s.append(l, payload(l, 0, 10)).await.unwrap(), 0);
         s.shared.fail_next_sync.set(true);
         let (a, b) = (s.append(l, payload(l, 1, 10)), s.append(l, payload(l, 2, 10)));
@@ -321,7 +321,7 @@ fn failed_sync_refuses_appends_until_the_store_resumes() {
         // The ledger that lost entries is sealed at its durable length; new ledgers work.
         assert_eq!(s.pending_entries(l), 0);
         assert!(s.append(l, payload(l, 1, 10)).await.is_err());
-        let l2 = s.create_ledger();
+        let l2 = s.new_ledger();
         assert_eq!(s.append(l2, payload(l2, 0, 10)).await.unwrap(), 0);
         assert_eq!(s.read(l, 0).await.unwrap(), payload(l, 0, 10));
         s.close().await;

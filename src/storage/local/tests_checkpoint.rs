@@ -18,7 +18,7 @@ fn build(dir: &Path) -> (LedgerId, LedgerId, Vec<u8>) {
     let c = LocalStoreConfig { segment_bytes: 8 << 10, ..cfg(dir) };
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let (a, dead) = (s.create_ledger(), s.create_ledger());
+        let (a, dead) = (s.new_ledger(), s.new_ledger());
         for e in 0..30 {
             s.append(a, payload(a, e, 700)).await.unwrap();
         }
@@ -30,7 +30,7 @@ fn build(dir: &Path) -> (LedgerId, LedgerId, Vec<u8>) {
         for e in 30..40 {
             s.append(a, payload(a, e, 700)).await.unwrap();
         }
-        let b = s.create_ledger();
+        let b = s.new_ledger();
         for e in 0..5 {
             s.append(b, payload(b, e, 300)).await.unwrap();
         }
@@ -75,7 +75,7 @@ fn a_store_opened_from_a_checkpoint_keeps_going() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         assert_eq!(s.last_entry(a), Some(39));
         assert_eq!(s.read(a, 3).await.unwrap(), payload(a, 3, 700));
-        let fresh = s.create_ledger();
+        let fresh = s.new_ledger();
         assert!(fresh > b, "ledger ids are not reused");
         s.append(fresh, payload(fresh, 0, 10)).await.unwrap();
         s.close().await;

@@ -16,7 +16,7 @@ fn write_entries(dir: &Path, n: u64, len: usize) -> (LedgerId, Loc, PathBuf) {
     let c = cfg(dir);
     let (l, loc, seq) = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let l = s.create_ledger();
+        let l = s.new_ledger();
         for e in 0..n {
             assert_eq!(s.append(l, payload(l, e, len)).await.unwrap(), e);
         }
@@ -43,7 +43,7 @@ fn appends_continue(dir: &Path, l: LedgerId, kept: u64) {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         assert_eq!(s.last_entry(l), kept.checked_sub(1));
         assert_eq!(s.append(l, payload(l, kept, 77)).await.unwrap(), kept);
-        let fresh = s.create_ledger();
+        let fresh = s.new_ledger();
         assert!(fresh > l, "ledger ids are not reused");
         s.close().await;
     });
@@ -62,7 +62,7 @@ fn reopen_visits_every_acked_entry_in_order() {
     let c = cfg(&dir);
     let written = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let ls: Vec<LedgerId> = (0..3).map(|_| s.create_ledger()).collect();
+        let ls: Vec<LedgerId> = (0..3).map(|_| s.new_ledger()).collect();
         let mut order = Vec::new();
         let mut fs = Vec::new();
         let mut next = std::collections::HashMap::new();
@@ -129,7 +129,7 @@ fn corrupt_sealed_segment_keeps_later_segments() {
     let c2 = c.clone();
     let (a, b, bad) = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let (a, b) = (s.create_ledger(), s.create_ledger());
+        let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..30 {
             s.append(a, payload(a, e, 1000)).await.unwrap();
         }
@@ -166,7 +166,7 @@ fn delete_removes_segments_and_survives_recovery() {
     let (c2, c3) = (c.clone(), c.clone());
     let (a, b) = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
-        let (a, b) = (s.create_ledger(), s.create_ledger());
+        let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..5 {
             s.append(b, payload(b, e, 100)).await.unwrap();
         }
@@ -213,13 +213,13 @@ fn ledgers_of_other_core_dirs_stay_readable() {
     let (c1, c0) = (c.clone(), c.clone());
     let (x, unused) = run(move || async move {
         let s = LocalLedgerStore::open(1, c, part).await.unwrap();
-        let x = s.create_ledger();
+        let x = s.new_ledger();
         assert_eq!(x >> 48, 1);
         for e in 0..30 {
             s.append(x, payload(x, e, 1000)).await.unwrap();
         }
         // Ledgers that never get an entry still use up their ids.
-        let unused = (0..3).map(|_| s.create_ledger()).max().unwrap();
+        let unused = (0..3).map(|_| s.new_ledger()).max().unwrap();
         s.close().await;
         (x, unused)
     });
@@ -230,7 +230,7 @@ fn ledgers_of_other_core_dirs_stay_readable() {
     let part1 = rec.split_for_core([]);
     run(move || async move {
         let s1 = LocalLedgerStore::open(1, c1, part1).await.unwrap();
-        assert!(s1.create_ledger() > unused, "ids are not reused after a restart");
+        assert!(s1.new_ledger() > unused, "ids are not reused after a restart");
         let s0 = LocalLedgerStore::open(0, c0, part0).await.unwrap();
         assert_eq!(s0.last_entry(x), Some(29));
         for e in 0..30 {

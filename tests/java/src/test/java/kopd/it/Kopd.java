@@ -60,6 +60,31 @@ final class Kopd implements AutoCloseable {
         return bin.toAbsolutePath().normalize();
     }
 
+    /**
+     * Arguments that put kopd on the suite's backend: KOPD_TEST_STORAGE=bookkeeper (with
+     * KOPD_TEST_ZK of a running ZooKeeper + bookies) runs the same tests on BookKeeper. Each data
+     * directory gets its own ZooKeeper chroot, as in tests/common/mod.rs.
+     */
+    static List<String> backendArgs(Path dataDir) {
+        if (!"bookkeeper".equals(System.getenv("KOPD_TEST_STORAGE"))) {
+            return List.of();
+        }
+        String zk = System.getenv().getOrDefault("KOPD_TEST_ZK", "127.0.0.1:2181");
+        String[] q = (System.getenv().getOrDefault("KOPD_TEST_BK_QUORUMS", "2/2/2") + "/2/2/2").split("/");
+        String flat = dataDir.toAbsolutePath().normalize().toString().replaceAll("[^A-Za-z0-9-]", "_");
+        List<String> args = new ArrayList<>();
+        for (String kv : List.of("storage=bookkeeper",
+                "metadata.service.uri=zk+hierarchical://" + zk + "/ledgers",
+                "metadata.store=zk://" + zk + "/kopd-tests/" + flat,
+                "bookkeeper.ensemble.size=" + q[0],
+                "bookkeeper.write.quorum=" + q[1],
+                "bookkeeper.ack.quorum=" + q[2])) {
+            args.add("--set");
+            args.add(kv);
+        }
+        return args;
+    }
+
     /** Starts kopd on fresh free ports. */
     static Kopd start(Path dataDir, int cores) throws Exception {
         return start(dataDir, cores, freePorts(cores));
@@ -98,6 +123,7 @@ final class Kopd implements AutoCloseable {
                 "--listen", "127.0.0.1:" + port,
                 "--cores", Integer.toString(cores),
                 "--data-dir", dataDir.toAbsolutePath().toString()));
+        cmd.addAll(backendArgs(dataDir));
         cmd.addAll(extraArgs);
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectErrorStream(true)
