@@ -3,9 +3,9 @@
 //! A ledger is an append-only sequence of entries with contiguous ids from 0; a store keeps
 //! many ledgers. The managed ledger (src/log) strings ledgers together into a partition's log.
 
+pub mod bookkeeper;
 pub mod codec;
 pub mod entry;
-pub mod bookkeeper;
 pub mod local;
 
 use std::future::Future;

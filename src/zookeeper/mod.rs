@@ -113,13 +113,14 @@ impl ZooKeeper {
                     }
                 };
                 rt.block_on(async move {
-                    let client = match zk::Client::connector().with_session_timeout(session_timeout).connect(&cluster).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(map_err(e)));
-                            return;
-                        }
-                    };
+                    let client =
+                        match zk::Client::connector().with_session_timeout(session_timeout).connect(&cluster).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(map_err(e)));
+                                return;
+                            }
+                        };
                     st.store(0, Ordering::Release);
                     let _ = ready_tx.send(Ok(()));
                     let mut watcher = client.state_watcher();
@@ -128,7 +129,9 @@ impl ZooKeeper {
                         loop {
                             let s = watcher.changed().await;
                             let mine = match s {
-                                zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => SessionState::Connected,
+                                zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                                    SessionState::Connected
+                                }
                                 zk::SessionState::Disconnected => SessionState::Disconnected,
                                 _ => SessionState::Expired,
                             };
@@ -239,7 +242,8 @@ async fn serve(c: zk::Client, req: Request) {
                 }
                 res = c.create(&p, &d, &opts).await;
             }
-            let res = res.map_err(map_err).map(|(_, seq)| if seq.into_i64() >= 0 { format!("{p}{seq}") } else { p.clone() });
+            let res =
+                res.map_err(map_err).map(|(_, seq)| if seq.into_i64() >= 0 { format!("{p}{seq}") } else { p.clone() });
             let _ = r.send(res).await;
         }
         Request::Set(p, d, v, r) => {

@@ -116,7 +116,9 @@ impl Conn {
                 (p.done)(Ok(resp));
             }
             // A response to a request that already timed out.
-            None => debug!(bookie = %self.bookie, op = resp.op, ledger = resp.ledger, entry = resp.entry, "unmatched response"),
+            None => {
+                debug!(bookie = %self.bookie, op = resp.op, ledger = resp.ledger, entry = resp.entry, "unmatched response")
+            }
         }
     }
 
@@ -167,7 +169,14 @@ impl Bookie {
 
     /// Queues one request: `head` (and `payload`, possibly empty) form the whole frame. `done`
     /// is called exactly once, never from inside this call.
-    pub fn send(self: &Rc<Self>, key: (u8, i64, i64), head: Bytes, payload: Bytes, timeout: Duration, done: Completion) {
+    pub fn send(
+        self: &Rc<Self>,
+        key: (u8, i64, i64),
+        head: Bytes,
+        payload: Bytes,
+        timeout: Duration,
+        done: Completion,
+    ) {
         let refuse = |err: BookieError, done: Completion| runtime::spawn(async move { done(Err(err)) });
         let Some(addr) = self.addr else {
             return refuse(BookieError::Unreachable(self.id.0.clone(), "not a resolvable address".into()), done);
@@ -179,7 +188,11 @@ impl Bookie {
         if conn.pending_count.get() >= self.config.max_pending {
             return refuse(BookieError::Busy(self.id.0.clone()), done);
         }
-        conn.pending.borrow_mut().entry(key).or_default().push_back(Pending { deadline: Instant::now() + timeout, done });
+        conn.pending
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push_back(Pending { deadline: Instant::now() + timeout, done });
         conn.pending_count.set(conn.pending_count.get() + 1);
         conn.queue.borrow_mut().push_back(Outgoing { head, payload });
         conn.wake_writer();
@@ -257,14 +270,17 @@ async fn run(conn: &Rc<Conn>, addr: SocketAddr, connect_timeout: Duration) -> Bo
     loop {
         // Wait for requests (or the sweep tick, or failure).
         let c = conn.clone();
-        runtime::timeout(SWEEP_EVERY, futures_lite::future::poll_fn(move |cx| {
-            if !c.queue.borrow().is_empty() || c.is_failed() {
-                Poll::Ready(())
-            } else {
-                *c.writer_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }))
+        runtime::timeout(
+            SWEEP_EVERY,
+            futures_lite::future::poll_fn(move |cx| {
+                if !c.queue.borrow().is_empty() || c.is_failed() {
+                    Poll::Ready(())
+                } else {
+                    *c.writer_waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }),
+        )
         .await;
         if let Some(e) = conn.failed.borrow().clone() {
             writer.shutdown();

@@ -68,10 +68,8 @@ struct Fenced;
 async fn change_once(w: &Rc<WriteLedger>, failed: &[usize]) -> Result<bool, Fenced> {
     let available = w.ctx.refresh_bookies().await.unwrap_or_else(|_| w.ctx.available.borrow().clone());
     let current: Vec<BookieId> = w.ensemble.borrow().iter().map(|b| b.id.clone()).collect();
-    let candidates: Vec<BookieId> = available
-        .into_iter()
-        .filter(|b| !current.contains(b) && !w.ctx.bookie(b).is_down())
-        .collect();
+    let candidates: Vec<BookieId> =
+        available.into_iter().filter(|b| !current.contains(b) && !w.ctx.bookie(b).is_down()).collect();
     let Some(replacements) = w.ctx.pick(candidates, failed.len()) else {
         warn!(ledger = w.id, ?failed, "no writable bookie outside the ensemble to replace a failed one");
         return Ok(false);

@@ -170,7 +170,10 @@ impl LedgerMetadata {
         let segments: Vec<Segment> = msg
             .segment
             .into_iter()
-            .map(|s| Segment { first_entry: s.first_entry_id, ensemble: s.ensemble_member.into_iter().map(BookieId).collect() })
+            .map(|s| Segment {
+                first_entry: s.first_entry_id,
+                ensemble: s.ensemble_member.into_iter().map(BookieId).collect(),
+            })
             .collect();
         if segments.is_empty() || segments.iter().any(|s| s.ensemble.len() != ensemble_size) {
             return Err(invalid("segments do not match the ensemble size"));
@@ -186,7 +189,11 @@ impl LedgerMetadata {
             digest,
             password: msg.password.unwrap_or_default(),
             ctime: msg.ctime.unwrap_or(0),
-            custom: msg.custom_metadata.into_iter().filter_map(|e| Some((e.key?, e.value.unwrap_or_default()))).collect(),
+            custom: msg
+                .custom_metadata
+                .into_iter()
+                .filter_map(|e| Some((e.key?, e.value.unwrap_or_default())))
+                .collect(),
         })
     }
 }
@@ -272,7 +279,11 @@ mod tests {
             length: 0,
             segments: vec![Segment {
                 first_entry: 0,
-                ensemble: vec![BookieId("127.0.0.1:3181".into()), BookieId("127.0.0.1:3182".into()), BookieId("127.0.0.1:3183".into())],
+                ensemble: vec![
+                    BookieId("127.0.0.1:3181".into()),
+                    BookieId("127.0.0.1:3182".into()),
+                    BookieId("127.0.0.1:3183".into()),
+                ],
             }],
             digest: DigestType::Crc32c,
             password: Vec::new(),

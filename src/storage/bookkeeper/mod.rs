@@ -85,7 +85,9 @@ impl BookKeeperConfig {
     pub fn validate(&self) -> Result<(), String> {
         let (e, w, a) = (self.ensemble, self.write_quorum, self.ack_quorum);
         if !(e >= w && w >= a && a >= 1) {
-            return Err(format!("bookkeeper quorums need ensemble >= write quorum >= ack quorum >= 1, got {e}/{w}/{a}"));
+            return Err(format!(
+                "bookkeeper quorums need ensemble >= write quorum >= ack quorum >= 1, got {e}/{w}/{a}"
+            ));
         }
         if e > 64 {
             return Err(format!("bookkeeper ensemble size {e} is above 64"));

@@ -97,7 +97,9 @@ async fn fence(ctx: &Rc<Ctx>, id: u64, meta: &LedgerMetadata, digester: &Digeste
             },
             Some(Ok(r)) if r.rc == rc::ENOENTRY || r.rc == rc::ENOLEDGER => answered += 1,
             Some(Ok(r)) if r.rc == rc::EUA => {
-                return Err(StorageError::Unavailable(format!("ledger {id}: bookie refused the master key (wrong password)")));
+                return Err(StorageError::Unavailable(format!(
+                    "ledger {id}: bookie refused the master key (wrong password)"
+                )));
             }
             Some(Ok(r)) => last_err = format!("bookie answered {}", rc::name(r.rc)),
             Some(Err(e)) => last_err = e.to_string(),
@@ -127,13 +129,17 @@ async fn replay(
     // The length of the ledger up to the LAC is in the LAC entry's header.
     let mut length = 0;
     if lac >= 0 {
-        let (s, _) = read_entry(ctx, id, meta.ensemble_for(lac), wq, digester, lac).await.map_err(|f| lost(id, lac, f))?;
+        let (s, _) =
+            read_entry(ctx, id, meta.ensemble_for(lac), wq, digester, lac).await.map_err(|f| lost(id, lac, f))?;
         length = s.length;
     }
     let mut last = lac;
     loop {
         let first = last + 1;
-        let reads = join_all((first..first + WINDOW as i64).map(|e| read_entry(ctx, id, meta.ensemble_for(e), wq, digester, e))).await;
+        let reads = join_all(
+            (first..first + WINDOW as i64).map(|e| read_entry(ctx, id, meta.ensemble_for(e), wq, digester, e)),
+        )
+        .await;
         let mut found = Vec::new();
         let mut end = false;
         for (k, r) in reads.into_iter().enumerate() {
@@ -148,7 +154,9 @@ async fn replay(
                 Err(f) => return Err(lost(id, e, f)),
             }
         }
-        let adds = join_all(found.iter().map(|(e, (s, payload))| recovery_add(ctx, meta, digester, *e, s, payload.clone()))).await;
+        let adds =
+            join_all(found.iter().map(|(e, (s, payload))| recovery_add(ctx, meta, digester, *e, s, payload.clone())))
+                .await;
         for ((e, (s, _)), ok) in found.iter().zip(adds) {
             ok?;
             last = *e;
@@ -175,7 +183,11 @@ async fn recovery_add(
 ) -> Result<(), StorageError> {
     let prefix = digester.entry_prefix(s.ledger, s.entry, s.lac, s.length, &payload);
     let mut head = BytesMut::with_capacity(protocol::ADD_PREFIX_LEN + prefix.len());
-    head.extend_from_slice(&protocol::add_prefix(protocol::FLAG_RECOVERY_ADD, &ctx.master_key, prefix.len() + payload.len()));
+    head.extend_from_slice(&protocol::add_prefix(
+        protocol::FLAG_RECOVERY_ADD,
+        &ctx.master_key,
+        prefix.len() + payload.len(),
+    ));
     head.extend_from_slice(&prefix);
     let head = head.freeze();
     let ensemble = meta.ensemble_for(entry);

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::digest::{Digester, master_key};
-use super::metadata::{LedgerMetadata, LedgerState, Segment, idgen_prefix, ledger_path, parse_idgen_path, parse_metadata_uri};
+use super::metadata::{
+    LedgerMetadata, LedgerState, Segment, idgen_prefix, ledger_path, parse_idgen_path, parse_metadata_uri,
+};
 use super::read::{ReadFailure, read_entry};
 use super::write::{WriteLedger, WriterState, zk_error};
 use super::{BookKeeperConfig, Ctx};
@@ -34,8 +36,10 @@ impl BookKeeperStore {
     /// writable-bookie list fresh).
     pub fn open(core: usize, config: BookKeeperConfig, zk: ZooKeeper) -> Result<Rc<Self>, StorageError> {
         config.validate().map_err(StorageError::Unavailable)?;
-        let (_, root) = parse_metadata_uri(&config.metadata_service_uri).map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) ^ ((core as u64 + 1) << 32);
+        let (_, root) =
+            parse_metadata_uri(&config.metadata_service_uri).map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let seed =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) ^ ((core as u64 + 1) << 32);
         let ctx = Rc::new(Ctx {
             core,
             master_key: master_key(&config.password),
@@ -81,7 +85,8 @@ impl BookKeeperStore {
 
     async fn new_ledger_id(&self) -> Result<LedgerId, StorageError> {
         let prefix = idgen_prefix(&self.ctx.root);
-        let created = self.ctx.zk.create(&prefix, Vec::new(), CreateMode::EphemeralSequential, true).await.map_err(zk_error)?;
+        let created =
+            self.ctx.zk.create(&prefix, Vec::new(), CreateMode::EphemeralSequential, true).await.map_err(zk_error)?;
         let id = parse_idgen_path(&created)
             .ok_or_else(|| StorageError::Corrupt(format!("ledger id node {created:?} has no sequence number")))?;
         // The node only made the number; BookKeeper deletes it at once too.
@@ -99,14 +104,11 @@ impl BookKeeperStore {
             StorageError::Unavailable(format!("{n} writable bookies, fewer than the ensemble size {}", cfg.ensemble))
         })?;
         let id = self.new_ledger_id().await?;
-        let custom: BTreeMap<String, Vec<u8>> = [
-            ("application", "pulsar"),
-            ("component", "managed-ledger"),
-            ("pulsar/managed-ledger", name),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect();
+        let custom: BTreeMap<String, Vec<u8>> =
+            [("application", "pulsar"), ("component", "managed-ledger"), ("pulsar/managed-ledger", name)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
         let meta = LedgerMetadata {
             write_quorum: cfg.write_quorum,
             ack_quorum: cfg.ack_quorum,
@@ -210,7 +212,11 @@ impl LedgerStoreNext for BookKeeperStore {
     fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
         async move {
             let Some(w) = self.writer(ledger) else {
-                return if self.closed.borrow().contains_key(&ledger) { Ok(()) } else { Err(StorageError::NoSuchLedger(ledger)) };
+                return if self.closed.borrow().contains_key(&ledger) {
+                    Ok(())
+                } else {
+                    Err(StorageError::NoSuchLedger(ledger))
+                };
             };
             let r = w.close().await;
             if *w.state.borrow() == WriterState::Closed {

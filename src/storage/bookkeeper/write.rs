@@ -98,7 +98,10 @@ impl WriteLedger {
     }
 
     /// Hands one entry to the bookies now; the receiver resolves once it is durable.
-    pub fn append(self: &Rc<Self>, payload: Bytes) -> Result<oneshot::Receiver<Result<EntryId, StorageError>>, StorageError> {
+    pub fn append(
+        self: &Rc<Self>,
+        payload: Bytes,
+    ) -> Result<oneshot::Receiver<Result<EntryId, StorageError>>, StorageError> {
         {
             let s = self.state.borrow();
             if *s != WriterState::Open {
@@ -110,7 +113,10 @@ impl WriteLedger {
         let prefix = self.digester.entry_prefix(self.id as i64, entry, self.lac.get(), length, &payload);
         let frame_len = protocol::ADD_PREFIX_LEN + prefix.len() + payload.len();
         if frame_len > protocol::MAX_FRAME {
-            return Err(StorageError::Unavailable(format!("entry of {} bytes exceeds the 5 MB frame limit", payload.len())));
+            return Err(StorageError::Unavailable(format!(
+                "entry of {} bytes exceeds the 5 MB frame limit",
+                payload.len()
+            )));
         }
         let mut head = BytesMut::with_capacity(protocol::ADD_PREFIX_LEN + prefix.len());
         head.extend_from_slice(&protocol::add_prefix(0, &self.ctx.master_key, prefix.len() + payload.len()));
@@ -167,7 +173,13 @@ impl WriteLedger {
         pending.get(usize::try_from(entry - first).ok()?)
     }
 
-    fn on_add_response(self: &Rc<Self>, entry: i64, idx: usize, bookie: Weak<Bookie>, res: Result<protocol::Response, BookieError>) {
+    fn on_add_response(
+        self: &Rc<Self>,
+        entry: i64,
+        idx: usize,
+        bookie: Weak<Bookie>,
+        res: Result<protocol::Response, BookieError>,
+    ) {
         if !matches!(*self.state.borrow(), WriterState::Open | WriterState::Closing) {
             return;
         }
