@@ -4,6 +4,7 @@
 //! the executor could be replaced by touching only this module.
 
 pub mod alloc;
+pub mod tcp;
 
 use std::future::Future;
 use std::io;

@@ -1,0 +1,308 @@
+//! kopd's BookKeeper client against a real cluster (ZooKeeper + bookies started by
+//! scripts/bookkeeper-cluster.sh): writes and reads at several quorums, ledgers that
+//! BookKeeper's own shell reads, recovery with fencing, an ensemble change when a bookie dies
+//! mid-write, reads that fall back when a bookie is down.
+
+mod common;
+
+use std::future::Future;
+use std::process::Output;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::bookkeeper::BookKeeperCluster;
+use futures_util::future::join_all;
+use kopd::runtime::{CoreSpec, start_core};
+use kopd::storage::bookkeeper::metadata::{LedgerMetadata, ledger_path};
+use kopd::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore};
+use kopd::storage::{LedgerStoreNext, StorageError};
+use kopd::zookeeper::ZooKeeper;
+
+/// Runs `f` on a fresh executor core (the client is core-local) and returns its output.
+fn on_core<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let spec = CoreSpec { index: 0, cpu: None, io_memory: 1 << 20, spin_before_park: Duration::ZERO };
+    start_core(spec, f).expect("start core").join().expect("core finished")
+}
+
+fn zk(c: &BookKeeperCluster) -> ZooKeeper {
+    ZooKeeper::connect(&c.zk_connect(), Duration::from_secs(10), 1024).expect("ZooKeeper session")
+}
+
+fn config(c: &BookKeeperCluster, e: usize, w: usize, a: usize) -> BookKeeperConfig {
+    BookKeeperConfig {
+        metadata_service_uri: c.metadata_service_uri(),
+        ensemble: e,
+        write_quorum: w,
+        ack_quorum: a,
+        add_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+fn payload(i: usize) -> Bytes {
+    let mut v = format!("entry-{i:06}-").into_bytes();
+    v.resize(100 + i % 900, b'a' + (i % 26) as u8);
+    Bytes::from(v)
+}
+
+fn text(out: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Appends `range` in order, checking that each completes only once all earlier ones are
+/// durable (the LAC is contiguous), and returns the ids.
+async fn append_all(
+    store: &Rc<BookKeeperStore>,
+    ledger: u64,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<u64>, StorageError> {
+    let futs: Vec<_> = range.clone().map(|i| store.append(ledger, payload(i))).collect();
+    let checks = futs.into_iter().map(|f| {
+        let store = store.clone();
+        async move {
+            let id = f.await?;
+            let lac = store.last_entry(ledger);
+            assert!(lac >= Some(id), "entry {id} completed before the LAC ({lac:?}) reached it");
+            Ok::<u64, StorageError>(id)
+        }
+    });
+    join_all(checks).await.into_iter().collect()
+}
+
+async fn read_back(store: &BookKeeperStore, ledger: u64, count: usize) {
+    for i in 0..count {
+        let got = store.read(ledger, i as u64).await.unwrap_or_else(|e| panic!("read {ledger}/{i}: {e}"));
+        assert_eq!(got, payload(i), "entry {i} of ledger {ledger}");
+    }
+}
+
+fn metadata(zk: &ZooKeeper, ledger: u64) -> LedgerMetadata {
+    let (data, _) = futures_lite::future::block_on(zk.get(&ledger_path("/ledgers", ledger)))
+        .expect("get metadata")
+        .expect("metadata node exists");
+    LedgerMetadata::decode(&data).expect("decode metadata")
+}
+
+#[test]
+fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
+    let c = BookKeeperCluster::start(3);
+    let zk = zk(&c);
+
+    // Write, read, close at 1/1/1 and 3/2/2.
+    let mut closed = Vec::new();
+    for (e, w, a) in [(1, 1, 1), (3, 2, 2)] {
+        let (cfg, zkh) = (config(&c, e, w, a), zk.clone());
+        let ledger = on_core(move || async move {
+            let store = BookKeeperStore::open(0, cfg, zkh).expect("open store");
+            let ledger = store.create_ledger("public/default/persistent/t-partition-0").await.expect("create");
+            let ids = append_all(&store, ledger, 0..300).await.expect("appends");
+            assert_eq!(ids, (0..300).collect::<Vec<u64>>());
+            assert_eq!(store.last_entry(ledger), Some(299));
+            assert_eq!(store.pending_entries(ledger), 0);
+            read_back(&store, ledger, 300).await;
+            assert!(matches!(store.read(ledger, 300).await, Err(StorageError::NoSuchEntry { .. })));
+            store.close_ledger(ledger).await.expect("close");
+            assert!(store.append(ledger, payload(0)).await.is_err(), "append after close");
+            read_back(&store, ledger, 300).await;
+            ledger
+        });
+        let m = metadata(&zk, ledger);
+        assert_eq!((m.ensemble_size, m.write_quorum, m.ack_quorum), (e, w, a));
+        assert_eq!(m.last_entry, 299);
+        assert_eq!(m.length, (0..300).map(|i| payload(i).len() as i64).sum::<i64>());
+        assert_eq!(m.custom.get("application").map(Vec::as_slice), Some(&b"pulsar"[..]));
+        closed.push(ledger);
+    }
+
+    // BookKeeper's own shell reads kopd's metadata and entries (digests checked by its client).
+    for &ledger in &closed {
+        let out = c.bkshell(&["ledgermetadata", "-ledgerid", &ledger.to_string()]);
+        let t = text(&out);
+        assert!(out.status.success(), "ledgermetadata: {t}");
+        assert!(t.contains("CLOSED") && t.contains("lastEntryId=299"), "ledgermetadata: {t}");
+        let out = c.bkshell(&[
+            "readledger",
+            "-ledgerid",
+            &ledger.to_string(),
+            "-msg",
+            "-firstentryid",
+            "298",
+            "-lastentryid",
+            "299",
+        ]);
+        let t = text(&out);
+        assert!(out.status.success(), "readledger: {t}");
+        assert!(t.contains("entry-000298-") && t.contains("entry-000299-"), "readledger: {t}");
+    }
+
+    // Recovery: a writer that never closes; a second store fences and recovers the ledger.
+    let (cfg, zkh) = (config(&c, 3, 2, 2), zk.clone());
+    let recovered = on_core(move || async move {
+        let old = BookKeeperStore::open(0, cfg.clone(), zkh.clone()).expect("open old");
+        let ledger = old.create_ledger("public/default/persistent/r").await.expect("create");
+        append_all(&old, ledger, 0..120).await.expect("appends");
+        let new = BookKeeperStore::open(0, cfg, zkh).expect("open new");
+        assert!(
+            matches!(new.read(ledger, 0).await, Err(StorageError::Unavailable(_))),
+            "open ledger readable before recovery"
+        );
+        let last = new.recover_ledger(ledger).await.expect("recover");
+        assert_eq!(last, Some(119), "every acknowledged entry is in the recovered ledger");
+        assert_eq!(new.last_entry(ledger), Some(119));
+        read_back(&new, ledger, 120).await;
+        // The old writer is fenced: its next add fails, and is never acknowledged.
+        let r = old.append(ledger, payload(120)).await;
+        assert!(matches!(r, Err(StorageError::Fenced(l)) if l == ledger), "old writer after recovery: {r:?}");
+        assert!(old.failures() >= 1);
+        assert!(old.close_ledger(ledger).await.is_err());
+        // Recovering a closed ledger changes nothing.
+        assert_eq!(new.recover_ledger(ledger).await.expect("again"), Some(119));
+        ledger
+    });
+    let m = metadata(&zk, recovered);
+    assert_eq!(m.state, kopd::storage::bookkeeper::metadata::LedgerState::Closed);
+    assert_eq!(m.last_entry, 119);
+    let out = c.bkshell(&[
+        "readledger",
+        "-ledgerid",
+        &recovered.to_string(),
+        "-msg",
+        "-firstentryid",
+        "119",
+        "-lastentryid",
+        "119",
+    ]);
+    assert!(out.status.success() && text(&out).contains("entry-000119-"), "readledger recovered: {}", text(&out));
+
+    // Read fallback: the bookie first in the write set of most entries is down.
+    let ledger = closed[1];
+    let down = metadata(&zk, ledger).segments[0].ensemble[0].0.clone();
+    let idx = c.bookie_addrs().iter().position(|b| *b == down).expect("ensemble bookie is ours");
+    c.kill_bookie(idx);
+    let (cfg, zkh) = (config(&c, 3, 2, 2), zk.clone());
+    let took = on_core(move || async move {
+        let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+        let t = Instant::now();
+        read_back(&store, ledger, 300).await;
+        // Recovering it is a no-op, and deleting it removes the metadata.
+        assert_eq!(store.recover_ledger(ledger).await.expect("closed"), Some(299));
+        t.elapsed()
+    });
+    eprintln!("300 reads with a write-set bookie down: {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(30), "fallback reads took {took:?}");
+
+    let (cfg, zkh) = (config(&c, 1, 1, 1), zk.clone());
+    let first = closed[0];
+    on_core(move || async move {
+        let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+        store.delete_ledger(first).await.expect("delete");
+        assert!(matches!(store.read(first, 0).await, Err(StorageError::NoSuchLedger(_))));
+        store.delete_ledger(first).await.expect("delete is idempotent");
+    });
+}
+
+#[test]
+fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
+    let c = BookKeeperCluster::start(4);
+    let zk = zk(&c);
+    let (cfg, zkh) = (config(&c, 3, 2, 2), zk.clone());
+    let (to_test, from_core) = (async_channel::bounded::<u64>(1), async_channel::bounded::<()>(1));
+    let (ledger_tx, ledger_rx) = (to_test.0, to_test.1);
+    let (killed_tx, killed_rx) = (from_core.0, from_core.1);
+    let core = std::thread::spawn(move || {
+        on_core(move || async move {
+            let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+            let ledger = store.create_ledger("public/default/persistent/e").await.expect("create");
+            append_all(&store, ledger, 0..200).await.expect("before the kill");
+            // Keep appending while the bookie dies, and for a while after.
+            ledger_tx.send(ledger).await.expect("tell the test");
+            let mut next = 200;
+            loop {
+                append_all(&store, ledger, next..next + 20).await.expect("appends across the kill");
+                next += 20;
+                if killed_rx.try_recv().is_ok() {
+                    break;
+                }
+                assert!(next < 1_000_000, "the test never said the bookie was killed");
+            }
+            append_all(&store, ledger, next..next + 200).await.expect("after the ensemble change");
+            next += 200;
+            read_back(&store, ledger, next).await;
+            store.close_ledger(ledger).await.expect("close");
+            (ledger, next)
+        })
+    });
+    let ledger = ledger_rx.recv_blocking().expect("ledger id");
+    let before = metadata(&zk, ledger);
+    let victim = before.segments[0].ensemble[1].0.clone();
+    let idx = c.bookie_addrs().iter().position(|b| *b == victim).expect("ensemble bookie is ours");
+    c.kill_bookie(idx);
+    killed_tx.send_blocking(()).expect("tell the core");
+    let (ledger, written) = core.join().expect("core thread");
+    eprintln!("{written} entries written across the kill of {victim}");
+
+    let m = metadata(&zk, ledger);
+    assert!(m.segments.len() >= 2, "an ensemble change added a segment: {m:?}");
+    let last = &m.segments[m.segments.len() - 1].ensemble;
+    assert!(!last.iter().any(|b| b.0 == victim), "the dead bookie left the ensemble: {m:?}");
+    assert_eq!(m.last_entry, written as i64 - 1);
+    let last = (written - 1).to_string();
+    let out = c.bkshell(&[
+        "readledger",
+        "-ledgerid",
+        &ledger.to_string(),
+        "-msg",
+        "-firstentryid",
+        "0",
+        "-lastentryid",
+        &last,
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "readledger: {t}");
+    for i in [0, 199, written / 2, written - 1] {
+        assert!(t.contains(&format!("entry-{i:06}-")), "readledger lacks entry {i}: {t}");
+    }
+}
+
+/// Throughput of a simple write loop (run by hand: `cargo test --release --test
+/// bookkeeper_client bk_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bk_throughput() {
+    let c = BookKeeperCluster::start(3);
+    let zk = zk(&c);
+    for (e, w, a) in [(1, 1, 1), (3, 2, 2)] {
+        let (cfg, zkh) = (config(&c, e, w, a), zk.clone());
+        let (n, took) = on_core(move || async move {
+            let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+            let ledger = store.create_ledger("bench").await.expect("create");
+            let body = Bytes::from(vec![7u8; 1024]);
+            let n = 100_000usize;
+            let t = Instant::now();
+            type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<u64, StorageError>> + 'a>>;
+            let mut window: std::collections::VecDeque<Pending<'_>> = std::collections::VecDeque::new();
+            for _ in 0..n {
+                while !store.has_room(body.len()) || window.len() >= 4096 {
+                    window.pop_front().expect("something in flight").await.expect("append");
+                }
+                window.push_back(Box::pin(store.append(ledger, body.clone())));
+            }
+            for f in window {
+                f.await.expect("append");
+            }
+            (n, t.elapsed())
+        });
+        eprintln!(
+            "{e}/{w}/{a}: {n} x 1 KiB in {:.2} s = {:.0} entries/s, {:.1} MiB/s",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64(),
+            n as f64 / 1024.0 / took.as_secs_f64()
+        );
+    }
+}
