@@ -8,7 +8,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, CoreMessage, Shutdown};
-use crate::config::{Config, Flush, StorageKind};
+use crate::config::{BookKeeperSettings, Config, DigestKind, Flush, StorageKind};
 use crate::log::recovery::{self, PartitionKey, RecoveredLogs};
 use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
 use crate::meta::catalog::Catalog;
@@ -16,11 +16,48 @@ use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
 use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
 use crate::storage::Backend;
 use crate::storage::LedgerId;
-use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig};
+use crate::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore, DigestType};
+use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig, RecoveredStore};
+use crate::zookeeper::ZooKeeper;
 use crate::{net, runtime};
 
 /// What recovery hands one core: its partitions' rebuilt logs and their ledgers.
 #[derive(Default)]
+/// What a core opens its ledger store from.
+enum CoreStorage {
+    /// Its part of the local store's recovery scan.
+    Local(RecoveredStore),
+    BookKeeper(BookKeeperConfig, ZooKeeper),
+}
+
+/// The BookKeeper client's settings from kopd's keys.
+fn bookkeeper_config(bk: &BookKeeperSettings) -> BookKeeperConfig {
+    BookKeeperConfig {
+        metadata_service_uri: format!("zk+hierarchical://{}{}", bk.zk_connect, bk.ledgers_root),
+        ensemble: bk.ensemble_size,
+        write_quorum: bk.write_quorum,
+        ack_quorum: bk.ack_quorum,
+        digest: match bk.digest {
+            DigestKind::Crc32c => DigestType::Crc32c,
+            DigestKind::Crc32 => DigestType::Crc32,
+            DigestKind::Dummy => DigestType::Dummy,
+        },
+        password: bk.password.clone(),
+        max_inflight_add_bytes: bk.max_inflight_add_bytes,
+        add_timeout: bk.add_entry_timeout,
+        read_timeout: bk.read_entry_timeout,
+        speculative_read_timeout: bk.speculative_read_timeout,
+        ..BookKeeperConfig::default()
+    }
+}
+
+/// The BookKeeper client's own ZooKeeper session (as a Pulsar broker's BookKeeper client has
+/// one apart from its metadata store's), on a thread of its own.
+fn connect_bookkeeper_zk(bk: &BookKeeperSettings, config: &Config) -> anyhow::Result<ZooKeeper> {
+    ZooKeeper::connect(&bk.zk_connect, config.zookeeper_session_timeout, config.control_queue_capacity)
+        .map_err(|e| anyhow::anyhow!("config key `metadata.service.uri`: cannot reach ZooKeeper {}: {e}", bk.zk_connect))
+}
+
 struct CoreShare {
     logs: std::collections::HashMap<PartitionKey, RecoveredLog>,
     ledgers: Vec<LedgerId>,
@@ -68,7 +105,18 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
 
     // Rebuild every partition's log from the ledger store, then deal each core its share.
     let ledger_dir = config.data_dir.join("ledgers");
-    let RecoveredLogs { mut partitions, store: mut recovered_store } = recovery::recover(store.as_ref(), &ledger_dir)?;
+    let (mut partitions, mut recovered_store) = match &config.bookkeeper {
+        None => {
+            let RecoveredLogs { partitions, store: recovered } = recovery::recover(store.as_ref(), &ledger_dir)?;
+            (partitions, Some(recovered))
+        }
+        // Each core reads its partitions from the bookies when it opens them.
+        Some(_) => (recovery::recover_metadata(store.as_ref())?, None),
+    };
+    let bookkeeper = match &config.bookkeeper {
+        Some(bk) => Some((bookkeeper_config(bk), connect_bookkeeper_zk(bk, &config)?)),
+        None => None,
+    };
     let mut shares: Vec<CoreShare> = (0..config.cores).map(|_| CoreShare::default()).collect();
     for (key, log) in partitions.drain() {
         // Partitions of deleted topics go to core 0, which removes them.
@@ -78,7 +126,14 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
             share.logs.insert(key, log);
         }
     }
-    let share_stores: Vec<_> = shares.iter_mut().map(|s| recovered_store.split_for_core(s.ledgers.drain(..))).collect();
+    let share_stores: Vec<CoreStorage> = shares
+        .iter_mut()
+        .map(|s| match (&mut recovered_store, &bookkeeper) {
+            (_, Some((cfg, zk))) => CoreStorage::BookKeeper(cfg.clone(), zk.clone()),
+            (Some(r), None) => CoreStorage::Local(r.split_for_core(s.ledgers.drain(..))),
+            (None, None) => unreachable!("the local backend always recovers a store"),
+        })
+        .collect();
     let store = MetadataStoreThread::spawn(store, config.control_queue_capacity)?;
 
     let listeners = (0..config.cores)
@@ -124,21 +179,30 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         let stop_all = StopOnExit(stop.clone());
         handles.push(runtime::start_core(spec, move || async move {
             let _stop_all = stop_all;
-            let store_config = LocalStoreConfig {
-                dir: config.data_dir.join("ledgers"),
-                segment_bytes: config.ledger_file_bytes,
-                flush: match config.flush {
-                    Flush::Always => FlushPolicy::Always,
-                    Flush::Interval(d) => FlushPolicy::Interval(d),
-                },
-                max_pending_bytes: config.ledger_max_pending_bytes,
-                probe_interval: config.ledger_failure_probe_interval,
+            let backend = match ledgers {
+                CoreStorage::Local(recovered) => {
+                    let store_config = LocalStoreConfig {
+                        dir: config.data_dir.join("ledgers"),
+                        segment_bytes: config.ledger_file_bytes,
+                        flush: match config.flush {
+                            Flush::Always => FlushPolicy::Always,
+                            Flush::Interval(d) => FlushPolicy::Interval(d),
+                        },
+                        max_pending_bytes: config.ledger_max_pending_bytes,
+                        probe_interval: config.ledger_failure_probe_interval,
+                    };
+                    let dir = crate::storage::local::core_dir(&store_config.dir, core);
+                    let s = LocalLedgerStore::open(core, store_config, recovered)
+                        .await
+                        .map_err(|e| format!("core {core}: cannot open its ledger store {}: {e}", dir.display()))?;
+                    Backend::Local(s)
+                }
+                CoreStorage::BookKeeper(cfg, zk) => Backend::BookKeeper(
+                    BookKeeperStore::open(core, cfg, zk)
+                        .map_err(|e| format!("core {core}: cannot start its BookKeeper client: {e}"))?,
+                ),
             };
-            let dir = crate::storage::local::core_dir(&store_config.dir, core);
-            let ledger_store = LocalLedgerStore::open(core, store_config, ledgers)
-                .await
-                .map_err(|e| format!("core {core}: cannot open its ledger store {}: {e}", dir.display()))?;
-            let logs = PartitionLogs::new(config.clone(), Rc::new(Backend::Local(ledger_store)), meta, share.logs);
+            let logs = PartitionLogs::new(config.clone(), Rc::new(backend), meta, share.logs);
             let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs, peers.clone()));
             let b = broker.clone();
             runtime::spawn(async move {

@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use kopd::runtime::{CoreSpec, start_core};
 use kopd::storage::bookkeeper::metadata::{LedgerMetadata, ledger_path};
 use kopd::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore};
-use kopd::storage::{LedgerStoreNext, StorageError};
+use kopd::storage::{LedgerStore, StorageError};
 use kopd::zookeeper::ZooKeeper;
 
 /// Runs `f` on a fresh executor core (the client is core-local) and returns its output.

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use thiserror::Error;
 
 pub type LedgerId = u64;
@@ -77,6 +78,24 @@ pub trait LedgerStore {
 /// A core's ledger store, whichever backend the configuration chose.
 pub enum Backend {
     Local(Rc<local::LocalLedgerStore>),
+    BookKeeper(Rc<bookkeeper::BookKeeperStore>),
+}
+
+/// Calls a method on whichever store `$b` holds; `either` joins the two future types (so
+/// the call itself, and what it takes in call order, happens now, not at the first poll).
+macro_rules! dispatch {
+    ($b:expr, $s:ident => $call:expr) => {
+        match $b {
+            Backend::Local($s) => $call,
+            Backend::BookKeeper($s) => $call,
+        }
+    };
+    (either $b:expr, $s:ident => $call:expr) => {
+        match $b {
+            Backend::Local($s) => Either::Left($call),
+            Backend::BookKeeper($s) => Either::Right($call),
+        }
+    };
 }
 
 impl Backend {
@@ -84,6 +103,9 @@ impl Backend {
     pub async fn close(&self) {
         match self {
             Backend::Local(s) => s.close().await,
+            // Acknowledged adds are on the bookies already; unacknowledged ones fail with the
+            // connections when the core stops.
+            Backend::BookKeeper(_) => {}
         }
     }
 
@@ -92,104 +114,53 @@ impl Backend {
     pub fn snapshot_target(&self) -> Option<(Option<Vec<u8>>, PathBuf)> {
         match self {
             Backend::Local(s) => Some((s.checkpoint(), s.core_dir())),
+            Backend::BookKeeper(_) => None,
         }
     }
 }
 
 impl LedgerStore for Backend {
     fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>> {
-        match self {
-            Backend::Local(s) => s.create_ledger(name),
-        }
+        dispatch!(either self, s => s.create_ledger(name))
     }
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
-        match self {
-            Backend::Local(s) => s.append(ledger, entry),
-        }
+        dispatch!(either self, s => s.append(ledger, entry))
     }
 
     fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>> {
-        match self {
-            Backend::Local(s) => s.read(ledger, entry),
-        }
+        dispatch!(either self, s => s.read(ledger, entry))
     }
 
     fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
-        match self {
-            Backend::Local(s) => s.close_ledger(ledger),
-        }
+        dispatch!(either self, s => s.close_ledger(ledger))
     }
 
     fn recover_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<Option<EntryId>, StorageError>> {
-        match self {
-            Backend::Local(s) => s.recover_ledger(ledger),
-        }
+        dispatch!(either self, s => s.recover_ledger(ledger))
     }
 
     fn last_entry(&self, ledger: LedgerId) -> Option<EntryId> {
-        match self {
-            Backend::Local(s) => s.last_entry(ledger),
-        }
+        dispatch!(self, s => s.last_entry(ledger))
     }
 
     fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
-        match self {
-            Backend::Local(s) => s.delete_ledger(ledger),
-        }
+        dispatch!(either self, s => s.delete_ledger(ledger))
     }
 
     fn failure(&self) -> Option<String> {
-        match self {
-            Backend::Local(s) => s.failure(),
-        }
+        dispatch!(self, s => LedgerStore::failure(&**s))
     }
 
     fn failures(&self) -> u64 {
-        match self {
-            Backend::Local(s) => s.failures(),
-        }
+        dispatch!(self, s => LedgerStore::failures(&**s))
     }
 
     fn has_room(&self, bytes: usize) -> bool {
-        match self {
-            Backend::Local(s) => s.has_room(bytes),
-        }
+        dispatch!(self, s => LedgerStore::has_room(&**s, bytes))
     }
 
     fn pending_entries(&self, ledger: LedgerId) -> u64 {
-        match self {
-            Backend::Local(s) => s.pending_entries(ledger),
-        }
+        dispatch!(self, s => LedgerStore::pending_entries(&**s, ledger))
     }
-}
-
-/// The lead's new `LedgerStore` (issue 10), verbatim; named apart until the merge moves the
-/// local store over to it.
-pub trait LedgerStoreNext {
-    /// A new ledger for managed ledger `name` (on BookKeeper: id from ZooKeeper's id generator, metadata with
-    /// Pulsar's custom metadata application=pulsar, component=managed-ledger, pulsar/managed-ledger=<name>).
-    fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>>;
-    /// Appends one entry to a ledger this core created. Takes the entry in call order (before the
-    /// returned future is first polled); resolves with the entry id once durable (ack quorum, LAC contiguous).
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>>;
-    /// Reads one entry (of a ledger this core wrote, recovered, or any closed ledger).
-    fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>>;
-    /// Seals a ledger this core wrote (rollover): close in metadata by CAS (CLOSED, lastEntryId = LAC, length).
-    fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>>;
-    /// Opens a ledger written by an earlier run or another writer: if not closed, fence and recover it
-    /// (IN_RECOVERY, read-LAC with fencing on the ensemble, recovery-add forward, close). Returns its last entry id.
-    fn recover_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<Option<EntryId>, StorageError>>;
-    /// Deletes a ledger (metadata removed; bookies garbage-collect).
-    fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>>;
-    /// Some(reason) while appends cannot succeed (no ZooKeeper session, fewer writable bookies than the ensemble).
-    fn failure(&self) -> Option<String>;
-    /// How many failure episodes have begun so far (the managed ledger compares it to notice one).
-    fn failures(&self) -> u64;
-    /// Backpressure: false when `bytes` more would exceed the per-core in-flight add bound.
-    fn has_room(&self, bytes: usize) -> bool;
-    /// Appends handed to the store and not yet settled (acked or failed) for a ledger.
-    fn pending_entries(&self, ledger: LedgerId) -> u64;
-    /// The last durable entry (LAC for a ledger this core writes; last entry of a recovered/closed one).
-    fn last_entry(&self, ledger: LedgerId) -> Option<EntryId>;
 }

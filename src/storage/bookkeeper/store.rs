@@ -16,7 +16,7 @@ use super::metadata::{
 use super::read::{ReadFailure, read_entry};
 use super::write::{WriteLedger, WriterState, zk_error};
 use super::{BookKeeperConfig, Ctx};
-use crate::storage::{EntryId, LedgerId, LedgerStoreNext, StorageError};
+use crate::storage::{EntryId, LedgerId, LedgerStore, StorageError};
 use crate::zookeeper::{CreateMode, ZkError, ZooKeeper};
 
 /// A closed (or recovered) ledger: readable up to its last entry.
@@ -185,7 +185,7 @@ async fn watch_health(ctx: Weak<Ctx>) {
     }
 }
 
-impl LedgerStoreNext for BookKeeperStore {
+impl LedgerStore for BookKeeperStore {
     fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>> {
         let name = name.to_string();
         async move { self.create(&name).await }
