@@ -12,6 +12,7 @@ pub mod net;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod zookeeper;
 
 #[global_allocator]
 static GLOBAL: runtime::alloc::KopdAllocator = runtime::alloc::KopdAllocator;
