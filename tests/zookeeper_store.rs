@@ -274,9 +274,25 @@ fn paused_zookeeper_fails_topic_admin_then_recovers() {
     // Opens the partition's managed ledger (its ledger list is written to ZooKeeper).
     assert_eq!(produce(&mut conn, "before", 0, common::batch(3, Compression::None)).0, 0);
 
+    // A handle of our own, to watch its session through the pause, and a store writing into
+    // the pause.
+    let short = Duration::from_secs(4);
+    let watched = ZooKeeper::connect(&format!("{}/pause-handle", cluster.zk_connect()), short, 16).unwrap();
+    let changes = watched.session_changes();
+    block_on(watched.create("/mine", Vec::new(), CreateMode::Ephemeral, false)).unwrap();
+    let store_at = format!("{}/pause-store", cluster.zk_connect());
+    let mut store = ZooKeeperMetadataStore::open(&store_at, short, 16).unwrap();
+    store.commit(vec![put("/kopd/x", b"1")]).unwrap();
+
     cluster.pause_zk();
+    let paused = Instant::now();
+    // Sent on a live session that stops answering: fails once the connection is given up
+    // (its outcome unknown: the server may still apply it when it runs again).
+    let r = store.commit(vec![put("/kopd/x", b"2")]);
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert!(paused.elapsed() < Duration::from_secs(6), "the commit took {:?}", paused.elapsed());
     // Past the session timeout: the session is gone.
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(paused.elapsed()));
     let t0 = Instant::now();
     let resp = conn.send(7, &create_request("during", 1)).unwrap();
     let took = t0.elapsed();
@@ -287,6 +303,35 @@ fn paused_zookeeper_fails_topic_admin_then_recovers() {
     assert!(k.is_running());
 
     cluster.resume_zk();
+    // The handle reports the end of its session, then a new one, whose ephemeral nodes are
+    // not the old session's.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.last() != Some(&SessionState::Connected) || !seen.contains(&SessionState::Expired) {
+        assert!(Instant::now() < deadline, "session changes so far: {seen:?}");
+        if let Ok(s) = changes.try_recv() {
+            seen.push(s);
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(seen.first(), Some(&SessionState::Disconnected), "{seen:?}");
+    assert_eq!(watched.session_state(), SessionState::Connected);
+    assert_eq!(block_on(watched.get("/mine")).unwrap(), None, "the expired session's ephemeral node");
+    block_on(watched.create("/mine", Vec::new(), CreateMode::Ephemeral, false)).unwrap();
+    // The store's next commit re-reads what the unclear one touched: whichever way it went,
+    // the cache and ZooKeeper agree.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.commit(vec![put("/kopd/y", b"y")]) {
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(Instant::now() < deadline, "store commits still failing: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let check = ZooKeeper::connect(&store_at, TIMEOUT, 4).unwrap();
+    let in_zk = block_on(check.get("/kopd/x")).unwrap().map(|(d, _)| d);
+    assert_eq!(store.get("/kopd/x"), in_zk.as_deref());
+    eprintln!("the commit sent into the pause was applied: {}", in_zk.as_deref() == Some(&b"2"[..]));
+
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let resp = conn.send(7, &create_request("after", 2)).unwrap();
