@@ -8,25 +8,23 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, CoreMessage, Shutdown};
-use crate::config::{BookKeeperSettings, Config, DigestKind, Flush, StorageKind};
+use crate::config::{BookKeeperSettings, Config, DigestKind, Flush, MetadataStoreKind};
 use crate::log::recovery::{self, PartitionKey, RecoveredLogs};
 use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
 use crate::meta::catalog::Catalog;
 use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
-use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
+use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread, ZooKeeperMetadataStore};
 use crate::storage::Backend;
 use crate::storage::LedgerId;
 use crate::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore, DigestType};
-use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig, RecoveredStore};
+use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig, RecoveredLedgers};
 use crate::zookeeper::ZooKeeper;
 use crate::{net, runtime};
 
-/// What recovery hands one core: its partitions' rebuilt logs and their ledgers.
-#[derive(Default)]
 /// What a core opens its ledger store from.
 enum CoreStorage {
     /// Its part of the local store's recovery scan.
-    Local(RecoveredStore),
+    Local(RecoveredLedgers),
     BookKeeper(BookKeeperConfig, ZooKeeper),
 }
 
@@ -58,6 +56,8 @@ fn connect_bookkeeper_zk(bk: &BookKeeperSettings, config: &Config) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("config key `metadata.service.uri`: cannot reach ZooKeeper {}: {e}", bk.zk_connect))
 }
 
+/// What recovery hands one core: its partitions' rebuilt logs and their ledgers.
+#[derive(Default)]
 struct CoreShare {
     logs: std::collections::HashMap<PartitionKey, RecoveredLog>,
     ledgers: Vec<LedgerId>,
@@ -87,9 +87,12 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         format!("data.dir {} is in use by another kopd process (or cannot be locked)", config.data_dir.display())
     })?;
     let config = Arc::new(config);
-    let mut store: Box<dyn MetadataStore> = match config.storage {
-        StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
-        StorageKind::BookKeeper => anyhow::bail!("config key `storage`: the bookkeeper backend is not wired in yet"),
+    let mut store: Box<dyn MetadataStore> = match &config.metadata_store {
+        MetadataStoreKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
+        MetadataStoreKind::ZooKeeper { connect } => Box::new(
+            ZooKeeperMetadataStore::open(connect, config.zookeeper_session_timeout, config.control_queue_capacity)
+                .with_context(|| format!("config key `metadata.store`: cannot open zk://{connect}"))?,
+        ),
     };
     let mut catalog = Catalog::load(store.as_ref())?;
     let previous_cores = catalog.cores;
