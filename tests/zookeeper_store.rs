@@ -128,6 +128,31 @@ fn handle_creates_reads_and_guards_nodes() {
 }
 
 #[test]
+fn handle_serves_a_kopd_core() {
+    // The BookKeeper client awaits the handle on its cores: many requests at once, more than
+    // the queue (64) holds.
+    let zk = connect(shared_cluster(), "/core-test");
+    let spec = kopd::runtime::CoreSpec { index: 0, cpu: None, io_memory: 64 << 10, spin_before_park: Duration::ZERO };
+    let core = kopd::runtime::start_core(spec, move || async move {
+        let zk = &zk;
+        let creates = (0..200)
+            .map(|i| async move { zk.create(&format!("/n/{i}"), vec![i as u8], CreateMode::Persistent, true).await });
+        let created = futures_util::future::join_all(creates).await;
+        let reads =
+            futures_util::future::join_all((0..200).map(|i| async move { zk.get(&format!("/n/{i}")).await })).await;
+        let kids = zk.children("/n").await;
+        (created, reads, kids)
+    })
+    .unwrap();
+    let (created, reads, kids) = core.join().unwrap();
+    assert!(created.iter().all(Result::is_ok), "{:?}", created.iter().find(|r| r.is_err()));
+    for (i, r) in reads.into_iter().enumerate() {
+        assert_eq!(r.unwrap().unwrap().0, vec![i as u8]);
+    }
+    assert_eq!(kids.unwrap().unwrap().len(), 200);
+}
+
+#[test]
 fn handle_refuses_an_unreachable_ensemble() {
     let port = common::free_ports(1);
     let t0 = Instant::now();
