@@ -30,6 +30,16 @@ fn connect(cluster: &BookKeeperCluster, chroot: &str) -> ZooKeeper {
     ZooKeeper::connect(&format!("{}{chroot}", cluster.zk_connect()), TIMEOUT, 64).expect("ZooKeeper session")
 }
 
+/// Kopd's harness points kopd at the suite's own ZooKeeper when the suite runs on BookKeeper,
+/// overriding the store these tests choose; the suite then covers the ZooKeeper store anyway.
+fn kopd_store_is_ours() -> bool {
+    let ours = common::test_storage() == "local";
+    if !ours {
+        eprintln!("skipped: KOPD_TEST_STORAGE={} chooses kopd's metadata store", common::test_storage());
+    }
+    ours
+}
+
 fn put(path: &str, v: &[u8]) -> StoreOp {
     StoreOp::Put { path: path.into(), value: v.to_vec() }
 }
@@ -115,6 +125,31 @@ fn handle_creates_reads_and_guards_nodes() {
         assert!(Instant::now() < deadline, "the ephemeral node outlived its closed session");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn handle_serves_a_kopd_core() {
+    // The BookKeeper client awaits the handle on its cores: many requests at once, more than
+    // the queue (64) holds.
+    let zk = connect(shared_cluster(), "/core-test");
+    let spec = kopd::runtime::CoreSpec { index: 0, cpu: None, io_memory: 64 << 10, spin_before_park: Duration::ZERO };
+    let core = kopd::runtime::start_core(spec, move || async move {
+        let zk = &zk;
+        let creates = (0..200)
+            .map(|i| async move { zk.create(&format!("/n/{i}"), vec![i as u8], CreateMode::Persistent, true).await });
+        let created = futures_util::future::join_all(creates).await;
+        let reads =
+            futures_util::future::join_all((0..200).map(|i| async move { zk.get(&format!("/n/{i}")).await })).await;
+        let kids = zk.children("/n").await;
+        (created, reads, kids)
+    })
+    .unwrap();
+    let (created, reads, kids) = core.join().unwrap();
+    assert!(created.iter().all(Result::is_ok), "{:?}", created.iter().find(|r| r.is_err()));
+    for (i, r) in reads.into_iter().enumerate() {
+        assert_eq!(r.unwrap().unwrap().0, vec![i as u8]);
+    }
+    assert_eq!(kids.unwrap().unwrap().len(), 200);
 }
 
 #[test]
@@ -206,6 +241,9 @@ fn topic_node(zk: &ZooKeeper, topic: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn kopd_keeps_its_catalog_in_zookeeper_across_restarts() {
+    if !kopd_store_is_ours() {
+        return;
+    }
     let c = shared_cluster();
     let dir = temp_dir("zk-restart");
     let chroot = "/kopd-zk-restart";
@@ -265,6 +303,9 @@ fn create_request(topic: &str, partitions: i32) -> CreateTopicsRequest {
 
 #[test]
 fn paused_zookeeper_fails_topic_admin_then_recovers() {
+    if !kopd_store_is_ours() {
+        return;
+    }
     let cluster = BookKeeperCluster::start(1);
     let dir = temp_dir("zk-pause");
     let setting = format!("metadata.store=zk://{}/kopd-zk-pause", cluster.zk_connect());

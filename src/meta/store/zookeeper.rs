@@ -36,7 +36,7 @@ pub const ROOTS: &[&str] = &["/admin/partitioned-topics", "/managed-ledgers", "/
 /// request makes the server drop the connection).
 pub const MAX_REQUEST_BYTES: usize = 1_000_000;
 /// Reads sent at once while loading a subtree.
-const LOAD_BATCH: usize = 128;
+const LOAD_BATCH: usize = 512;
 
 pub struct ZooKeeperMetadataStore {
     zk: ZooKeeper,
