@@ -31,6 +31,15 @@ pub enum StorageKind {
     BookKeeper,
 }
 
+/// Where cluster metadata (topics, managed-ledger lists, cursors) is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataStoreKind {
+    /// The embedded store in `data.dir/meta`.
+    Local,
+    /// A ZooKeeper ensemble: `host:port[,host:port...][/chroot]`.
+    ZooKeeper { connect: String },
+}
+
 /// How BookKeeper entries are checksummed (BookKeeper's `DigestType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestKind {
@@ -140,6 +149,9 @@ pub struct Config {
     pub storage: StorageKind,
     /// Set when `storage = bookkeeper`.
     pub bookkeeper: Option<BookKeeperSettings>,
+    pub metadata_store: MetadataStoreKind,
+    /// Session timeout asked of ZooKeeper (Kafka's `zookeeper.session.timeout.ms`).
+    pub zookeeper_session_timeout: Duration,
     pub kafka_tenant: String,
     pub kafka_namespace: String,
     pub auto_create_topics: bool,
@@ -201,6 +213,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("bookkeeper.add.entry.timeout.ms",  "10000",       "bookkeeper: an add a bookie has not answered in this long fails that bookie (BookKeeper's addEntryTimeout)"),
     ("bookkeeper.read.entry.timeout.ms", "5000",        "bookkeeper: a read a bookie has not answered in this long goes to the next one (readEntryTimeout)"),
     ("bookkeeper.speculative.read.timeout.ms", "2000",  "bookkeeper: a read unanswered this long is also sent to the next bookie of the entry (speculativeReadTimeout)"),
+    ("metadata.store",                   "local",       "cluster metadata store: `local` (embedded, in data.dir) or `zk://HOST:PORT[,HOST:PORT][/CHROOT]` (ZooKeeper, Pulsar's paths)"),
+    ("zookeeper.session.timeout.ms",     "18000",       "ZooKeeper session timeout; a ZooKeeper unreachable this long ends the session (ephemeral nodes go) and metadata writes fail until a new one is open"),
     ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
     ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),
     ("auto.create.topics.enable",        "true",        "create unknown topics named in Metadata requests"),
@@ -422,6 +436,10 @@ impl ConfigSources {
             data_dir,
             storage,
             bookkeeper,
+            metadata_store: self.metadata_store()?,
+            zookeeper_session_timeout: Duration::from_millis(
+                self.int("zookeeper.session.timeout.ms", 1000, 600_000)? as u64
+            ),
             kafka_tenant: self.name("kafka.tenant")?,
             kafka_namespace: self.name("kafka.namespace")?,
             auto_create_topics: self.boolean("auto.create.topics.enable")?,
@@ -473,6 +491,26 @@ impl ConfigSources {
 }
 
 impl ConfigSources {
+    fn metadata_store(&self) -> Result<MetadataStoreKind, ConfigError> {
+        const KEY: &str = "metadata.store";
+        let v = self.raw(KEY).trim();
+        if v == "local" {
+            return Ok(MetadataStoreKind::Local);
+        }
+        let Some(connect) = v.strip_prefix("zk://") else {
+            return Err(bad(KEY, format!("`{v}` is neither `local` nor zk://HOST:PORT[,HOST:PORT][/CHROOT]")));
+        };
+        let (hosts, chroot) = connect.find('/').map_or((connect, ""), |i| connect.split_at(i));
+        let valid_host = |h: &str| h.rsplit_once(':').is_some_and(|(n, p)| !n.is_empty() && p.parse::<u16>().is_ok());
+        if hosts.is_empty() || !hosts.split(',').all(valid_host) {
+            return Err(bad(KEY, format!("`{hosts}` is not HOST:PORT[,HOST:PORT]")));
+        }
+        if !chroot.is_empty() && chroot != "/" && !crate::zookeeper::valid_path(chroot) {
+            return Err(bad(KEY, format!("chroot `{chroot}` is not a ZooKeeper path")));
+        }
+        Ok(MetadataStoreKind::ZooKeeper { connect: connect.to_string() })
+    }
+
     fn bookkeeper_settings(&self) -> Result<BookKeeperSettings, ConfigError> {
         const URI: &str = "metadata.service.uri";
         let uri = self.raw(URI).trim();
@@ -660,6 +698,30 @@ mod tests {
         s.set("bookkeeper.ensemble.size", "3").unwrap();
         s.set("bookkeeper.ack.quorum", "3").unwrap();
         assert_eq!(s.resolve(1).unwrap_err().key, "bookkeeper.ack.quorum");
+    }
+
+    #[test]
+    fn metadata_store_choices() {
+        let c = ConfigSources::new().resolve(1).unwrap();
+        assert_eq!(c.metadata_store, MetadataStoreKind::Local);
+        assert_eq!(c.zookeeper_session_timeout, Duration::from_millis(18000));
+        let mut s = ConfigSources::new();
+        s.set("metadata.store", "zk://127.0.0.1:2181,127.0.0.2:2182/kopd/a").unwrap();
+        s.set("zookeeper.session.timeout.ms", "4000").unwrap();
+        let c = s.resolve(1).unwrap();
+        assert_eq!(
+            c.metadata_store,
+            MetadataStoreKind::ZooKeeper { connect: "127.0.0.1:2181,127.0.0.2:2182/kopd/a".into() }
+        );
+        assert_eq!(c.zookeeper_session_timeout, Duration::from_millis(4000));
+        for bad in ["zookeeper", "zk://", "zk://host", "zk://h:1/a/", "zk://h:1//a", "ZK://h:1"] {
+            let mut s = ConfigSources::new();
+            s.set("metadata.store", bad).unwrap();
+            assert_eq!(s.resolve(1).unwrap_err().key, "metadata.store", "{bad}");
+        }
+        let mut s = ConfigSources::new();
+        s.set("zookeeper.session.timeout.ms", "10").unwrap();
+        assert_eq!(s.resolve(1).unwrap_err().key, "zookeeper.session.timeout.ms");
     }
 
     #[test]

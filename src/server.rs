@@ -8,12 +8,12 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, CoreMessage, Shutdown};
-use crate::config::{Config, Flush, StorageKind};
+use crate::config::{Config, Flush, MetadataStoreKind, StorageKind};
 use crate::log::recovery::{self, PartitionKey, RecoveredLogs};
 use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
 use crate::meta::catalog::Catalog;
 use crate::meta::controller::{CatalogPublisher, Controller, ControllerClient};
-use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread};
+use crate::meta::store::{LocalMetadataStore, MetadataStore, MetadataStoreThread, ZooKeeperMetadataStore};
 use crate::storage::Backend;
 use crate::storage::LedgerId;
 use crate::storage::local::{FlushPolicy, LocalLedgerStore, LocalStoreConfig};
@@ -50,9 +50,15 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         format!("data.dir {} is in use by another kopd process (or cannot be locked)", config.data_dir.display())
     })?;
     let config = Arc::new(config);
-    let mut store: Box<dyn MetadataStore> = match config.storage {
-        StorageKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
-        StorageKind::BookKeeper => anyhow::bail!("config key `storage`: the bookkeeper backend is not wired in yet"),
+    if config.storage == StorageKind::BookKeeper {
+        anyhow::bail!("config key `storage`: the bookkeeper backend is not wired in yet");
+    }
+    let mut store: Box<dyn MetadataStore> = match &config.metadata_store {
+        MetadataStoreKind::Local => Box::new(LocalMetadataStore::open(&config.data_dir.join("meta"))?),
+        MetadataStoreKind::ZooKeeper { connect } => Box::new(
+            ZooKeeperMetadataStore::open(connect, config.zookeeper_session_timeout, config.control_queue_capacity)
+                .with_context(|| format!("config key `metadata.store`: cannot open zk://{connect}"))?,
+        ),
     };
     let mut catalog = Catalog::load(store.as_ref())?;
     let previous_cores = catalog.cores;

@@ -1,11 +1,12 @@
 //! Metadata stores: a small key-value space with ZooKeeper-like paths, written in atomic
-//! batches. The embedded [`LocalMetadataStore`] is the default; a ZooKeeper store can sit
-//! behind the same trait.
+//! batches. The embedded [`LocalMetadataStore`] is the default; [`ZooKeeperMetadataStore`]
+//! keeps the same paths in ZooKeeper, where Pulsar's tools read them.
 //!
 //! Stores do blocking I/O, so at run time a store lives on its own thread
 //! ([`MetadataStoreThread`]) and the cores talk to it through a bounded channel.
 
 mod local;
+mod zookeeper;
 
 use std::collections::BTreeMap;
 use std::thread;
@@ -13,6 +14,7 @@ use std::thread;
 use thiserror::Error;
 
 pub use local::LocalMetadataStore;
+pub use zookeeper::ZooKeeperMetadataStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
@@ -28,6 +30,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("metadata store thread has stopped")]
     Stopped,
+    /// The store cannot be reached now (no ZooKeeper session); retrying later may succeed.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The store can never apply this commit (a path it does not keep, a value too large).
+    #[error("metadata store refused the write: {0}")]
+    Rejected(String),
 }
 
 pub trait MetadataStore: Send + 'static {

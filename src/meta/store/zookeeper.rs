@@ -1,0 +1,417 @@
+//! The ZooKeeper metadata store: kopd's metadata at Pulsar's paths in a ZooKeeper ensemble, so
+//! Pulsar's tools see kopd's topics and managed ledgers.
+//!
+//! On open it loads the subtrees kopd uses ([`ROOTS`]) into memory; `get`/`scan` answer from
+//! there, and `commit` is one ZooKeeper `multi` (all or nothing). Layout conventions:
+//! - A node with data is a value; a node without data is structure (a parent such as
+//!   `/managed-ledgers/public`), never returned by `get`/`scan`. So empty values are refused.
+//! - Put creates the node (and its missing ancestors, empty, in the same multi) or sets its data.
+//! - Delete removes the node with everything below it, deepest first, in the same multi: a
+//!   managed ledger goes with its cursors even when they are Pulsar's and not kopd's. If
+//!   ZooKeeper holds something the cache did not know (NoNode, NodeExists, NotEmpty: another
+//!   client wrote there), the touched paths are re-read and the commit is planned and sent once
+//!   more.
+//! - When the outcome of a multi is unknown (the connection or session broke under it), the
+//!   touched paths are re-read before the next commit, so the cache never keeps disagreeing
+//!   with ZooKeeper. While there is no session, commits fail at once with
+//!   [`StoreError::Unavailable`].
+//! - A ZooKeeper request is limited to about 1 MB (jute.maxbuffer); a commit whose multi would
+//!   be larger is refused with [`StoreError::Rejected`] rather than cut the session.
+//!
+//! The store runs on the metadata-store thread (or at startup on the main thread), so it
+//! blocks on the session handle with `futures_lite::future::block_on`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+
+use super::{MetadataStore, StoreError, StoreOp};
+use crate::zookeeper::{CreateMode, Op, SessionState, ZkError, ZooKeeper, ancestors, valid_path};
+
+/// The subtrees kopd reads and writes: Pulsar's topic catalog and managed ledgers, and kopd's
+/// own state.
+pub const ROOTS: &[&str] = &["/admin/partitioned-topics", "/managed-ledgers", "/kopd"];
+/// Largest multi request sent (ZooKeeper's default jute.maxbuffer is 1 MiB - 1, and a bigger
+/// request makes the server drop the connection).
+pub const MAX_REQUEST_BYTES: usize = 1_000_000;
+/// Reads sent at once while loading a subtree.
+const LOAD_BATCH: usize = 128;
+
+pub struct ZooKeeperMetadataStore {
+    zk: ZooKeeper,
+    /// Nodes with data, by path: what `get` and `scan` answer.
+    values: BTreeMap<String, Vec<u8>>,
+    /// Every node known to exist under (and above) the roots, values and structure alike.
+    nodes: BTreeSet<String>,
+    /// Paths touched by a commit whose outcome is unknown; re-read before the next commit.
+    unsure: BTreeSet<String>,
+}
+
+fn unavailable(e: ZkError) -> StoreError {
+    match e {
+        ZkError::Stopped => StoreError::Stopped,
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn under(path: &str, root: &str) -> bool {
+    path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Paths strictly below `path` in `set`, in path order.
+fn descendants<'a>(set: &'a BTreeSet<String>, path: &str) -> impl Iterator<Item = &'a String> {
+    let prefix = format!("{path}/");
+    set.range(prefix.clone()..).take_while(move |p| p.starts_with(&prefix))
+}
+
+/// What a commit sends, and how it changes the cache if ZooKeeper applies it.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    ops: Vec<Op>,
+    created: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+    bytes: usize,
+}
+
+impl Plan {
+    fn push(&mut self, op: Op) {
+        // Path, data and the fixed fields (headers, ACL, flags) of one op, generously.
+        let (path, data) = match &op {
+            Op::Create { path, data, .. } | Op::SetData { path, data, .. } => (path.len(), data.len()),
+            Op::Delete { path, .. } | Op::Check { path, .. } => (path.len(), 0),
+        };
+        self.bytes += path + data + 64;
+        self.ops.push(op);
+    }
+
+    fn exists(&self, nodes: &BTreeSet<String>, path: &str) -> bool {
+        self.created.contains(path) || (nodes.contains(path) && !self.deleted.contains(path))
+    }
+}
+
+/// Checks every op, then turns the ops into ZooKeeper operations against the known tree.
+fn plan(nodes: &BTreeSet<String>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
+    let mut p = Plan::default();
+    for op in ops {
+        let path = match op {
+            StoreOp::Put { path, .. } | StoreOp::Delete { path } => path,
+        };
+        if !valid_path(path) || !ROOTS.iter().any(|r| under(path, r) && path != *r) {
+            return Err(StoreError::Rejected(format!(
+                "`{path}` is not a path below {} (the subtrees this store keeps)",
+                ROOTS.join(", ")
+            )));
+        }
+        match op {
+            StoreOp::Put { path, value } => {
+                if value.is_empty() {
+                    return Err(StoreError::Rejected(format!(
+                        "empty value for `{path}`: a node without data is structure in ZooKeeper"
+                    )));
+                }
+                if p.exists(nodes, path) {
+                    p.push(Op::SetData { path: path.clone(), data: value.clone(), version: None });
+                    continue;
+                }
+                for a in ancestors(path) {
+                    if !p.exists(nodes, a) {
+                        p.push(Op::Create { path: a.to_string(), data: Vec::new(), mode: CreateMode::Persistent });
+                        p.deleted.remove(a);
+                        p.created.insert(a.to_string());
+                    }
+                }
+                p.push(Op::Create { path: path.clone(), data: value.clone(), mode: CreateMode::Persistent });
+                p.deleted.remove(path);
+                p.created.insert(path.clone());
+            }
+            StoreOp::Delete { path } => {
+                if !p.exists(nodes, path) {
+                    continue;
+                }
+                let mut doomed: Vec<String> = descendants(nodes, path)
+                    .chain(descendants(&p.created, path))
+                    .filter(|d| p.exists(nodes, d))
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                // Children before parents: deepest first.
+                doomed.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+                doomed.push(path.clone());
+                for d in doomed {
+                    p.push(Op::Delete { path: d.clone(), version: None });
+                    p.created.remove(&d);
+                    p.deleted.insert(d);
+                }
+            }
+        }
+    }
+    if p.bytes > MAX_REQUEST_BYTES {
+        return Err(StoreError::Rejected(format!(
+            "commit of about {} bytes ({} ZooKeeper operations) exceeds the {MAX_REQUEST_BYTES}-byte \
+             ZooKeeper request limit (jute.maxbuffer)",
+            p.bytes,
+            p.ops.len()
+        )));
+    }
+    Ok(p)
+}
+
+impl ZooKeeperMetadataStore {
+    /// Connects (`connect` = "host:port[,host:port][/chroot]") and loads kopd's subtrees.
+    pub fn open(connect: &str, session_timeout: Duration, queue_capacity: usize) -> Result<Self, StoreError> {
+        let zk = ZooKeeper::connect(connect, session_timeout, queue_capacity)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open a ZooKeeper session with {connect}: {e}")))?;
+        Self::with_session(zk)
+    }
+
+    /// Loads kopd's subtrees through an open session.
+    pub fn with_session(zk: ZooKeeper) -> Result<Self, StoreError> {
+        let mut s = Self { zk, values: BTreeMap::new(), nodes: BTreeSet::new(), unsure: BTreeSet::new() };
+        for root in ROOTS {
+            s.refresh(root).map_err(unavailable)?;
+        }
+        tracing::info!(nodes = s.nodes.len(), values = s.values.len(), "ZooKeeper metadata loaded");
+        Ok(s)
+    }
+
+    /// Re-reads `path`: whether its ancestors exist, and its whole subtree.
+    fn refresh(&mut self, path: &str) -> Result<(), ZkError> {
+        for a in ancestors(path).map(str::to_string).collect::<Vec<_>>() {
+            if let Some((data, _)) = block_on(self.zk.get(&a))? {
+                if data.is_empty() {
+                    self.values.remove(&a);
+                } else {
+                    self.values.insert(a.clone(), data);
+                }
+                self.nodes.insert(a);
+            } else {
+                self.forget(&a);
+                return Ok(());
+            }
+        }
+        self.forget(path);
+        let zk = self.zk.clone();
+        let mut frontier = vec![path.to_string()];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for batch in frontier.chunks(LOAD_BATCH) {
+                let zk = &zk;
+                let reads = batch.iter().map(|p| async move {
+                    let data = zk.get(p).await?;
+                    let children = zk.children(p).await?;
+                    Ok::<_, ZkError>((p, data, children))
+                });
+                for r in block_on(futures_util::future::join_all(reads)) {
+                    let (p, data, children) = r?;
+                    // Gone between listing and reading: another client deleted it.
+                    let (Some((data, _)), Some(children)) = (data, children) else { continue };
+                    self.nodes.insert(p.clone());
+                    if !data.is_empty() {
+                        self.values.insert(p.clone(), data);
+                    }
+                    next.extend(children.into_iter().map(|c| format!("{p}/{c}")));
+                }
+            }
+            frontier = next;
+        }
+        Ok(())
+    }
+
+    /// Drops `path` and its subtree from the cache.
+    fn forget(&mut self, path: &str) {
+        let below: Vec<String> = descendants(&self.nodes, path).cloned().collect();
+        for p in below.iter().map(String::as_str).chain([path]) {
+            self.nodes.remove(p);
+            self.values.remove(p);
+        }
+    }
+
+    fn refresh_all(&mut self, paths: &BTreeSet<String>) -> Result<(), ZkError> {
+        for p in paths {
+            self.refresh(p)?;
+        }
+        Ok(())
+    }
+
+    /// Records what ZooKeeper applied: the plan's final tree, and the values op by op (a put
+    /// followed by a delete of the same path leaves nothing).
+    fn apply(&mut self, plan: Plan, ops: &[StoreOp]) {
+        for d in &plan.deleted {
+            self.forget(d);
+        }
+        self.nodes.extend(plan.created);
+        for op in ops {
+            match op {
+                StoreOp::Put { path, value } => {
+                    self.values.insert(path.clone(), value.clone());
+                }
+                StoreOp::Delete { path } => {
+                    let prefix = format!("{path}/");
+                    let below: Vec<String> = self
+                        .values
+                        .range(prefix.clone()..)
+                        .take_while(|(p, _)| p.starts_with(&prefix))
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    for p in below.iter().chain([path]) {
+                        self.values.remove(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session handle (for tests and tools that read ZooKeeper directly).
+    pub fn session(&self) -> &ZooKeeper {
+        &self.zk
+    }
+}
+
+impl MetadataStore for ZooKeeperMetadataStore {
+    fn get(&self, path: &str) -> Option<&[u8]> {
+        self.values.get(path).map(Vec::as_slice)
+    }
+
+    fn scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.values
+            .range(prefix.to_string()..)
+            .take_while(|(p, _)| p.starts_with(prefix))
+            .map(|(p, v)| (p.clone(), v.clone()))
+            .collect()
+    }
+
+    fn commit(&mut self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // Checked before anything is sent, so a commit that can never succeed says so at once.
+        plan(&self.nodes, &ops)?;
+        if self.zk.session_state() != SessionState::Connected {
+            return Err(StoreError::Unavailable("no ZooKeeper session".into()));
+        }
+        if !self.unsure.is_empty() {
+            let unsure = std::mem::take(&mut self.unsure);
+            if let Err(e) = self.refresh_all(&unsure) {
+                self.unsure = unsure;
+                return Err(unavailable(e));
+            }
+        }
+        let touched: BTreeSet<String> = ops
+            .iter()
+            .map(|op| match op {
+                StoreOp::Put { path, .. } | StoreOp::Delete { path } => path.clone(),
+            })
+            .collect();
+        let mut retried = false;
+        loop {
+            let p = plan(&self.nodes, &ops)?;
+            match block_on(self.zk.multi(p.ops.clone())) {
+                Ok(()) => {
+                    self.apply(p, &ops);
+                    return Ok(());
+                }
+                Err(e @ (ZkError::NoNode | ZkError::NodeExists | ZkError::NotEmpty | ZkError::BadVersion))
+                    if !retried =>
+                {
+                    // The cache missed another client's change: nothing was applied, so read
+                    // what is there and plan again.
+                    tracing::warn!(error = %e, "ZooKeeper disagreed with the metadata cache; re-reading");
+                    retried = true;
+                    if let Err(e) = self.refresh_all(&touched) {
+                        self.unsure.extend(touched);
+                        return Err(unavailable(e));
+                    }
+                }
+                Err(e) if e.outcome_unknown() => {
+                    self.unsure.extend(touched);
+                    return Err(unavailable(e));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(path: &str, v: &[u8]) -> StoreOp {
+        StoreOp::Put { path: path.into(), value: v.to_vec() }
+    }
+
+    fn del(path: &str) -> StoreOp {
+        StoreOp::Delete { path: path.into() }
+    }
+
+    fn tree(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn kinds(p: &Plan) -> Vec<String> {
+        p.ops
+            .iter()
+            .map(|op| match op {
+                Op::Create { path, .. } => format!("create {path}"),
+                Op::SetData { path, .. } => format!("set {path}"),
+                Op::Delete { path, .. } => format!("delete {path}"),
+                Op::Check { path, .. } => format!("check {path}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn put_creates_missing_ancestors_then_sets_existing_nodes() {
+        let nodes = tree(&["/kopd"]);
+        let p = plan(&nodes, &[put("/kopd/assignment/a/b", b"1"), put("/kopd/assignment/a/c", b"2")]).unwrap();
+        assert_eq!(
+            kinds(&p),
+            [
+                "create /kopd/assignment",
+                "create /kopd/assignment/a",
+                "create /kopd/assignment/a/b",
+                "create /kopd/assignment/a/c"
+            ]
+        );
+        let p = plan(&tree(&["/kopd", "/kopd/cluster"]), &[put("/kopd/cluster", b"x"), put("/kopd/cluster", b"y")])
+            .unwrap();
+        assert_eq!(kinds(&p), ["set /kopd/cluster", "set /kopd/cluster"]);
+    }
+
+    #[test]
+    fn delete_takes_the_subtree_deepest_first_and_skips_absent_nodes() {
+        let ml = "/managed-ledgers/t/n/persistent/x";
+        let nodes = tree(&["/managed-ledgers", ml, &format!("{ml}/kopd-group"), &format!("{ml}/pulsar-sub")]);
+        // kopd deletes its own cursor, then the ledger; Pulsar's cursor goes with the ledger.
+        let p = plan(&nodes, &[del(&format!("{ml}/kopd-group")), del(ml), del("/managed-ledgers/none")]).unwrap();
+        assert_eq!(
+            kinds(&p),
+            [format!("delete {ml}/kopd-group"), format!("delete {ml}/pulsar-sub"), format!("delete {ml}")]
+        );
+        // Delete then put again in one commit: the node is created anew.
+        let p = plan(&nodes, &[del(ml), put(ml, b"v")]).unwrap();
+        assert_eq!(kinds(&p).last().map(String::as_str), Some(format!("create {ml}").as_str()));
+        // Put under a path created in the same commit, then delete both.
+        let p = plan(&tree(&["/kopd"]), &[put("/kopd/a", b"1"), put("/kopd/a/b", b"2"), del("/kopd/a")]).unwrap();
+        assert_eq!(kinds(&p), ["create /kopd/a", "create /kopd/a/b", "delete /kopd/a/b", "delete /kopd/a"]);
+        assert!(p.created.is_empty());
+    }
+
+    #[test]
+    fn bad_paths_empty_values_and_oversized_commits_are_refused() {
+        let nodes = tree(&[]);
+        for bad in
+            [put("/elsewhere/x", b"1"), put("/kopd", b"1"), put("/kopd/", b"1"), del("/kopdx/y"), put("/kopd/a", b"")]
+        {
+            assert!(matches!(plan(&nodes, std::slice::from_ref(&bad)), Err(StoreError::Rejected(_))), "{bad:?}");
+        }
+        assert!(plan(&nodes, &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES - 200])]).is_ok());
+        let e = plan(&nodes, &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES])]).unwrap_err();
+        assert!(e.to_string().contains("jute.maxbuffer"), "{e}");
+        // Many small values add up as well.
+        let many: Vec<_> = (0..20).map(|i| put(&format!("/kopd/v{i}"), &vec![1; 60_000])).collect();
+        assert!(matches!(plan(&nodes, &many), Err(StoreError::Rejected(_))));
+    }
+}
