@@ -15,7 +15,7 @@ use common::bookkeeper::BookKeeperCluster;
 use futures_util::future::join_all;
 use kopd::runtime::{CoreSpec, start_core};
 use kopd::storage::bookkeeper::metadata::{LedgerMetadata, ledger_path};
-use kopd::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore};
+use kopd::storage::bookkeeper::{BookKeeperConfig, BookKeeperStore, DigestType};
 use kopd::storage::{LedgerStore, StorageError};
 use kopd::zookeeper::ZooKeeper;
 
@@ -35,7 +35,12 @@ fn zk(c: &BookKeeperCluster) -> ZooKeeper {
 }
 
 fn config(c: &BookKeeperCluster, e: usize, w: usize, a: usize) -> BookKeeperConfig {
+    with_digest(c, e, w, a, DigestType::Crc32c)
+}
+
+fn with_digest(c: &BookKeeperCluster, e: usize, w: usize, a: usize, digest: DigestType) -> BookKeeperConfig {
     BookKeeperConfig {
+        digest,
         metadata_service_uri: c.metadata_service_uri(),
         ensemble: e,
         write_quorum: w,
@@ -94,10 +99,10 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
     let c = BookKeeperCluster::start(3);
     let zk = zk(&c);
 
-    // Write, read, close at 1/1/1 and 3/2/2.
+    // Write, read, close at 1/1/1 and 3/2/2 (Pulsar's CRC32C digest), and 2/2/1 with CRC32.
     let mut closed = Vec::new();
-    for (e, w, a) in [(1, 1, 1), (3, 2, 2)] {
-        let (cfg, zkh) = (config(&c, e, w, a), zk.clone());
+    for (e, w, a, d) in [(1, 1, 1, DigestType::Crc32c), (3, 2, 2, DigestType::Crc32c), (2, 2, 1, DigestType::Crc32)] {
+        let (cfg, zkh) = (with_digest(&c, e, w, a, d), zk.clone());
         let ledger = on_core(move || async move {
             let store = BookKeeperStore::open(0, cfg, zkh).expect("open store");
             let ledger = store.create_ledger("public/default/persistent/t-partition-0").await.expect("create");
@@ -113,7 +118,7 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
             ledger
         });
         let m = metadata(&zk, ledger);
-        assert_eq!((m.ensemble_size, m.write_quorum, m.ack_quorum), (e, w, a));
+        assert_eq!((m.ensemble_size, m.write_quorum, m.ack_quorum, m.digest), (e, w, a, d));
         assert_eq!(m.last_entry, 299);
         assert_eq!(m.length, (0..300).map(|i| payload(i).len() as i64).sum::<i64>());
         assert_eq!(m.custom.get("application").map(Vec::as_slice), Some(&b"pulsar"[..]));
@@ -190,9 +195,18 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
         let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
         let t = Instant::now();
         read_back(&store, ledger, 300).await;
-        // Recovering it is a no-op, and deleting it removes the metadata.
+        let took = t.elapsed();
         assert_eq!(store.recover_ledger(ledger).await.expect("closed"), Some(299));
-        t.elapsed()
+        // Once ZooKeeper drops the dead bookie, 2 writable bookies are fewer than E = 3.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.failure().is_none() {
+            assert!(Instant::now() < deadline, "store never reported too few bookies");
+            kopd::runtime::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(store.failure().is_some_and(|why| why.contains("fewer than the ensemble")), "{:?}", store.failure());
+        assert!(store.failures() >= 1);
+        assert!(matches!(store.create_ledger("x").await, Err(StorageError::Unavailable(_))));
+        took
     });
     eprintln!("300 reads with a write-set bookie down: {} ms", took.as_millis());
     assert!(took < Duration::from_secs(30), "fallback reads took {took:?}");

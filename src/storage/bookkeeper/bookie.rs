@@ -216,10 +216,10 @@ impl Bookie {
         let connect_timeout = self.config.connect_timeout;
         runtime::spawn(async move {
             let err = run(&c, addr, connect_timeout).await;
-            if let Some(b) = me.upgrade() {
-                if matches!(err, BookieError::Unreachable(..)) {
-                    b.down_until.set(Some(Instant::now() + b.config.reconnect_backoff));
-                }
+            if let Some(b) = me.upgrade()
+                && matches!(err, BookieError::Unreachable(..))
+            {
+                b.down_until.set(Some(Instant::now() + b.config.reconnect_backoff));
             }
             warn!(bookie = %c.bookie, error = %err, "bookie connection closed");
             c.fail(err);

@@ -44,7 +44,7 @@ impl DigestType {
     }
 
     /// Bytes of the digest in a stored entry.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             DigestType::Crc32 => 8,
             DigestType::Mac => 20,
@@ -120,7 +120,7 @@ impl Digester {
 
     /// The 32-byte header plus digest of an entry, ready to be followed by the payload on the wire.
     pub fn entry_prefix(&self, ledger: i64, entry: i64, lac: i64, length: i64, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENTRY_HEADER_LEN + self.kind.len());
+        let mut out = Vec::with_capacity(ENTRY_HEADER_LEN + self.kind.digest_len());
         out.extend_from_slice(&ledger.to_be_bytes());
         out.extend_from_slice(&entry.to_be_bytes());
         out.extend_from_slice(&lac.to_be_bytes());
@@ -133,7 +133,7 @@ impl Digester {
 
     /// Checks a stored entry (header + digest + payload) and splits it.
     pub fn verify(&self, stored: &[u8]) -> Result<StoredEntry, DigestError> {
-        let dlen = self.kind.len();
+        let dlen = self.kind.digest_len();
         if stored.len() < ENTRY_HEADER_LEN + dlen {
             return Err(DigestError::Truncated(stored.len()));
         }

@@ -111,6 +111,8 @@ pub(crate) struct Ctx {
     bookies: RefCell<HashMap<BookieId, Rc<Bookie>>>,
     /// Writable bookies as last read from ZooKeeper.
     pub available: RefCell<Vec<BookieId>>,
+    /// Whether `available` has been read at least once (before that, no failure is reported).
+    pub available_known: Cell<bool>,
     pub inflight: Cell<usize>,
     /// Failure episodes so far, and whether one is going on (for `failures`/`failure`).
     pub failures: Cell<u64>,
@@ -146,6 +148,7 @@ impl Ctx {
             all.into_iter().filter(|b| b != "readonly" && !readonly.contains(b)).map(BookieId).collect();
         list.sort();
         *self.available.borrow_mut() = list.clone();
+        self.available_known.set(true);
         Ok(list)
     }
 
@@ -155,7 +158,7 @@ impl Ctx {
             return Some("no ZooKeeper session".into());
         }
         let n = self.available.borrow().len();
-        if n < self.config.ensemble {
+        if self.available_known.get() && n < self.config.ensemble {
             return Some(format!("{n} writable bookies, fewer than the ensemble size {}", self.config.ensemble));
         }
         None

@@ -14,7 +14,7 @@ use super::metadata::{
     LedgerMetadata, LedgerState, Segment, idgen_prefix, ledger_path, parse_idgen_path, parse_metadata_uri,
 };
 use super::read::{ReadFailure, read_entry};
-use super::write::{WriteLedger, WriterState, zk_error};
+use super::write::{DELETED, WriteLedger, WriterState, zk_error};
 use super::{BookKeeperConfig, Ctx};
 use crate::storage::{EntryId, LedgerId, LedgerStore, StorageError};
 use crate::zookeeper::{CreateMode, ZkError, ZooKeeper};
@@ -48,6 +48,7 @@ impl BookKeeperStore {
             root,
             bookies: Default::default(),
             available: RefCell::new(Vec::new()),
+            available_known: Cell::new(false),
             inflight: Cell::new(0),
             failures: Cell::new(0),
             unavailable: RefCell::new(None),
@@ -186,9 +187,8 @@ async fn watch_health(ctx: Weak<Ctx>) {
 }
 
 impl LedgerStore for BookKeeperStore {
-    fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>> {
-        let name = name.to_string();
-        async move { self.create(&name).await }
+    async fn create_ledger(&self, name: &str) -> Result<LedgerId, StorageError> {
+        self.create(name).await
     }
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
@@ -209,8 +209,8 @@ impl LedgerStore for BookKeeperStore {
         self.read_one(ledger, entry)
     }
 
-    fn close_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
-        async move {
+    async fn close_ledger(&self, ledger: LedgerId) -> Result<(), StorageError> {
+        {
             let Some(w) = self.writer(ledger) else {
                 return if self.closed.borrow().contains_key(&ledger) {
                     Ok(())
@@ -228,8 +228,8 @@ impl LedgerStore for BookKeeperStore {
         }
     }
 
-    fn recover_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<Option<EntryId>, StorageError>> {
-        async move {
+    async fn recover_ledger(&self, ledger: LedgerId) -> Result<Option<EntryId>, StorageError> {
+        {
             if let Some(c) = self.closed.borrow().get(&ledger) {
                 return Ok(u64::try_from(c.meta.last_entry).ok());
             }
@@ -240,10 +240,10 @@ impl LedgerStore for BookKeeperStore {
         }
     }
 
-    fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {
-        async move {
+    async fn delete_ledger(&self, ledger: LedgerId) -> Result<(), StorageError> {
+        {
             if let Some(w) = self.writers.borrow_mut().remove(&ledger) {
-                w.stop(WriterState::Failed("deleted".into()));
+                w.stop(WriterState::Failed(DELETED.into()));
             }
             self.closed.borrow_mut().remove(&ledger);
             match self.ctx.zk.delete(&ledger_path(&self.ctx.root, ledger), None).await {

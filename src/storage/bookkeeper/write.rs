@@ -28,6 +28,9 @@ pub(crate) enum WriterState {
     Failed(String),
 }
 
+/// The reason a writer stops when its ledger is deleted (not a failure).
+pub(crate) const DELETED: &str = "deleted";
+
 pub(crate) struct PendingAdd {
     pub entry: i64,
     pub head: Bytes,
@@ -247,7 +250,8 @@ impl WriteLedger {
         }
     }
 
-    /// Stops the writer: every pending append fails (and is never acknowledged).
+    /// Stops the writer: every pending append fails (and is never acknowledged). A stop
+    /// other than a deletion begins a failure episode.
     pub fn stop(&self, state: WriterState) {
         {
             let mut s = self.state.borrow_mut();
@@ -256,7 +260,9 @@ impl WriteLedger {
             }
             *s = state.clone();
         }
-        self.ctx.note_failure();
+        if !matches!(&state, WriterState::Failed(why) if why == DELETED) {
+            self.ctx.note_failure();
+        }
         let failed: Vec<PendingAdd> = self.pending.borrow_mut().drain(..).collect();
         if !failed.is_empty() {
             warn!(ledger = self.id, lost = failed.len(), state = ?state, "ledger writer stopped; pending appends fail");
