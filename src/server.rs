@@ -52,8 +52,9 @@ fn bookkeeper_config(bk: &BookKeeperSettings) -> BookKeeperConfig {
 /// The BookKeeper client's own ZooKeeper session (as a Pulsar broker's BookKeeper client has
 /// one apart from its metadata store's), on a thread of its own.
 fn connect_bookkeeper_zk(bk: &BookKeeperSettings, config: &Config) -> anyhow::Result<ZooKeeper> {
-    ZooKeeper::connect(&bk.zk_connect, config.zookeeper_session_timeout, config.control_queue_capacity)
-        .map_err(|e| anyhow::anyhow!("config key `metadata.service.uri`: cannot reach ZooKeeper {}: {e}", bk.zk_connect))
+    ZooKeeper::connect(&bk.zk_connect, config.zookeeper_session_timeout, config.control_queue_capacity).map_err(|e| {
+        anyhow::anyhow!("config key `metadata.service.uri`: cannot reach ZooKeeper {}: {e}", bk.zk_connect)
+    })
 }
 
 /// What recovery hands one core: its partitions' rebuilt logs and their ledgers.
