@@ -213,7 +213,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("bookkeeper.add.entry.timeout.ms",  "10000",       "bookkeeper: an add a bookie has not answered in this long fails that bookie (BookKeeper's addEntryTimeout)"),
     ("bookkeeper.read.entry.timeout.ms", "5000",        "bookkeeper: a read a bookie has not answered in this long goes to the next one (readEntryTimeout)"),
     ("bookkeeper.speculative.read.timeout.ms", "2000",  "bookkeeper: a read unanswered this long is also sent to the next bookie of the entry (speculativeReadTimeout)"),
-    ("metadata.store",                   "local",       "cluster metadata store: `local` (embedded, in data.dir) or `zk://HOST:PORT[,HOST:PORT][/CHROOT]` (ZooKeeper, Pulsar's paths)"),
+    ("metadata.store",                   "local",       "cluster metadata store: `local` (embedded, in data.dir) or `zk://HOST:PORT[,HOST:PORT][/CHROOT]` (ZooKeeper, Pulsar's paths); with storage=bookkeeper the default is the root of metadata.service.uri's ZooKeeper"),
     ("zookeeper.session.timeout.ms",     "18000",       "ZooKeeper session timeout; a ZooKeeper unreachable this long ends the session (ephemeral nodes go) and metadata writes fail until a new one is open"),
     ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
     ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),
@@ -494,6 +494,14 @@ impl ConfigSources {
     fn metadata_store(&self) -> Result<MetadataStoreKind, ConfigError> {
         const KEY: &str = "metadata.store";
         let v = self.raw(KEY).trim();
+        if v == "local" && !self.values.contains_key(KEY) && self.raw("storage").trim() == "bookkeeper" {
+            // Pulsar's layout: the broker's metadata at the root of the ZooKeeper that holds
+            // the ledgers (a bad URI is reported by `bookkeeper_settings`).
+            let uri = self.raw("metadata.service.uri").trim();
+            let rest = uri.strip_prefix("zk+hierarchical://").or_else(|| uri.strip_prefix("zk://")).unwrap_or(uri);
+            let hosts = rest.split_once('/').map_or(rest, |(h, _)| h);
+            return Ok(MetadataStoreKind::ZooKeeper { connect: hosts.to_string() });
+        }
         if v == "local" {
             return Ok(MetadataStoreKind::Local);
         }
@@ -512,7 +520,7 @@ impl ConfigSources {
     }
 
     fn bookkeeper_settings(&self) -> Result<BookKeeperSettings, ConfigError> {
-        if self.raw("metadata.store").trim() == "local" {
+        if self.raw("metadata.store").trim() == "local" && self.values.contains_key("metadata.store") {
             return Err(bad(
                 "metadata.store",
                 "storage=bookkeeper keeps its metadata in ZooKeeper: set zk://HOST:PORT[,HOST:PORT][/CHROOT]",
@@ -684,6 +692,12 @@ mod tests {
         let mut s = ConfigSources::new();
         assert!(s.resolve(1).unwrap().bookkeeper.is_none());
         s.set("storage", "bookkeeper").unwrap();
+        // By default the metadata goes to the root of the ledgers' ZooKeeper, as Pulsar's does.
+        assert_eq!(
+            s.resolve(1).unwrap().metadata_store,
+            MetadataStoreKind::ZooKeeper { connect: "127.0.0.1:2181".into() }
+        );
+        s.set("metadata.store", "local").unwrap();
         assert_eq!(s.resolve(1).unwrap_err().key, "metadata.store");
         s.set("metadata.store", "zk://127.0.0.1:2181/kopd").unwrap();
         s.set("metadata.service.uri", "zk+hierarchical://127.0.0.1:2181,127.0.0.1:2182/pulsar/ledgers").unwrap();
