@@ -459,3 +459,39 @@ pub fn read_all(c: &mut Conn, topic: &str, partition: i32) -> (Vec<(i64, Bytes)>
         }
     }
 }
+
+// For tests that run a cluster of their own (tests/bookkeeper_faults.rs).
+
+impl Kopd {
+    /// `kopd serve` on `port` with exactly `args` besides the data dir, listener and cores:
+    /// unlike [`Kopd::start_on`] nothing comes from the suite's environment
+    /// ([`backend_args`]), since the test chose the backend itself. `KOPD_TEST_LOG` sets
+    /// kopd's `RUST_LOG` (default `warn`).
+    pub fn start_exact(data_dir: &Path, cores: u16, port: u16, args: &[String]) -> Kopd {
+        let child = serve_command()
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
+            .env("RUST_LOG", std::env::var("KOPD_TEST_LOG").unwrap_or_else(|_| "warn".to_string()))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn kopd");
+        let k = Kopd { child: Some(child), port, cores, data_dir: data_dir.to_path_buf() };
+        for core in 0..cores {
+            k.wait_listening(port + core);
+        }
+        k
+    }
+}
+
+impl Conn {
+    /// Like [`Conn::connect`], but an error instead of a panic: for clients that ride out a
+    /// server restart.
+    pub fn try_connect(addr: SocketAddr, read_timeout: Duration) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        stream.set_write_timeout(Some(read_timeout))?;
+        Ok(Conn { stream, next_correlation: 1 })
+    }
+}
