@@ -263,8 +263,8 @@ fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
 
     let m = metadata(&zk, ledger);
     assert!(m.segments.len() >= 2, "an ensemble change added a segment: {m:?}");
-    let last = &m.segments[m.segments.len() - 1].ensemble;
-    assert!(!last.iter().any(|b| b.0 == victim), "the dead bookie left the ensemble: {m:?}");
+    let last_ensemble = &m.segments[m.segments.len() - 1].ensemble;
+    assert!(!last_ensemble.iter().any(|b| b.0 == victim), "the dead bookie left the ensemble: {m:?}");
     assert_eq!(m.last_entry, written as i64 - 1);
     let last = (written - 1).to_string();
     let out = c.bkshell(&[
@@ -282,6 +282,35 @@ fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
     for i in [0, 199, written / 2, written - 1] {
         assert!(t.contains(&format!("entry-{i:06}-")), "readledger lacks entry {i}: {t}");
     }
+
+    // Speculative reads: a bookie of the last ensemble hangs (SIGSTOP); reads whose first
+    // bookie it is are answered by the next one after the speculative timeout, not the read timeout.
+    let slow = last_ensemble[0].0.clone();
+    let idx = c.bookie_addrs().iter().position(|b| *b == slow).expect("ensemble bookie is ours");
+    let pid = std::fs::read_to_string(c.dir().join(format!("bookie-{idx}.pid"))).expect("bookie pid");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, pid.trim()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let mut cfg = config(&c, 3, 2, 2);
+    cfg.speculative_read_timeout = Duration::from_millis(300);
+    cfg.read_timeout = Duration::from_secs(20);
+    let zkh = zk.clone();
+    let took = on_core(move || async move {
+        let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+        let t = Instant::now();
+        for i in written - 30..written {
+            let got = store.read(ledger, i as u64).await.unwrap_or_else(|e| panic!("read {i}: {e}"));
+            assert_eq!(got, payload(i));
+        }
+        t.elapsed()
+    });
+    signal("-CONT");
+    eprintln!("30 reads with a hung bookie: {} ms", took.as_millis());
+    // About 10 of the 30 start at the hung bookie: each waits the speculative timeout once.
+    assert!(took >= Duration::from_millis(300), "no read waited for the hung bookie: {took:?}");
+    assert!(took < Duration::from_secs(15), "speculative reads did not kick in: {took:?}");
 }
 
 /// Throughput of a simple write loop (run by hand: `cargo test --release --test
