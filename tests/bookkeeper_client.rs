@@ -255,16 +255,16 @@ fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
     let ledger = ledger_rx.recv_blocking().expect("ledger id");
     let before = metadata(&zk, ledger);
     let victim = before.segments[0].ensemble[1].0.clone();
-    let idx = c.bookie_addrs().iter().position(|b| *b == victim).expect("ensemble bookie is ours");
-    c.kill_bookie(idx);
+    let victim_idx = c.bookie_addrs().iter().position(|b| *b == victim).expect("ensemble bookie is ours");
+    c.kill_bookie(victim_idx);
     killed_tx.send_blocking(()).expect("tell the core");
     let (ledger, written) = core.join().expect("core thread");
     eprintln!("{written} entries written across the kill of {victim}");
 
     let m = metadata(&zk, ledger);
     assert!(m.segments.len() >= 2, "an ensemble change added a segment: {m:?}");
-    let last = &m.segments[m.segments.len() - 1].ensemble;
-    assert!(!last.iter().any(|b| b.0 == victim), "the dead bookie left the ensemble: {m:?}");
+    let last_ensemble = &m.segments[m.segments.len() - 1].ensemble;
+    assert!(!last_ensemble.iter().any(|b| b.0 == victim), "the dead bookie left the ensemble: {m:?}");
     assert_eq!(m.last_entry, written as i64 - 1);
     let last = (written - 1).to_string();
     let out = c.bkshell(&[
@@ -282,6 +282,74 @@ fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
     for i in [0, 199, written / 2, written - 1] {
         assert!(t.contains(&format!("entry-{i:06}-")), "readledger lacks entry {i}: {t}");
     }
+
+    // Speculative reads: a bookie of the last ensemble hangs (SIGSTOP); reads whose first
+    // bookie it is are answered by the next one after the speculative timeout, not the read timeout.
+    let slow = last_ensemble[0].0.clone();
+    let idx = c.bookie_addrs().iter().position(|b| *b == slow).expect("ensemble bookie is ours");
+    let pid = std::fs::read_to_string(c.dir().join(format!("bookie-{idx}.pid"))).expect("bookie pid");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, pid.trim()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let mut cfg = config(&c, 3, 2, 2);
+    cfg.speculative_read_timeout = Duration::from_millis(300);
+    cfg.read_timeout = Duration::from_secs(20);
+    let zkh = zk.clone();
+    let took = on_core(move || async move {
+        let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+        let t = Instant::now();
+        for i in written - 30..written {
+            let got = store.read(ledger, i as u64).await.unwrap_or_else(|e| panic!("read {i}: {e}"));
+            assert_eq!(got, payload(i));
+        }
+        t.elapsed()
+    });
+    signal("-CONT");
+    eprintln!("30 reads with a hung bookie: {} ms", took.as_millis());
+    // About 10 of the 30 start at the hung bookie: each waits the speculative timeout once.
+    assert!(took >= Duration::from_millis(300), "no read waited for the hung bookie: {took:?}");
+    assert!(took < Duration::from_secs(15), "speculative reads did not kick in: {took:?}");
+
+    // A bookie that hangs mid-write: its adds time out and it is replaced like a dead one.
+    c.start_bookie(victim_idx);
+    let mut cfg = config(&c, 3, 2, 2);
+    cfg.add_timeout = Duration::from_secs(2);
+    let zkh = zk.clone();
+    let (to_test, from_core) = (async_channel::bounded::<u64>(1), async_channel::bounded::<()>(1));
+    let core = std::thread::spawn(move || {
+        on_core(move || async move {
+            let store = BookKeeperStore::open(0, cfg, zkh).expect("open");
+            let ledger = store.create_ledger("public/default/persistent/h").await.expect("create");
+            append_all(&store, ledger, 0..100).await.expect("before the hang");
+            to_test.0.send(ledger).await.expect("tell the test");
+            from_core.1.recv().await.expect("bookie hung");
+            let t = Instant::now();
+            append_all(&store, ledger, 100..3100).await.expect("across the hang");
+            let took = t.elapsed();
+            read_back(&store, ledger, 3100).await;
+            store.close_ledger(ledger).await.expect("close");
+            (ledger, took)
+        })
+    });
+    let ledger = to_test.1.recv_blocking().expect("ledger id");
+    let hung = metadata(&zk, ledger).segments[0].ensemble[0].0.clone();
+    let hidx = c.bookie_addrs().iter().position(|b| *b == hung).expect("ensemble bookie is ours");
+    let hpid = std::fs::read_to_string(c.dir().join(format!("bookie-{hidx}.pid"))).expect("bookie pid");
+    let hsignal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, hpid.trim()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {hpid}");
+    };
+    hsignal("-STOP");
+    from_core.0.send_blocking(()).expect("tell the core");
+    let joined = core.join();
+    hsignal("-CONT");
+    let (ledger, took) = joined.expect("core thread");
+    eprintln!("3000 appends across a hung bookie: {} ms", took.as_millis());
+    let m = metadata(&zk, ledger);
+    assert!(!m.segments[m.segments.len() - 1].ensemble.iter().any(|b| b.0 == hung), "hung bookie replaced: {m:?}");
+    assert_eq!(m.last_entry, 3099);
 }
 
 /// Throughput of a simple write loop (run by hand: `cargo test --release --test

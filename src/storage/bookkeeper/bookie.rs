@@ -266,30 +266,29 @@ async fn run(conn: &Rc<Conn>, addr: SocketAddr, connect_timeout: Duration) -> Bo
         reader.shutdown();
         rc.fail(BookieError::Connection(rc.bookie.clone(), err));
     });
-    let mut last_sweep = Instant::now();
+    // Timeouts are swept apart from the writer, which may be blocked on a full socket.
+    let sc = conn.clone();
+    runtime::spawn(async move {
+        while !sc.is_failed() {
+            runtime::sleep(SWEEP_EVERY).await;
+            sc.sweep(Instant::now());
+        }
+    });
     loop {
-        // Wait for requests (or the sweep tick, or failure).
+        // Wait for requests (or failure).
         let c = conn.clone();
-        runtime::timeout(
-            SWEEP_EVERY,
-            futures_lite::future::poll_fn(move |cx| {
-                if !c.queue.borrow().is_empty() || c.is_failed() {
-                    Poll::Ready(())
-                } else {
-                    *c.writer_waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }),
-        )
+        futures_lite::future::poll_fn(move |cx| {
+            if !c.queue.borrow().is_empty() || c.is_failed() {
+                Poll::Ready(())
+            } else {
+                *c.writer_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
         .await;
         if let Some(e) = conn.failed.borrow().clone() {
             writer.shutdown();
             return e;
-        }
-        let now = Instant::now();
-        if now.duration_since(last_sweep) >= SWEEP_EVERY {
-            last_sweep = now;
-            conn.sweep(now);
         }
         let batch: Vec<Outgoing> = {
             let mut q = conn.queue.borrow_mut();

@@ -95,9 +95,20 @@ async fn change_once(w: &Rc<WriteLedger>, failed: &[usize]) -> Result<bool, Fenc
             return match w.ctx.zk.get(&path).await {
                 Ok(Some((data, stat))) => match LedgerMetadata::decode(&data) {
                     Ok(theirs) if theirs.state == LedgerState::Open => {
+                        // Possibly our own update, applied although its answer was lost: take
+                        // the replacements it made for the failed positions, if any.
+                        let last = theirs.segments.last().map(|s| s.ensemble.clone()).unwrap_or_default();
+                        let replaced: Vec<(usize, BookieId)> = failed
+                            .iter()
+                            .filter_map(|&i| last.get(i).filter(|b| **b != current[i]).map(|b| (i, b.clone())))
+                            .collect();
                         w.version.set(stat.version);
                         *w.meta.borrow_mut() = theirs;
-                        Ok(false)
+                        if replaced.is_empty() {
+                            return Ok(false);
+                        }
+                        apply(w, &replaced);
+                        Ok(true)
                     }
                     _ => Err(Fenced),
                 },
@@ -111,24 +122,31 @@ async fn change_once(w: &Rc<WriteLedger>, failed: &[usize]) -> Result<bool, Fenc
         }
     }
     info!(ledger = w.id, from_entry = first, ?failed, new = ?replacements, "ensemble changed");
+    let replaced: Vec<(usize, BookieId)> = failed.iter().copied().zip(replacements).collect();
+    apply(w, &replaced);
+    Ok(true)
+}
+
+/// Puts the new bookies in place and sends them the replaced positions' pending adds.
+fn apply(w: &Rc<WriteLedger>, replaced: &[(usize, BookieId)]) {
     {
         let mut ens = w.ensemble.borrow_mut();
-        for (&idx, b) in failed.iter().zip(&replacements) {
-            ens[idx] = w.ctx.bookie(b);
+        for (idx, b) in replaced {
+            ens[*idx] = w.ctx.bookie(b);
         }
     }
     {
         let mut f = w.failed.borrow_mut();
-        for idx in failed {
+        for (idx, _) in replaced {
             f.remove(idx);
         }
     }
     // The replaced positions' copies of pending entries go to the new bookies; an ack from the
     // old bookie no longer counts.
-    let (size, wq) = (ensemble.len(), w.meta.borrow().write_quorum);
+    let (size, wq) = (w.ensemble.borrow().len(), w.meta.borrow().write_quorum);
     let mut resend = Vec::new();
     for p in w.pending.borrow_mut().iter_mut().filter(|p| p.sent) {
-        for idx in write_set(p.entry, size, wq).filter(|i| failed.contains(i)) {
+        for idx in write_set(p.entry, size, wq).filter(|i| replaced.iter().any(|(r, _)| r == i)) {
             p.acks &= !(1u64 << idx);
             resend.push((p.entry, idx));
         }
@@ -136,5 +154,4 @@ async fn change_once(w: &Rc<WriteLedger>, failed: &[usize]) -> Result<bool, Fenc
     for (e, idx) in resend {
         w.send_add(e, idx);
     }
-    Ok(true)
 }
