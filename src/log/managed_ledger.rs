@@ -26,6 +26,7 @@ use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, LedgerId, LedgerStore, StorageError, entry};
 
 mod resume;
+mod seal;
 
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -310,23 +311,6 @@ impl ManagedLedger {
                 let _ = self.store.delete_ledger(new).await;
                 Err(LogError::Metadata(e.to_string()))
             }
-        }
-    }
-
-    /// Seals the ledger a rollover left once its appends have settled (a store that closes a
-    /// ledger fails the appends still in flight), or deletes it if it got nothing.
-    async fn seal(&self, ledger: LedgerId, empty: bool) {
-        loop {
-            let listener = self.progress.listen();
-            if self.store.pending_entries(ledger) == 0 || self.state.borrow().failed.is_some() {
-                break;
-            }
-            listener.await;
-        }
-        let result = if empty { self.store.delete_ledger(ledger).await } else { self.store.close_ledger(ledger).await };
-        if let Err(e) = result {
-            // Recovery fences and seals it on the next open.
-            tracing::warn!(topic = %self.topic, partition = self.partition, ledger, error = %e, "cannot seal a rolled-over ledger");
         }
     }
 

@@ -189,9 +189,17 @@ impl PartitionLogs {
         }
     }
 
-    /// Stops the core's ledger store after writing and syncing everything queued, then
-    /// snapshots every open log, so the next start reads nothing but the snapshot.
+    /// Seals every open log's current ledger, stops the core's ledger store after writing and
+    /// syncing everything queued, then snapshots every open log, so the next start reads
+    /// nothing but the snapshot.
     pub async fn close(&self) {
+        // Sealed first, so the next start finds closed ledgers instead of recovering them;
+        // bounded, as an append a store cannot settle must not hold the process up.
+        let logs = self.open_logs();
+        let sealing = futures_util::future::join_all(logs.iter().map(|l| l.close()));
+        if crate::runtime::timeout(Duration::from_millis(self.config.shutdown_timeout_ms), sealing).await.is_none() {
+            tracing::warn!("ledgers not all sealed at shutdown; the next start recovers them");
+        }
         self.store.close().await;
         self.write_snapshot().await;
     }
