@@ -17,10 +17,15 @@ Workloads, per durability mode ("fsync": Kafka log.flush.interval.messages=1, ko
   loadgen-50%   the same at 50% of Kafka's loadgen-max in the same round and mode
 Peak RSS (VmHWM) of each broker process (the java process for Kafka).
 
+kopd backends (--backends): `local` (embedded ledger store) and, in fsync mode only, kopd on Apache
+BookKeeper (bench/bk_target.py): `bk111` (1 bookie, ensemble/write/ack quorum 1/1/1) and `bk322`
+(3 bookies, 3/2/2), each run on a fresh local cluster (scripts/bookkeeper-cluster.sh: ZooKeeper +
+bookies with journal fsync on, data on the same disk); kopd's metadata in that ZooKeeper.
+
     bench/compare.py [--records N] [--size BYTES] [--partitions P] [--rounds R]
                      [--latency-seconds S] [--e2e-records N] [--cores C] [--quick] [--no-build]
                      [--no-loadgen] [--loadgen-seconds S] [--loadgen-warmup S] [--modes fsync,no-fsync]
-                     [--no-cold]
+                     [--no-cold] [--backends local,bk111,bk322] [--bk-heap SIZE]
 """
 import argparse
 import datetime as dt
@@ -34,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import bk_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".peers", "bin")
@@ -134,6 +141,7 @@ class Kopd:
     name = "kopd"
 
     def __init__(self, work, mode, cores):
+        self.name = "kopd"
         self.dir = os.path.join(work, f"kopd-{mode}-{time.monotonic_ns()}")
         self.sets = MODES[mode][1]
         self.cores = cores
@@ -276,6 +284,8 @@ def one_run(broker, args, rate, lg_rate):
             lg_rate = lg_rate or max(1, int(out["loadgen-max"]["rec_s"] / 2))
             out["loadgen-50%"] = loadgen(broker.boot, args, lg_rate)
         out["rss_mib"] = peak_rss_mib(broker.pid)
+        if hasattr(broker, "aux_rss_mib"):
+            out["aux_rss_mib"] = broker.aux_rss_mib()
         if args.cold:
             # From disk: a restarted broker has no tail cache, and the page cache is dropped.
             broker.restart()
@@ -316,6 +326,11 @@ def main():
     ap.add_argument("--loadgen-warmup", type=float, default=2)
     ap.add_argument("--cores", type=int, default=0, help="kopd cores (0 = all)")
     ap.add_argument("--modes", default="fsync,no-fsync")
+    ap.add_argument("--backends", default="local",
+                    help="kopd targets, comma-separated: local, " + ", ".join(bk_target.BACKENDS)
+                    + " (BookKeeper targets run in fsync mode only)")
+    ap.add_argument("--bk-heap", default="1g",
+                    help="heap and direct memory of each bookie JVM (Kafka gets -Xmx1g)")
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     ap.add_argument("--no-build", action="store_true", help="use target/release/kopd as it is")
     ap.add_argument("--timeout", type=int, default=600, help="bound on any single client run, s")
@@ -329,6 +344,22 @@ def main():
     for m in modes:
         if m not in MODES:
             ap.error(f"unknown mode {m}")
+    backends = [b for b in args.backends.split(",") if b]
+    for b in backends:
+        if b != "local" and b not in bk_target.BACKENDS:
+            ap.error(f"unknown backend {b}")
+    if not backends:
+        ap.error("no backend")
+    # Column order: Kafka, then the kopd targets; a BookKeeper target only where its mode is fsync.
+    names = ["kopd" if b == "local" else f"kopd-{b}" for b in backends]
+    KopdBk = bk_target.bk_target(Kopd, ROOT, wait_free, peak_rss_mib)
+
+    def targets(mode):
+        for b in backends:
+            if b == "local":
+                yield lambda work: Kopd(work, mode, args.cores)
+            elif mode == "fsync":
+                yield lambda work, b=b: KopdBk(work, mode, args.cores, b, args.bk_heap)
 
     started = time.monotonic()
     run(["bash", "scripts/install-peers.sh"], timeout=1800)
@@ -346,26 +377,31 @@ def main():
             timeout=1800)
     if not os.access(KOPD, os.X_OK):
         sys.exit(f"{KOPD} missing")
-    for port in (KAFKA_PORT, KAFKA_PORT + 1000, KOPD_PORT):
+    ports = [KAFKA_PORT, KAFKA_PORT + 1000, KOPD_PORT]
+    if backends != ["local"]:
+        ports += [bk_target.ZK_PORT, bk_target.BOOKIE_PORT, bk_target.BOOKIE_PORT + 1, bk_target.BOOKIE_PORT + 2]
+    for port in ports:
         if wait_port(port, 0.2):
             sys.exit(f"port {port} already in use")
 
     # results[mode][broker] = list of per-run dicts
-    results = {m: {"Kafka": [], "kopd": []} for m in modes}
+    results = {m: {n: [] for n in ["Kafka"] + names} for m in modes}
     work = tempfile.mkdtemp(prefix="kopd-compare.", dir="/tmp")  # one disk for both brokers
     try:
         for mode in modes:
             for r in range(args.rounds):
                 rate = lg_rate = None  # 50% of Kafka's max in this round: Kafka runs first
-                for cls in (Kafka, Kopd):
-                    b = cls(work, mode) if cls is Kafka else cls(work, mode, args.cores)
+                for make in [lambda work: Kafka(work, mode)] + list(targets(mode)):
+                    b = make(work)
                     log(f"{mode} round {r + 1}/{args.rounds}: {b.name}")
                     res, rate, lg_rate = one_run(b, args, rate, lg_rate)
                     results[mode][b.name].append(res)
                     pm, pr = res["produce-max"], res["produce-50%"]
                     log(f"  max {pm['rec_s']:.0f} rec/s p99 {pm['p99']} ms; at {pr['rate']}/s "
                         f"p99 {pr['p99']} p99.9 {pr['p99.9']} ms; consume {res['consume']['rec_s']:.0f} rec/s; "
-                        f"e2e p99 {res['e2e']['p99']} ms; RSS {res['rss_mib']:.0f} MiB")
+                        f"e2e p99 {res['e2e']['p99']} ms; RSS {res['rss_mib']:.0f} MiB"
+                        + (f" (+ {res['aux_rss_mib']:.0f} MiB ZooKeeper and bookies)" if "aux_rss_mib" in res else "")
+                        + (f"; from disk {res['consume-cold']['rec_s']:.0f} rec/s" if "consume-cold" in res else ""))
                     if args.loadgen:
                         lm, lr = res["loadgen-max"], res["loadgen-50%"]
                         log(f"  loadgen max {lm['rec_s']:.0f} rec/s; at {lr['rate']}/s p99 {lr['p99']} "
@@ -373,7 +409,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
-    write_report(args, modes, results, elapsed)
+    write_report(args, modes, names, results, elapsed)
 
 
 ROWS = [
@@ -412,28 +448,51 @@ COLD_ROWS = [
 ]
 
 
+AUX_RSS_LABEL = "peak RSS of ZooKeeper + bookies (sum), MiB"
+
+
 def value(res, wl, metric):
-    return res["rss_mib"] if wl is None else res[wl][metric]
+    if wl is None:
+        return res.get(metric, float("nan"))
+    return res[wl][metric]
 
 
-def write_report(args, modes, results, elapsed):
+def table_lines(args, modes, names, results):
+    """Medians per mode and workload, one column per broker, each kopd target with its ratio to Kafka."""
+    kopds = names
+    head = "| mode | workload | Kafka |" + "".join(
+        f" {n} | {'kopd' if n == 'kopd' else n.removeprefix('kopd-')}/Kafka |" for n in kopds)
+    lines = [head, "|---|---|---:|" + "---:|---:|" * len(kopds)]
+    rows = ROWS + (COLD_ROWS if args.cold else []) + (LOADGEN_ROWS if args.loadgen else []) + [
+        ("peak RSS (VmHWM), MiB", None, "rss_mib", False)]
+    if any(n != "kopd" for n in names):
+        rows.append((AUX_RSS_LABEL, None, "aux_rss_mib", False))
+    for mode in modes:
+        for label, wl, metric, _ in rows:
+            if metric == "aux_rss_mib" and not any(results[mode][n] for n in names if n != "kopd"):
+                continue
+            k = med([value(x, wl, metric) for x in results[mode]["Kafka"]])
+            cells = ""
+            for n in kopds:
+                # A target that does not run in this mode, or has no such figure.
+                if not results[mode][n] or (metric == "aux_rss_mib" and n == "kopd"):
+                    cells += " - | - |"
+                    continue
+                o = med([value(x, wl, metric) for x in results[mode][n]])
+                ratio = o / k if k and k == k and o == o else float("nan")
+                cells += f" {fmt(o)} | {'-' if metric == 'aux_rss_mib' else fmt(ratio) if ratio == ratio else 'n/a'} |"
+            lines.append(f"| {mode} | {label} | {'-' if metric == 'aux_rss_mib' else fmt(k)} |{cells}")
+    return lines
+
+
+def write_report(args, modes, names, results, elapsed):
     now = dt.datetime.now(dt.timezone.utc)
     stamp = now.strftime("%Y-%m-%dT%H%M%SZ")
     os.makedirs(args.out_dir, exist_ok=True)
     md_path = os.path.join(args.out_dir, f"{stamp}{'-quick' if args.quick else ''}.md")
     png_path = md_path[:-3] + ".png"
     kver = run(["git", "rev-parse", "--short", "HEAD"], timeout=10, check=False).stdout.strip()
-    lines = [
-        "| mode | workload | Kafka | kopd | kopd/Kafka |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for mode in modes:
-        for label, wl, metric, _ in ROWS + (COLD_ROWS if args.cold else []) + (LOADGEN_ROWS if args.loadgen else []) + [("peak RSS (VmHWM), MiB", None, None, False)]:
-            k = med([value(x, wl, metric) for x in results[mode]["Kafka"]])
-            o = med([value(x, wl, metric) for x in results[mode]["kopd"]])
-            ratio = o / k if k and k == k and o == o else float("nan")
-            lines.append(f"| {mode} | {label} | {fmt(k)} | {fmt(o)} | {fmt(ratio) if ratio == ratio else 'n/a'} |")
-    table = "\n".join(lines)
+    table = "\n".join(table_lines(args, modes, names, results))
     ncpu = os.cpu_count()
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / 1048576
@@ -465,11 +524,11 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
   1 producer + 1 tail consumer (assign, no group), acks=all, {args.loadgen_warmup:g} s warm-up then
   {args.loadgen_seconds:g} s measured; unthrottled, then at 50% of Kafka's unthrottled rate of the same round.
 - Ratios are kopd/Kafka: > 1 is better for throughput, < 1 is better for latency and RSS.
-
+{bk_target.notes(names, args.bk_heap)}
 """
     per_run = ["", "## Per-run figures", ""]
     for mode in modes:
-        for b in ("Kafka", "kopd"):
+        for b in ["Kafka"] + names:
             for i, x in enumerate(results[mode][b]):
                 pm, pr, c, e = x["produce-max"], x["produce-50%"], x["consume"], x["e2e"]
                 per_run.append(
@@ -477,6 +536,8 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
                     f"{pm['p50']:g}/{pm['p99']:g}/{pm['p99.9']:g} ms); at {pr['rate']:,}/s p50/p99/p99.9 "
                     f"{pr['p50']:g}/{pr['p99']:g}/{pr['p99.9']:g} ms; consume {c['rec_s']:,.0f} rec/s; "
                     f"e2e p50/p99/p99.9 {e['p50']:g}/{e['p99']:g}/{e['p99.9']:g} ms; RSS {x['rss_mib']:.0f} MiB")
+                if "aux_rss_mib" in x:
+                    per_run[-1] += f" (ZooKeeper + bookies {x['aux_rss_mib']:.0f} MiB)"
                 if "consume-cold" in x:
                     per_run[-1] += (f"; consume from disk {x['consume-cold']['rec_s']:,.0f} rec/s"
                                     f"{'' if x.get('cold_dropped') else ' (page cache not dropped)'}")
@@ -486,7 +547,7 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
                         f"; loadgen max {lm['rec_s']:,.0f} rec/s, at {lr['rate']:,}/s produce p50/p99/p99.9 "
                         f"{lr['p50']:g}/{lr['p99']:g}/{lr['p99.9']:g} ms, e2e {lr['e2e p50']:g}/{lr['e2e p99']:g}/"
                         f"{lr['e2e p99.9']:g} ms")
-    plot(modes, results, png_path, args.loadgen)
+    plot(modes, names, results, png_path, args.loadgen)
     with open(md_path, "w") as f:
         f.write(header + table + "\n\n" + f"![latency percentiles]({os.path.basename(png_path)})\n"
                 + "\n".join(per_run) + "\n")
@@ -494,7 +555,7 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
     print(f"\nwrote {os.path.relpath(md_path, ROOT)} and {os.path.relpath(png_path, ROOT)}")
 
 
-def plot(modes, results, path, with_loadgen):
+def plot(modes, names, results, path, with_loadgen):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -506,8 +567,10 @@ def plot(modes, results, path, with_loadgen):
     fig, axes = plt.subplots(len(panels), len(modes), figsize=(6 * len(modes), 4.2 * len(panels)), squeeze=False)
     for row, (wl, pcts, what) in enumerate(panels):
         for ax, mode in zip(axes[row], modes):
-            for b, style in (("Kafka", "o-"), ("kopd", "s-")):
+            for b, style in zip(["Kafka"] + names, ["o-", "s-", "^-", "v-", "d-"]):
                 runs = results[mode][b]
+                if not runs:
+                    continue
                 ys = [max(med([x[wl][p] for x in runs]), 0.01) for p in pcts]
                 rate = med([x[wl]["rate"] for x in runs])
                 ax.plot([p.replace("e2e ", "") for p in pcts], ys, style, label=f"{b} (at {rate:,.0f} rec/s)")
