@@ -493,3 +493,32 @@ fn bookkeeper_shell_reads_kopds_ledgers() {
         assert_eq!(offsets, (3 * b as i64..3 * b as i64 + 3).collect::<Vec<_>>(), "entry {b}'s offsets");
     }
 }
+
+#[test]
+fn graceful_stop_seals_the_current_ledger() {
+    let _serial = serial();
+    let c = shared_cluster();
+    let chroot = "/faults-seal";
+    let topic = "sealed";
+    let mut s = Server::start("bkf-seal", kopd_args(c, chroot, (2, 2, 2), &[]));
+    let mut conn = s.conn();
+    create_topic(&mut conn, topic, 1, &[]);
+    for b in 0..3 {
+        assert_eq!(common::produce(&mut conn, topic, 0, common::batch(5, Compression::None)), (0, 5 * b));
+    }
+    drop(conn);
+    let zk = zk(c);
+    let open = ledgers(&zk, chroot, topic);
+    let current = *open.last().expect("a ledger");
+    assert_eq!(ledger_meta(&zk, current).state, LedgerState::Open, "the ledger taking appends is open");
+    assert!(s.kopd.stop().success(), "kopd exits cleanly on SIGTERM");
+    // Sealed by the stop itself (kopd is gone): closed at the last entry it acknowledged.
+    let meta = ledger_meta(&zk, current);
+    assert_eq!((meta.state, meta.last_entry), (LedgerState::Closed, 2), "ledger {current} after a graceful stop");
+    // The next start reads the sealed ledger and goes on after it.
+    s.kopd = Kopd::start_exact(&s.dir, 1, s.port, &s.args);
+    let mut conn = s.conn();
+    assert_eq!(common::produce(&mut conn, topic, 0, common::batch(5, Compression::None)), (0, 15));
+    let (records, _) = common::read_all(&mut conn, topic, 0);
+    assert_eq!(records.len(), 20, "every record once after the restart");
+}
