@@ -40,9 +40,9 @@ export KOPD_TEST_STORAGE=bookkeeper KOPD_TEST_ZK="127.0.0.1:$BK_ZK_PORT"
 step "BookKeeper backend: Rust durable-log, group and cursor suites"
 cargo test --release --locked --test data_path --test groups --test cursors
 
-step "BookKeeper backend: Java producer/consumer and restarts"
+step "BookKeeper backend: Java producer/consumer, restarts and groups"
 mvn -q -B -Dstyle.color=never -f tests/java/pom.xml test -Dkopd.bin="$PWD/target/release/kopd" \
-  -Dtest='ProduceConsumeTest,RestartTest'
+  -Dtest='ProduceConsumeTest,RestartTest,GroupsTest'
 
 step "BookKeeper backend: Python crash, idempotence and groups (confluent-kafka, kcat)"
 KOPD_BIN="$PWD/target/release/kopd" python3 -m pytest -q tests/python/test_crash.py \

@@ -513,9 +513,15 @@ fn replace_static(
         g.static_members.remove(r.instance_id.as_deref().unwrap_or_default());
         return JoinStep::Done(JoinOutcome::error(GroupError::UnknownMemberId, &r.member_id));
     };
-    let same = m.same_protocols(&r.protocols);
     let was_leader = g.leader.as_deref() == Some(old);
     m.id = new_id.clone();
+    // The rejoin's subscription is the member's from now on (a restarted consumer's differs in
+    // its generation and owned partitions), as are its timeouts.
+    m.protocols = r.protocols.clone();
+    m.session_timeout_ms = r.session_timeout_ms;
+    m.rebalance_timeout_ms = r.rebalance_timeout_ms;
+    m.client_id = r.client_id.clone();
+    m.last_heartbeat = now;
     m.awaiting_join = false;
     m.awaiting_sync = false;
     m.join_result = None;
@@ -528,7 +534,9 @@ fn replace_static(
         g.leader = Some(new_id.clone());
     }
     tracing::info!(group = %g.id, old = %old, new = %new_id, "static member replaced");
-    let quiet = g.state == GroupState::Stable && same && (!was_leader || r.supports_skip_assignment);
+    // As Kafka: no rebalance unless the protocol the group would select changes.
+    let keeps_protocol = g.select_protocol().is_some() && g.select_protocol() == g.protocol;
+    let quiet = g.state == GroupState::Stable && keeps_protocol && (!was_leader || r.supports_skip_assignment);
     if quiet {
         return JoinStep::PersistThen(g.join_outcome(&new_id, r.supports_skip_assignment));
     }

@@ -141,6 +141,38 @@ fn static_member_replacement_is_quiet_and_fences_the_old_id() {
 }
 
 #[test]
+fn static_rejoin_with_new_subscription_bytes_is_quiet_unless_the_protocol_changes() {
+    let s = settings(0);
+    let mut g = Group::new("g", 0, 0);
+    let JoinStep::Wait(_) = join_step(&mut g, &s, &req("", Some("i"))) else { panic!("static joins at once") };
+    make_stable(&mut g);
+    // A restarted consumer's subscription differs (generation, owned partitions); the
+    // selected protocol does not, so Kafka keeps the generation.
+    let mut restarted = req("", Some("i"));
+    restarted.protocols = vec![("range".into(), Bytes::from_static(b"other meta"))];
+    let JoinStep::PersistThen(o) = join_step(&mut g, &s, &restarted) else { panic!("quiet replace") };
+    assert_eq!((o.error, o.generation), (None, 1));
+    assert_eq!(g.members[&o.member_id].protocols, restarted.protocols, "the new subscription is kept");
+    // The member now prefers the other protocol it offers: the group's choice changes, so it
+    // rebalances.
+    let both = |first: &str, second: &str| vec![(first.to_string(), Bytes::new()), (second.to_string(), Bytes::new())];
+    let mut g = Group::new("g2", 0, 0);
+    let mut first = req("", Some("j"));
+    first.protocols = both("range", "roundrobin");
+    let JoinStep::Wait(_) = join_step(&mut g, &s, &first) else { panic!("static joins at once") };
+    make_stable(&mut g);
+    assert_eq!(g.protocol.as_deref(), Some("range"));
+    let mut switched = req("", Some("j"));
+    switched.protocols = both("roundrobin", "range");
+    let JoinStep::Wait(_) = join_step(&mut g, &s, &switched) else { panic!("a changed protocol rebalances") };
+    // The only member has joined, so the new generation is formed at once.
+    assert_eq!(
+        (g.state, g.generation, g.protocol.as_deref()),
+        (GroupState::CompletingRebalance, 2, Some("roundrobin"))
+    );
+}
+
+#[test]
 fn inconsistent_protocols_and_unknown_members_are_refused() {
     let s = settings(0);
     let mut g = Group::new("g", 0, 0);

@@ -168,10 +168,17 @@ class GroupsTest {
             KafkaConsumer<byte[], byte[]> b = new KafkaConsumer<>(groupProps(kopd, "static", range, "b"));
             KafkaConsumer<byte[], byte[]> b2 = null;
             try {
-                a.subscribe(List.of(topic), counting);
+                // b first, alone: its next subscription then carries generation 1 and a restarted
+                // b's does not, which must not make the rejoin a rebalance (only a change of the
+                // group's protocol does).
                 b.subscribe(List.of(topic));
                 Set<String> seen = new HashSet<>();
                 long deadline = System.nanoTime() + WITHIN.toNanos();
+                while (b.assignment().size() != 4) {
+                    assertTrue(System.nanoTime() < deadline, "b alone never got the partitions");
+                    pollAll(List.of(b), seen);
+                }
+                a.subscribe(List.of(topic), counting);
                 while (a.assignment().size() != 2 || b.assignment().size() != 2) {
                     assertTrue(System.nanoTime() < deadline, "group never settled");
                     pollAll(List.of(a, b), seen);
