@@ -10,6 +10,8 @@ BACKENDS = {
     "bk322": (3, 3, 2, 2),
 }
 # Below the ephemeral range, away from Kafka's and kopd's bench ports; bookie I on BOOKIE_PORT + I.
+# The bookies' GC as BookKeeper's launch scripts set it (low pauses), not the test default.
+BOOKIE_GC = "-XX:+UseG1GC -XX:MaxGCPauseMillis=10 -XX:+ParallelRefProcEnabled -XX:+DisableExplicitGC"
 ZK_PORT = 24181
 BOOKIE_PORT = 24182
 
@@ -27,7 +29,7 @@ class BkCluster:
 
     def _run(self, args, timeout):
         p = subprocess.run(["bash", self.script, *args, "--dir", self.dir], cwd=self.root, timeout=timeout,
-                           text=True, capture_output=True, env={**os.environ, "BK_HEAP": self.heap})
+                           text=True, capture_output=True, env={**os.environ, "BK_HEAP": self.heap, "BK_GC_OPTS": BOOKIE_GC})
         if p.returncode != 0:
             raise RuntimeError(f"bookkeeper-cluster.sh {args[0]} exited {p.returncode}: {p.stderr[-2000:]}")
         return p.stdout.strip()
@@ -124,7 +126,8 @@ def notes(names, heap):
     return f"""- kopd on BookKeeper (fsync mode only; the run order per round is Kafka, then the kopd targets
   in column order): {which}. Each run starts a fresh local cluster with `scripts/bookkeeper-cluster.sh`
   (ZooKeeper 3.9.5 + BookKeeper 4.17.3 bookies, `journalSyncData=true`, i.e. an entry is acked after the
-  journal's fsync; stock ledger storage; heap and direct memory `{heap}` per bookie), all on
+  journal's fsync; stock ledger storage; heap and direct memory `{heap}` per bookie, G1 as in BookKeeper's
+  launch scripts: `{BOOKIE_GC}`), all on
   127.0.0.1 with their data on the same disk as the brokers'; kopd runs `storage=bookkeeper` with its
   metadata in that ZooKeeper. For the consume from disk, kopd and the whole cluster are stopped and
   started again on the same data before the page cache is dropped, so every entry is read from a

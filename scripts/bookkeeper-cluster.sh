@@ -14,6 +14,8 @@
 # cluster with its data. With --owner-pid the cluster stops itself once that process is
 # gone (a test binary killed before its Drop ran). DIR/client.conf is a BookKeeper client
 # conf for this cluster (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
+# Environment: BK_HEAP (heap and direct memory per bookie, 256m), BK_GC_OPTS (the bookies' GC
+# options; serial by default, small for tests: benchmarks pass G1 as BookKeeper's own scripts do).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +34,7 @@ STOP_SECS=15
 OWNER_PID=""
 FRESH=0
 BK_HEAP="${BK_HEAP:-256m}"
+read -r -a BK_GC <<< "${BK_GC_OPTS:--XX:+UseSerialGC}"
 
 log() { echo "bookkeeper-cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -212,7 +215,7 @@ bk_java_cmd() { # log level, extra JVM options...
     cds=(-XX:SharedArchiveFile="$BK_HOME/bookie.jsa")
   fi
   BKJ=(java "${cds[@]}" "-Xlog:cds=off,cds+dynamic=off"
-    -Xmx"$BK_HEAP" -XX:MaxDirectMemorySize="$BK_HEAP" -XX:+UseSerialGC "$@"
+    -Xmx"$BK_HEAP" -XX:MaxDirectMemorySize="$BK_HEAP" "${BK_GC[@]}" "$@"
     --add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.util.zip=ALL-UNNAMED
     --add-opens java.base/java.nio=ALL-UNNAMED --add-opens java.base/jdk.internal.misc=ALL-UNNAMED
     -Dio.netty.tryReflectionSetAccessible=true -Dio.netty.leakDetectionLevel=disabled
