@@ -522,3 +522,48 @@ fn graceful_stop_seals_the_current_ledger() {
     let (records, _) = common::read_all(&mut conn, topic, 0);
     assert_eq!(records.len(), 20, "every record once after the restart");
 }
+
+#[test]
+fn restart_with_a_dead_bookie_recovers_through_an_ensemble_change() {
+    let _serial = serial();
+    let c = shared_cluster();
+    let chroot = "/faults-recovery-change";
+    let mut s = Server::start("bkf-recovery-change", kopd_args(c, chroot, (2, 2, 2), &[]));
+    create_topic(&mut s.conn(), TOPIC, 1, &[]);
+    let p = Producer::start(s.kopd.addr(0), TOPIC);
+    assert!(p.wait_acks(50, Duration::from_secs(60)), "50 batches not acknowledged within 60 s");
+    // kopd dies with its ledger open, then a bookie of that ledger dies too: the restart must
+    // recover the ledger with one of its two bookies gone (2/2/2 of 3), re-adding the entries
+    // past the LAC to a replacement.
+    s.kopd.kill9();
+    let zk = zk(c);
+    let ledger = *ledgers(&zk, chroot, TOPIC).last().expect("a current ledger");
+    let before = ledger_meta(&zk, ledger);
+    assert_eq!(before.state, LedgerState::Open);
+    let victim_addr = before.segments.last().expect("a segment").ensemble[1].0.clone();
+    let victim = bookie_index(c, &victim_addr);
+    c.kill_bookie(victim);
+    let restarting = Instant::now();
+    s.kopd = Kopd::start_exact(&s.dir, 1, s.port, &s.args);
+    let floor = p.acked();
+    let resumed = p.wait_acks(floor + 20, Duration::from_secs(60));
+    let progress = p.finish();
+    let after = wait_closed(&zk, ledger);
+    let stored = verify(&mut s.conn(), TOPIC, &progress.acks);
+    c.start_bookie(victim);
+    assert!(c.wait_writable(&c.bookie_addrs(), Duration::from_secs(60)), "bookie {victim_addr} did not come back");
+    assert!(resumed, "produce did not resume within 60 s of a restart with bookie {victim_addr} dead");
+    assert!(after.segments.len() > before.segments.len(), "recovery made no ensemble change: {after:?}");
+    assert!(
+        !after.segments.last().expect("a segment").ensemble.iter().any(|b| b.0 == victim_addr),
+        "{victim_addr} is still in the recovered ledger's last ensemble: {after:?}"
+    );
+    eprintln!(
+        "recovery with a dead bookie: {} batches acked, {stored} stored, ledger {ledger} closed at entry {} \
+         with {} segments; produce resumed {:?} after the restart",
+        progress.acks.len(),
+        after.last_entry,
+        after.segments.len(),
+        restarting.elapsed()
+    );
+}

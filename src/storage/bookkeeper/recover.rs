@@ -13,7 +13,7 @@ use tracing::info;
 use super::Ctx;
 use super::bookie::BookieError;
 use super::digest::Digester;
-use super::metadata::{LedgerMetadata, LedgerState, ledger_path};
+use super::metadata::{BookieId, LedgerMetadata, LedgerState, Segment, ledger_path};
 use super::protocol::{self, LAST_ADD_CONFIRMED, OP_ADD, OP_READ, rc};
 use super::read::{ReadFailure, read_entry};
 use super::write::zk_error;
@@ -50,7 +50,13 @@ pub(crate) async fn recover(ctx: &Rc<Ctx>, id: u64) -> Result<LedgerMetadata, St
         }
         let digester = Digester::new(meta.digest, &meta.password);
         let lac = fence(ctx, id, &meta, &digester).await?;
-        let (last, length) = replay(ctx, id, &meta, &digester, lac).await?;
+        let mut target = Target { meta: meta.clone(), version, path: path.clone() };
+        let (last, length) = match replay(ctx, id, &meta, &digester, lac, &mut target).await {
+            Ok(done) => done,
+            Err(Replay::Raced) => continue,
+            Err(Replay::Failed(e)) => return Err(e),
+        };
+        (meta, version) = (target.meta, target.version);
         meta.state = LedgerState::Closed;
         meta.last_entry = last;
         meta.length = length;
@@ -117,27 +123,53 @@ async fn fence(ctx: &Rc<Ctx>, id: u64, meta: &LedgerMetadata, digester: &Digeste
     Ok(lac)
 }
 
-/// Reads forward from `lac + 1`, re-adding every entry found; returns (last entry, length).
+/// Where recovery adds go: the ledger's metadata as recovery changes it (a failed bookie of the
+/// last ensemble replaced, as BookKeeper's recovery does), with its node version.
+struct Target {
+    meta: LedgerMetadata,
+    version: i32,
+    path: String,
+}
+
+enum Replay {
+    /// The metadata changed under us: start the recovery over.
+    Raced,
+    Failed(StorageError),
+}
+
+impl From<StorageError> for Replay {
+    fn from(e: StorageError) -> Self {
+        Replay::Failed(e)
+    }
+}
+
+/// Ensemble changes one recovery makes before it gives up.
+const CHANGES: usize = 3;
+
+/// Reads forward from `lac + 1` (from the ensembles in `read`, where the entries are), re-adding
+/// every entry found to `target`'s ensemble; returns (last entry, length).
 async fn replay(
     ctx: &Rc<Ctx>,
     id: u64,
-    meta: &LedgerMetadata,
+    read: &LedgerMetadata,
     digester: &Digester,
     lac: i64,
-) -> Result<(i64, i64), StorageError> {
-    let (wq, qa) = (meta.write_quorum, meta.ack_quorum);
+    target: &mut Target,
+) -> Result<(i64, i64), Replay> {
+    let (wq, qa) = (read.write_quorum, read.ack_quorum);
     // The length of the ledger up to the LAC is in the LAC entry's header.
     let mut length = 0;
     if lac >= 0 {
         let (s, _) =
-            read_entry(ctx, id, meta.ensemble_for(lac), wq, digester, lac).await.map_err(|f| lost(id, lac, f))?;
+            read_entry(ctx, id, read.ensemble_for(lac), wq, digester, lac).await.map_err(|f| lost(id, lac, f))?;
         length = s.length;
     }
     let mut last = lac;
+    let mut changes = 0;
     loop {
         let first = last + 1;
         let reads = join_all(
-            (first..first + WINDOW as i64).map(|e| read_entry(ctx, id, meta.ensemble_for(e), wq, digester, e)),
+            (first..first + WINDOW as i64).map(|e| read_entry(ctx, id, read.ensemble_for(e), wq, digester, e)),
         )
         .await;
         let mut found = Vec::new();
@@ -151,16 +183,40 @@ async fn replay(
                     end = true;
                     break;
                 }
-                Err(f) => return Err(lost(id, e, f)),
+                Err(f) => return Err(lost(id, e, f).into()),
             }
         }
-        let adds =
-            join_all(found.iter().map(|(e, (s, payload))| recovery_add(ctx, meta, digester, *e, s, payload.clone())))
-                .await;
-        for ((e, (s, _)), ok) in found.iter().zip(adds) {
-            ok?;
-            last = *e;
-            length = s.length;
+        let mut todo: &[(i64, _)] = &found;
+        while !todo.is_empty() {
+            let adds = join_all(
+                todo.iter().map(|(e, (s, payload))| recovery_add(ctx, &target.meta, digester, *e, s, payload.clone())),
+            )
+            .await;
+            // Entries count only up to the first one short of its ack quorum; from that one on,
+            // they go again to an ensemble with the failed bookies replaced.
+            let mut failed_from = None;
+            for ((e, (s, _)), r) in todo.iter().zip(adds) {
+                match r {
+                    Ok(()) if failed_from.is_none() => (last, length) = (*e, s.length),
+                    Ok(()) => {}
+                    Err(positions) => {
+                        let (at, all) = failed_from.get_or_insert((*e, Vec::new()));
+                        debug_assert!(*at <= *e);
+                        all.extend(positions);
+                    }
+                }
+            }
+            let Some((at, mut positions)) = failed_from else { break };
+            positions.sort_unstable();
+            positions.dedup();
+            changes += 1;
+            if changes > CHANGES {
+                return Err(Replay::Failed(StorageError::Unavailable(format!(
+                    "ledger {id}: recovery add of entry {at} reached too few bookies, {CHANGES} ensemble changes tried"
+                ))));
+            }
+            change_ensemble(ctx, id, target, at, &positions).await?;
+            todo = &todo[todo.iter().position(|(e, _)| *e == at).unwrap_or(todo.len())..];
         }
         if end {
             return Ok((last, length));
@@ -168,11 +224,56 @@ async fn replay(
     }
 }
 
+/// Replaces the bookies at `positions` of the ensemble recovery writes entry `at` to with
+/// writable bookies outside it, in a new segment from `at` (BookKeeper lets recovery change the
+/// ensemble of a ledger IN_RECOVERY).
+async fn change_ensemble(
+    ctx: &Rc<Ctx>,
+    id: u64,
+    target: &mut Target,
+    at: i64,
+    positions: &[usize],
+) -> Result<(), Replay> {
+    let current = target.meta.ensemble_for(at).to_vec();
+    let available = ctx.refresh_bookies().await.unwrap_or_else(|_| ctx.available.borrow().clone());
+    let candidates: Vec<BookieId> =
+        available.into_iter().filter(|b| !current.contains(b) && !ctx.bookie(b).is_down()).collect();
+    let Some(replacements) = ctx.pick(candidates, positions.len()) else {
+        return Err(Replay::Failed(StorageError::Unavailable(format!(
+            "ledger {id}: recovery add of entry {at} failed at ensemble positions {positions:?} and no writable bookie is left to replace them"
+        ))));
+    };
+    let mut ensemble = current;
+    for (&i, b) in positions.iter().zip(&replacements) {
+        ensemble[i] = b.clone();
+    }
+    let mut meta = target.meta.clone();
+    if meta.segments.last().is_some_and(|l| l.first_entry > at) {
+        // An earlier recovery's segment starts after this entry: only a fresh start sorts that out.
+        return Err(Replay::Raced);
+    }
+    match meta.segments.last_mut() {
+        Some(last) if last.first_entry == at => last.ensemble = ensemble.clone(),
+        _ => meta.segments.push(Segment { first_entry: at, ensemble: ensemble.clone() }),
+    }
+    match ctx.zk.set(&target.path, meta.encode(), Some(target.version)).await {
+        Ok(stat) => {
+            info!(ledger = id, from_entry = at, ?positions, new = ?replacements, "ensemble changed during recovery");
+            target.version = stat.version;
+            target.meta = meta;
+            Ok(())
+        }
+        Err(ZkError::BadVersion) => Err(Replay::Raced),
+        Err(e) => Err(Replay::Failed(zk_error(e))),
+    }
+}
+
 fn lost(id: u64, entry: i64, f: ReadFailure) -> StorageError {
     StorageError::Unavailable(format!("ledger {id}: entry {entry} could not be read during recovery: {f:?}"))
 }
 
-/// Writes one entry again to its write set with RECOVERY_ADD (accepted by fenced bookies).
+/// Writes one entry again to its write set with RECOVERY_ADD (accepted by fenced bookies);
+/// short of the ack quorum, the ensemble positions that did not take it.
 async fn recovery_add(
     ctx: &Rc<Ctx>,
     meta: &LedgerMetadata,
@@ -180,7 +281,7 @@ async fn recovery_add(
     entry: i64,
     s: &super::digest::StoredEntry,
     payload: Bytes,
-) -> Result<(), StorageError> {
+) -> Result<(), Vec<usize>> {
     let prefix = digester.entry_prefix(s.ledger, s.entry, s.lac, s.length, &payload);
     let mut head = BytesMut::with_capacity(protocol::ADD_PREFIX_LEN + prefix.len());
     head.extend_from_slice(&protocol::add_prefix(
@@ -191,7 +292,8 @@ async fn recovery_add(
     head.extend_from_slice(&prefix);
     let head = head.freeze();
     let ensemble = meta.ensemble_for(entry);
-    let answers = join_all(write_set(entry, ensemble.len(), meta.write_quorum).map(|i| {
+    let positions: Vec<usize> = write_set(entry, ensemble.len(), meta.write_quorum).collect();
+    let answers = join_all(positions.iter().map(|&i| {
         let (tx, rx) = super::oneshot::channel();
         ctx.bookie(&ensemble[i]).send(
             (OP_ADD, s.ledger, entry),
@@ -203,12 +305,15 @@ async fn recovery_add(
         rx
     }))
     .await;
-    let acks = answers.iter().filter(|a| matches!(a, Some(Ok(r)) if r.rc == rc::EOK)).count();
-    if acks < meta.ack_quorum {
-        return Err(StorageError::Unavailable(format!(
-            "ledger {}: recovery add of entry {entry} reached {acks} of {} bookies",
-            s.ledger, meta.ack_quorum
-        )));
+    let failed: Vec<usize> = positions
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| !matches!(a, Some(Ok(r)) if r.rc == rc::EOK))
+        .map(|(&i, _)| i)
+        .collect();
+    if positions.len() - failed.len() < meta.ack_quorum {
+        tracing::warn!(ledger = s.ledger, entry, ?failed, "recovery add short of the ack quorum");
+        return Err(failed);
     }
     Ok(())
 }
