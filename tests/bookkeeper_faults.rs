@@ -567,3 +567,77 @@ fn restart_with_a_dead_bookie_recovers_through_an_ensemble_change() {
         restarting.elapsed()
     );
 }
+
+/// Whether ledger `id`'s metadata node is still in ZooKeeper.
+fn ledger_exists(zk: &ZooKeeper, ledger: u64) -> bool {
+    block_on(zk.get(&ledger_path("/ledgers", ledger))).expect("get ledger metadata").is_some()
+}
+
+/// Waits (bounded) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn retention_and_topic_deletion_delete_the_ledgers() {
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteTopicsRequest};
+
+    let _serial = serial();
+    let c = shared_cluster();
+    let chroot = "/faults-retention";
+    let topic = "retained";
+    let s = Server::start(
+        "bkf-retention",
+        kopd_args(c, chroot, (2, 2, 2), &["--set", "log.retention.check.interval.ms=200"]),
+    );
+    let mut conn = s.conn();
+    // A ledger per batch or so: each batch is larger than segment.bytes.
+    // (The records' timestamps are from 2023: retention by time is off.)
+    create_topic(&mut conn, topic, 1, &[("segment.bytes", "1024"), ("retention.ms", "-1")]);
+    let big =
+        |b: usize| -> Vec<_> { (0..10).map(|i| common::record(i, None, Bytes::from(vec![b as u8; 200]))).collect() };
+    for b in 0..6 {
+        assert_eq!(
+            common::produce(&mut conn, topic, 0, common::encode(&big(b), Compression::None)),
+            (0, 10 * b as i64)
+        );
+    }
+    let zk = zk(c);
+    let all = ledgers(&zk, chroot, topic);
+    assert!(all.len() >= 4, "ledgers rolled over by size: {all:?}");
+    assert!(all.iter().all(|l| ledger_exists(&zk, *l)));
+
+    // Everything before the last two batches goes: the ledgers holding only those records are
+    // deleted, from the managed ledger's list and from BookKeeper's metadata.
+    let req = DeleteRecordsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        DeleteRecordsTopic::default()
+            .with_name(common::name(topic))
+            .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(40)]),
+    ]);
+    let resp = conn.send(2, &req).expect("DeleteRecords");
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 40));
+    eventually("the ledgers before offset 40 deleted", || ledgers(&zk, chroot, topic).len() < all.len());
+    let kept = ledgers(&zk, chroot, topic);
+    let gone: Vec<u64> = all.iter().copied().filter(|l| !kept.contains(l)).collect();
+    eventually("their BookKeeper metadata removed", || gone.iter().all(|l| !ledger_exists(&zk, *l)));
+    assert_eq!(common::list_offset(&mut conn, topic, 0, -2), (0, 40), "the log starts where records were deleted");
+    assert_eq!(common::list_offset(&mut conn, topic, 0, -1), (0, 60));
+    let (code, _, records) = common::fetch(&mut conn, topic, 0, 40);
+    assert!(code == 0 && !records.is_empty(), "fetch at the new log start: error {code}");
+    assert_eq!(common::fetch(&mut conn, topic, 0, 0).0, 1, "below it: OFFSET_OUT_OF_RANGE");
+
+    // Deleting the topic deletes the rest.
+    let del = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![DeleteTopicState::default().with_name(Some(common::name(topic)))]);
+    assert_eq!(conn.send(6, &del).expect("DeleteTopics").responses[0].error_code, 0);
+    eventually("every ledger of the deleted topic removed", || all.iter().all(|l| !ledger_exists(&zk, *l)));
+    eprintln!("retention: {} ledgers, {} deleted by DeleteRecords, the rest with the topic", all.len(), gone.len());
+}

@@ -566,6 +566,11 @@ impl ManagedLedger {
                 let ledger_bytes: i64 = ledger_entries.iter().map(|e| e.size as i64).sum();
                 let total_bytes: i64 = (0..st.index.len()).filter_map(|i| st.index.get(i)).map(|e| e.size as i64).sum();
                 let (last_offset, newest_ts) = last.unwrap_or((-1, 0));
+                // A ledger rolled over with appends still in flight is not deleted under them
+                // (Kafka, too, deletes only segments below the high watermark).
+                if last_offset >= st.high_watermark {
+                    return Ok(());
+                }
                 let s = &st.settings;
                 let expired = s.retention_ms >= 0 && newest_ts < now_ms() - s.retention_ms;
                 let oversize = s.retention_bytes >= 0 && total_bytes - ledger_bytes >= s.retention_bytes;
