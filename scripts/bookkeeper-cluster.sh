@@ -15,7 +15,8 @@
 # gone (a test binary killed before its Drop ran). DIR/client.conf is a BookKeeper client
 # conf for this cluster (BK_CONF=DIR/client.conf .peers/bin/bkshell listbookies -rw).
 # Environment: BK_HEAP (heap and direct memory per bookie, 256m), BK_GC_OPTS (the bookies' GC
-# options; serial by default, small for tests: benchmarks pass G1 as BookKeeper's own scripts do).
+# options; serial by default, small for tests: benchmarks pass G1 as BookKeeper's own scripts do),
+# BK_CONF_EXTRA (lines appended to every bookie's bk.conf, e.g. another ledger storage).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -182,6 +183,7 @@ autoRecoveryDaemonEnabled=false
 # Test machines run with fuller disks than production; don't turn read-only at 95 %.
 diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.98
+${BK_CONF_EXTRA:-}
 E
   done
 }
