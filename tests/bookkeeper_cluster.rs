@@ -88,8 +88,10 @@ fn paused_zookeeper_stops_answering_and_recovers() {
     c.pause_zk();
     assert!(!c.zk_serving(), "ZooKeeper answered while SIGSTOPped");
     assert_eq!(c.writable_bookies(), None);
-    // Long enough to expire the bookie's 6 s session: it has to register again.
-    std::thread::sleep(Duration::from_secs(7));
+    // Well past the bookie's 6 s session (expiry is rounded up to ZooKeeper's 1 s tick, and a
+    // client reconnecting at the moment of resume can win the race against a barely expired
+    // session): it has to register again.
+    std::thread::sleep(Duration::from_secs(12));
     c.resume_zk();
 
     assert!(c.zk_serving());

@@ -332,8 +332,9 @@ fn paused_zookeeper_fails_topic_admin_then_recovers() {
     let r = store.commit(vec![put("/kopd/x", b"2")]);
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     assert!(paused.elapsed() < Duration::from_secs(6), "the commit took {:?}", paused.elapsed());
-    // Past the session timeout: the session is gone.
-    std::thread::sleep(Duration::from_secs(6).saturating_sub(paused.elapsed()));
+    // Well past the 4 s session timeout (expiry is rounded up to ZooKeeper's tick): the
+    // session is gone.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed()));
     let t0 = Instant::now();
     let resp = conn.send(7, &create_request("during", 1)).unwrap();
     let took = t0.elapsed();

@@ -120,10 +120,16 @@ impl Kopd {
     /// Runs `cmd` (from [`serve_command`], with arguments or a working directory of the
     /// test's) on `port` with `cores` cores; `data_dir` is where it keeps its data.
     pub fn spawn(mut cmd: Command, port: u16, cores: u16, data_dir: &Path) -> Kopd {
+        cmd.args(backend_args(data_dir));
+        Kopd::launch(cmd, port, cores, data_dir)
+    }
+
+    /// Starts `cmd` listening on `port` and up with `cores` cores. `KOPD_TEST_LOG` sets kopd's
+    /// `RUST_LOG` (default `warn`).
+    fn launch(mut cmd: Command, port: u16, cores: u16, data_dir: &Path) -> Kopd {
         let child = cmd
-            .args(backend_args(data_dir))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("KOPD_TEST_LOG").unwrap_or_else(|_| "warn".to_string()))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn kopd");
@@ -465,23 +471,11 @@ pub fn read_all(c: &mut Conn, topic: &str, partition: i32) -> (Vec<(i64, Bytes)>
 impl Kopd {
     /// `kopd serve` on `port` with exactly `args` besides the data dir, listener and cores:
     /// unlike [`Kopd::start_on`] nothing comes from the suite's environment
-    /// ([`backend_args`]), since the test chose the backend itself. `KOPD_TEST_LOG` sets
-    /// kopd's `RUST_LOG` (default `warn`).
+    /// ([`backend_args`]), since the test chose the backend itself.
     pub fn start_exact(data_dir: &Path, cores: u16, port: u16, args: &[String]) -> Kopd {
-        let child = serve_command()
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", &cores.to_string()])
-            .env("RUST_LOG", std::env::var("KOPD_TEST_LOG").unwrap_or_else(|_| "warn".to_string()))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn kopd");
-        let k = Kopd { child: Some(child), port, cores, data_dir: data_dir.to_path_buf() };
-        for core in 0..cores {
-            k.wait_listening(port + core);
-        }
-        k
+        let mut cmd = serve_command();
+        cmd.arg("--data-dir").arg(data_dir).args(args);
+        Kopd::launch(cmd, port, cores, data_dir)
     }
 }
 
