@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::metadata::{BookieId, LedgerMetadata, LedgerState, Segment};
 use super::write::{WriteLedger, WriterState};
-use super::write_set;
+use super::{Ctx, write_set};
 use crate::zookeeper::ZkError;
 
 const RETRY: Duration = Duration::from_millis(500);
@@ -66,25 +66,13 @@ struct Fenced;
 
 /// One attempt; `Ok(false)` to retry later (no replacement bookie, ZooKeeper trouble, a race).
 async fn change_once(w: &Rc<WriteLedger>, failed: &[usize]) -> Result<bool, Fenced> {
-    let available = w.ctx.refresh_bookies().await.unwrap_or_else(|_| w.ctx.available.borrow().clone());
     let current: Vec<BookieId> = w.ensemble.borrow().iter().map(|b| b.id.clone()).collect();
-    let candidates: Vec<BookieId> =
-        available.into_iter().filter(|b| !current.contains(b) && !w.ctx.bookie(b).is_down()).collect();
-    let Some(replacements) = w.ctx.pick(candidates, failed.len()) else {
+    let Some(replacements) = pick_replacements(&w.ctx, &current, failed.len()).await else {
         warn!(ledger = w.id, ?failed, "no writable bookie outside the ensemble to replace a failed one");
         return Ok(false);
     };
-    let mut ensemble = current.clone();
-    for (&idx, b) in failed.iter().zip(&replacements) {
-        ensemble[idx] = b.clone();
-    }
     let first = w.lac.get() + 1;
-    let mut meta = w.meta.borrow().clone();
-    match meta.segments.last_mut() {
-        // Nothing was acknowledged in the last segment yet: replace it rather than stack one.
-        Some(last) if last.first_entry == first => last.ensemble = ensemble.clone(),
-        _ => meta.segments.push(Segment { first_entry: first, ensemble: ensemble.clone() }),
-    }
+    let meta = with_segment(&w.meta.borrow(), first, &current, failed, &replacements);
     let path = w.path();
     match w.ctx.zk.set(&path, meta.encode(), Some(w.version.get())).await {
         Ok(stat) => {
@@ -154,4 +142,34 @@ fn apply(w: &Rc<WriteLedger>, replaced: &[(usize, BookieId)]) {
     for (e, idx) in resend {
         w.send_add(e, idx);
     }
+}
+
+/// `n` writable bookies outside `current`, not known to be down, picked at random (the list
+/// re-read from ZooKeeper first); `None` if there are too few.
+pub(crate) async fn pick_replacements(ctx: &Ctx, current: &[BookieId], n: usize) -> Option<Vec<BookieId>> {
+    let available = ctx.refresh_bookies().await.unwrap_or_else(|_| ctx.available.borrow().clone());
+    let candidates: Vec<BookieId> =
+        available.into_iter().filter(|b| !current.contains(b) && !ctx.bookie(b).is_down()).collect();
+    ctx.pick(candidates, n)
+}
+
+/// `meta` with the bookies at `positions` of `current` replaced from entry `first` on: a new
+/// segment, or the last one rewritten if it starts there (nothing acknowledged in it yet).
+pub(crate) fn with_segment(
+    meta: &LedgerMetadata,
+    first: i64,
+    current: &[BookieId],
+    positions: &[usize],
+    replacements: &[BookieId],
+) -> LedgerMetadata {
+    let mut ensemble = current.to_vec();
+    for (&i, b) in positions.iter().zip(replacements) {
+        ensemble[i] = b.clone();
+    }
+    let mut meta = meta.clone();
+    match meta.segments.last_mut() {
+        Some(last) if last.first_entry == first => last.ensemble = ensemble,
+        _ => meta.segments.push(Segment { first_entry: first, ensemble }),
+    }
+    meta
 }

@@ -13,7 +13,8 @@ use tracing::info;
 use super::Ctx;
 use super::bookie::BookieError;
 use super::digest::Digester;
-use super::metadata::{BookieId, LedgerMetadata, LedgerState, Segment, ledger_path};
+use super::ensemble::{pick_replacements, with_segment};
+use super::metadata::{LedgerMetadata, LedgerState, ledger_path};
 use super::protocol::{self, LAST_ADD_CONFIRMED, OP_ADD, OP_READ, rc};
 use super::read::{ReadFailure, read_entry};
 use super::write::zk_error;
@@ -235,27 +236,16 @@ async fn change_ensemble(
     positions: &[usize],
 ) -> Result<(), Replay> {
     let current = target.meta.ensemble_for(at).to_vec();
-    let available = ctx.refresh_bookies().await.unwrap_or_else(|_| ctx.available.borrow().clone());
-    let candidates: Vec<BookieId> =
-        available.into_iter().filter(|b| !current.contains(b) && !ctx.bookie(b).is_down()).collect();
-    let Some(replacements) = ctx.pick(candidates, positions.len()) else {
+    let Some(replacements) = pick_replacements(ctx, &current, positions.len()).await else {
         return Err(Replay::Failed(StorageError::Unavailable(format!(
             "ledger {id}: recovery add of entry {at} failed at ensemble positions {positions:?} and no writable bookie is left to replace them"
         ))));
     };
-    let mut ensemble = current;
-    for (&i, b) in positions.iter().zip(&replacements) {
-        ensemble[i] = b.clone();
-    }
-    let mut meta = target.meta.clone();
-    if meta.segments.last().is_some_and(|l| l.first_entry > at) {
+    if target.meta.segments.last().is_some_and(|l| l.first_entry > at) {
         // An earlier recovery's segment starts after this entry: only a fresh start sorts that out.
         return Err(Replay::Raced);
     }
-    match meta.segments.last_mut() {
-        Some(last) if last.first_entry == at => last.ensemble = ensemble.clone(),
-        _ => meta.segments.push(Segment { first_entry: at, ensemble: ensemble.clone() }),
-    }
+    let meta = with_segment(&target.meta, at, &current, positions, &replacements);
     match ctx.zk.set(&target.path, meta.encode(), Some(target.version)).await {
         Ok(stat) => {
             info!(ledger = id, from_entry = at, ?positions, new = ?replacements, "ensemble changed during recovery");
