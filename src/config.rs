@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+mod cluster;
 mod storage;
+pub use cluster::{BROKERS_PER_NODE, ClusterSettings};
 pub use storage::{BookKeeperSettings, DigestKind, MetadataStoreKind};
 
 /// One bad setting: which key, and what is wrong with it.
@@ -115,6 +117,8 @@ pub struct Config {
     pub storage: StorageKind,
     /// Set when `storage = bookkeeper`.
     pub bookkeeper: Option<BookKeeperSettings>,
+    /// Set when `cluster.name` is: this process is one node of a kopd cluster.
+    pub cluster: Option<ClusterSettings>,
     pub metadata_store: MetadataStoreKind,
     /// Session timeout asked of ZooKeeper (Kafka's `zookeeper.session.timeout.ms`).
     pub zookeeper_session_timeout: Duration,
@@ -180,6 +184,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("bookkeeper.read.entry.timeout.ms", "5000",        "bookkeeper: a read a bookie has not answered in this long goes to the next one (readEntryTimeout)"),
     ("bookkeeper.speculative.read.timeout.ms", "2000",  "bookkeeper: a read unanswered this long is also sent to the next bookie of the entry (speculativeReadTimeout)"),
     ("metadata.store",                   "local",       "cluster metadata store: `local` (embedded, in data.dir) or `zk://HOST:PORT[,HOST:PORT][/CHROOT]` (ZooKeeper, Pulsar's paths); with storage=bookkeeper the default is the root of metadata.service.uri's ZooKeeper"),
+    ("cluster.name",                     "",            "cluster mode: several kopd nodes over one ZooKeeper and one set of bookies (needs storage=bookkeeper); empty: a single node"),
+    ("node.id",                          "-1",          "cluster: this node's id (broker ids are node.id * 1000 + core); -1: allocated once from ZooKeeper and kept in data.dir/node.id"),
+    ("cluster.poll.interval.ms",         "200",         "cluster: how often a node reads membership, partition leases and catalog changes from ZooKeeper (adds to failover time)"),
     ("zookeeper.session.timeout.ms",     "18000",       "ZooKeeper session timeout; a ZooKeeper unreachable this long ends the session (ephemeral nodes go) and metadata writes fail until a new one is open"),
     ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
     ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),
@@ -376,6 +383,8 @@ impl ConfigSources {
             _ => (StorageKind::Local, None),
         };
         let connections = self.connection_settings(cores)?;
+        let metadata_store = self.metadata_store()?;
+        let cluster = self.cluster_settings(cores, bookkeeper.is_some(), &metadata_store)?;
         let io_memory_per_core = self.int("io.memory.per.core", 64 << 10, 1 << 30)? as usize;
         let topic_defaults = TopicDefaults {
             retention_ms: self.int("log.retention.ms", -1, i64::MAX)?,
@@ -402,7 +411,8 @@ impl ConfigSources {
             data_dir,
             storage,
             bookkeeper,
-            metadata_store: self.metadata_store()?,
+            cluster,
+            metadata_store,
             zookeeper_session_timeout: Duration::from_millis(
                 self.int("zookeeper.session.timeout.ms", 1000, 600_000)? as u64
             ),

@@ -100,6 +100,7 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
     let mut ops = catalog.fit_to_cores(config.cores as u32);
     ops.extend(crate::group::ensure_offsets_topic(&mut catalog, &config));
     if !ops.is_empty() {
+        ops.push(catalog.version_op());
         store.commit(ops)?;
         if previous_cores != 0 && previous_cores != catalog.cores {
             info!(from = previous_cores, to = catalog.cores, "core count changed; partitions reassigned");

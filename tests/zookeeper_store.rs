@@ -193,8 +193,25 @@ fn store_commits_atomically_and_reloads() {
     // The failed commit's re-read picked the foreign node up, as a value.
     assert_eq!(store.get("/kopd/eph"), Some(&b"e"[..]));
 
-    // A node another client created since the load: the put becomes a set after a re-read.
+    // A node another client created since the load: the commit is refused as a conflict (its
+    // writer decides again), the store re-reads it, and a put planned on that succeeds.
     block_on(zk.create("/kopd/late", b"theirs".to_vec(), CreateMode::Persistent, false)).unwrap();
+    let r = store.commit(vec![put("/kopd/late", b"ours")]);
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert_eq!(store.get("/kopd/late"), Some(&b"theirs"[..]));
+    store.commit(vec![put("/kopd/late", b"ours")]).unwrap();
+    assert_eq!(block_on(zk.get("/kopd/late")).unwrap().unwrap().0, b"ours");
+    // Data another writer set since: never silently replaced (a conditional set).
+    block_on(zk.set("/kopd/late", b"newer".to_vec(), None)).unwrap();
+    let r = store.commit(vec![put("/kopd/late", b"stale"), put("/kopd/other", b"o")]);
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert_eq!(block_on(zk.get("/kopd/late")).unwrap().unwrap().0, b"newer");
+    assert_eq!(block_on(zk.get("/kopd/other")).unwrap(), None);
+    assert_eq!(store.get("/kopd/late"), Some(&b"newer"[..]));
+    // `refresh` picks up changes made elsewhere without a failed commit.
+    block_on(zk.set("/kopd/late", b"newest".to_vec(), None)).unwrap();
+    store.refresh("/kopd/late").unwrap();
+    assert_eq!(store.get("/kopd/late"), Some(&b"newest"[..]));
     store.commit(vec![put("/kopd/late", b"ours")]).unwrap();
     assert_eq!(block_on(zk.get("/kopd/late")).unwrap().unwrap().0, b"ours");
 

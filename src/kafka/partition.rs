@@ -57,6 +57,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Storage(crate::storage::StorageError::Backpressure) => ResponseError::RequestTimedOut,
         LogError::Storage(_) | LogError::Failed(_) => ResponseError::KafkaStorageError,
         LogError::Metadata(_) => ResponseError::KafkaStorageError,
+        LogError::Fenced => ResponseError::NotLeaderOrFollower,
     }
 }
 

@@ -21,7 +21,7 @@ use super::offset_index::{IndexEntry, OffsetIndex};
 use super::producer_state::{BatchSeq, ProducerStateTable, SequenceCheck};
 use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
-use crate::meta::store::{MetadataStoreThread, StoreOp};
+use crate::meta::store::{MetadataStoreThread, StoreError, StoreOp};
 use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, LedgerId, LedgerStore, StorageError, entry};
 
@@ -43,6 +43,10 @@ pub enum LogError {
     OffsetOutOfRange(i64),
     #[error("partition log failed: {0}")]
     Failed(String),
+    /// Another node owns the partition now (it fenced this log's ledger, or changed its ledger
+    /// list), or this node lost its claim to it: nothing more is appended or acknowledged here.
+    #[error("the partition has moved to another owner")]
+    Fenced,
 }
 
 /// Per-partition limits, from the topic's configs.
@@ -117,6 +121,8 @@ struct State {
     rolling: bool,
     /// The partition is deleted: nothing more is appended.
     failed: Option<String>,
+    /// See [`LogError::Fenced`]; never cleared (a new owner opens a new `ManagedLedger`).
+    fenced: bool,
     /// An append failed in the store: appends wait for the store to resume, then the log
     /// rolls back to what is durable (`resume`).
     broken: Option<String>,
@@ -188,6 +194,7 @@ impl ManagedLedger {
                 tail: TailCache::new(settings.tail_cache_bytes),
                 rolling: true,
                 failed: None,
+                fenced: false,
                 broken: None,
                 store_failures,
                 must_roll: false,
@@ -205,6 +212,31 @@ impl ManagedLedger {
 
     pub fn path(&self) -> String {
         ml_path(&self.topic, self.partition)
+    }
+
+    /// Stops this log for good: another owner has (or is about to have) the partition.
+    /// Appends under way are not acknowledged, later ones are refused.
+    pub fn fence(&self) {
+        self.state.borrow_mut().fenced = true;
+        self.progress.notify(usize::MAX);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.state.borrow().fenced
+    }
+
+    /// A failed ledger-list write. A conflict means another writer changed the list: the
+    /// partition has a new owner, and this log stops.
+    pub(super) fn metadata_error(&self, e: StoreError) -> LogError {
+        match e {
+            StoreError::Conflict(_) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition,
+                    "ledger list changed by another writer: the partition has a new owner");
+                self.fence();
+                LogError::Fenced
+            }
+            e => LogError::Metadata(e.to_string()),
+        }
     }
 
     /// The managed ledger's Pulsar name (`tenant/namespace/persistent/topic-partition-N`).
@@ -310,7 +342,7 @@ impl ManagedLedger {
             Err(e) => {
                 // Not in any ledger list: nothing will ever read it.
                 let _ = self.store.delete_ledger(new).await;
-                Err(LogError::Metadata(e.to_string()))
+                Err(self.metadata_error(e))
             }
         }
     }
@@ -329,6 +361,9 @@ impl ManagedLedger {
             let failures = self.store.failures();
             let listener = {
                 let st = self.state.borrow();
+                if st.fenced {
+                    return Err(LogError::Fenced);
+                }
                 if let Some(f) = &st.failed {
                     return Err(LogError::Failed(f.clone()));
                 }
@@ -355,6 +390,9 @@ impl ManagedLedger {
             let listener = self.progress.listen();
             {
                 let st = self.state.borrow();
+                if st.fenced {
+                    return Err(LogError::Fenced);
+                }
                 if st.high_watermark > offset {
                     return Ok(());
                 }
@@ -474,6 +512,7 @@ impl ManagedLedger {
             });
         }
         match appended.await {
+            Ok(_) if self.state.borrow().fenced => Err(LogError::Fenced),
             Ok(id) => {
                 debug_assert_eq!(id, expected_entry, "entry ids contiguous");
                 let log_start = {
@@ -489,6 +528,12 @@ impl ManagedLedger {
                 };
                 self.progress.notify(usize::MAX);
                 Ok(AppendResult { base_offset: base, log_append_time: append_time, log_start_offset: log_start })
+            }
+            Err(StorageError::Fenced(ledger)) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, ledger,
+                    "ledger fenced by another writer: the partition has a new owner");
+                self.fence();
+                Err(LogError::Fenced)
             }
             Err(e) => {
                 // Offsets past this one may already be assigned; nothing more is appended

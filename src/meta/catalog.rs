@@ -10,6 +10,9 @@
 //!   (`kafka.topic.id`) and config overrides (`kafka.config.<name>`).
 //! - `/kopd/assignment/{tenant}/{ns}/persistent/{topic}`: `[[core, leader_epoch], ...]`.
 //! - `/kopd/cluster`: `{"cluster_id": ..., "cores": n}`.
+//! - `/kopd/catalog-version`: a counter every catalog change sets (a conditional write), so
+//!   changes from different writers are serialized and other nodes notice them by reading
+//!   one node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,6 +28,10 @@ const TOPICS_PREFIX: &str = "/admin/partitioned-topics/";
 const ASSIGNMENT_PREFIX: &str = "/kopd/assignment/";
 const CLUSTER_PATH: &str = "/kopd/cluster";
 const PRODUCER_IDS_PATH: &str = "/kopd/producer-ids";
+pub const VERSION_PATH: &str = "/kopd/catalog-version";
+/// Every path the catalog is read from, for a store that other writers share.
+const PATHS: &[&str] =
+    &["/admin/partitioned-topics", "/kopd/assignment", CLUSTER_PATH, PRODUCER_IDS_PATH, VERSION_PATH];
 const TOPIC_ID_PROPERTY: &str = "kafka.topic.id";
 const CONFIG_PROPERTY_PREFIX: &str = "kafka.config.";
 
@@ -44,6 +51,8 @@ pub struct Catalog {
     pub cores: u32,
     /// First producer id not yet handed out (blocks are reserved through the controller).
     pub next_producer_id: i64,
+    /// Counts catalog changes (see [`VERSION_PATH`]).
+    pub version: i64,
     topics: BTreeMap<TopicName, Arc<TopicEntry>>,
     ids: HashMap<Uuid, TopicName>,
 }
@@ -143,13 +152,38 @@ impl Catalog {
         StoreOp::Put { path: CLUSTER_PATH.into(), value: serde_json::to_vec(&rec).unwrap_or_default() }
     }
 
+    /// The op every catalog change includes: the next version.
+    pub fn version_op(&mut self) -> StoreOp {
+        self.version += 1;
+        StoreOp::Put { path: VERSION_PATH.into(), value: self.version.to_string().into_bytes() }
+    }
+
+    /// The catalog version a store holds (0 before the first change).
+    pub fn stored_version(store: &dyn MetadataStore) -> Result<i64, StoreError> {
+        match store.get(VERSION_PATH) {
+            None => Ok(0),
+            Some(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(VERSION_PATH, "not a number")),
+        }
+    }
+
+    /// Re-reads the catalog's paths from a store other writers share, then loads it.
+    pub fn reload(store: &mut dyn MetadataStore) -> Result<Catalog, StoreError> {
+        for p in PATHS {
+            store.refresh(p)?;
+        }
+        Catalog::load(store)
+    }
+
     pub fn producer_id_op(&self) -> StoreOp {
         StoreOp::Put { path: PRODUCER_IDS_PATH.into(), value: self.next_producer_id.to_string().into_bytes() }
     }
 
     /// Reads the catalog from a store. `cores` is 0 and `cluster_id` empty on a new store.
     pub fn load(store: &dyn MetadataStore) -> Result<Catalog, StoreError> {
-        let mut cat = Catalog::default();
+        let mut cat = Catalog { version: Catalog::stored_version(store)?, ..Default::default() };
         if let Some(bytes) = store.get(CLUSTER_PATH) {
             let rec: ClusterRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(CLUSTER_PATH, e))?;
             cat.cluster_id = rec.cluster_id;

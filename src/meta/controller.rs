@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use super::assignment::{self, PartitionOwner};
 use super::catalog::{Catalog, TopicEntry};
-use super::store::{MetadataStoreThread, StoreOp};
+use super::store::{MetadataStoreThread, StoreError, StoreOp};
+
+/// Commits tried before a change that keeps meeting other writers' changes gives up.
+const MAX_ATTEMPTS: u32 = 8;
 use super::topic_config;
 use super::topic_name::TopicName;
 
@@ -80,6 +83,11 @@ pub enum ControllerRequest {
         count: i64,
         reply: async_channel::Sender<Result<i64, AdminError>>,
     },
+    /// Another writer may have changed the catalog (version `seen` in the store): re-read it
+    /// and publish it if it is newer than this controller's.
+    Reload {
+        seen: i64,
+    },
 }
 
 /// A core's handle to the controller.
@@ -100,6 +108,12 @@ impl ControllerClient {
             return vec![Err(AdminError::ControllerUnavailable); n];
         }
         answer.recv().await.unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
+    }
+
+    /// Asks for a re-read of the catalog, whose stored version is now `seen` (never waits:
+    /// a full inbox is already busy and will see the change).
+    pub fn reload(&self, seen: i64) {
+        let _ = self.inbox.try_send(ControllerRequest::Reload { seen });
     }
 
     pub async fn producer_ids(&self, count: i64) -> Result<i64, AdminError> {
@@ -126,46 +140,102 @@ impl Controller {
     /// Serves requests until every client handle is dropped.
     pub async fn run(mut self, inbox: async_channel::Receiver<ControllerRequest>, publish: CatalogPublisher) {
         while let Ok(req) = inbox.recv().await {
-            let req = match req {
-                ControllerRequest::Admin { ops, reply } => (ops, reply),
-                ControllerRequest::ProducerIds { count, reply } => {
-                    let _ = reply.send(self.allocate_producer_ids(count).await).await;
-                    continue;
+            match req {
+                ControllerRequest::Admin { ops, reply } => {
+                    let results = self.admin(&ops, &publish).await;
+                    let _ = reply.send(results).await;
                 }
-            };
-            let (ops, reply) = req;
+                ControllerRequest::ProducerIds { count, reply } => {
+                    let _ = reply.send(self.allocate_producer_ids(count, &publish).await).await;
+                }
+                ControllerRequest::Reload { seen } => {
+                    if seen != self.catalog.version
+                        && let Err(e) = self.reload(&publish).await
+                    {
+                        tracing::warn!(error = %e, "cannot re-read the catalog");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a request's ops and commits them as one change. Another writer's change in
+    /// between (another node's controller) refuses the commit; the catalog is then re-read
+    /// and the ops applied again to what is there now.
+    async fn admin(&mut self, ops: &[AdminOp], publish: &CatalogPublisher) -> Vec<AdminResult> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let mut next = (*self.catalog).clone();
             let mut store_ops = Vec::new();
             let mut results: Vec<AdminResult> =
                 ops.iter().map(|op| self.apply(&mut next, op, &mut store_ops)).collect();
-            if !store_ops.is_empty() {
-                match self.store.commit(store_ops).await {
-                    Ok(()) => {
-                        self.catalog = Arc::new(next);
-                        publish(self.catalog.clone()).await;
-                    }
-                    Err(e) => {
-                        let err = AdminError::Store(e.to_string());
-                        for (r, op) in results.iter_mut().zip(&ops) {
-                            if r.is_ok() && !op.validate_only() {
-                                *r = Err(err.clone());
-                            }
-                        }
-                    }
+            if store_ops.is_empty() {
+                return results;
+            }
+            store_ops.push(next.version_op());
+            let err = match self.store.commit(store_ops).await {
+                Ok(()) => {
+                    self.catalog = Arc::new(next);
+                    publish(self.catalog.clone()).await;
+                    return results;
+                }
+                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => match self.reload(publish).await {
+                    Ok(()) => continue,
+                    Err(e) => AdminError::Store(e.to_string()),
+                },
+                Err(e) => AdminError::Store(e.to_string()),
+            };
+            for (r, op) in results.iter_mut().zip(ops) {
+                if r.is_ok() && !op.validate_only() {
+                    *r = Err(err.clone());
                 }
             }
-            let _ = reply.send(results).await;
+            return results;
         }
     }
 
-    /// Reserves producer ids durably, so ids are never handed out twice across restarts.
-    async fn allocate_producer_ids(&mut self, count: i64) -> Result<i64, AdminError> {
-        let mut next = (*self.catalog).clone();
-        let first = next.next_producer_id;
-        next.next_producer_id = first + count.max(1);
-        self.store.commit(vec![next.producer_id_op()]).await.map_err(|e| AdminError::Store(e.to_string()))?;
-        self.catalog = Arc::new(next);
-        Ok(first)
+    /// Re-reads the catalog from the store and publishes it.
+    async fn reload(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
+        let loaded = self.store.with(Catalog::reload).await??;
+        if loaded.version != self.catalog.version {
+            tracing::debug!(from = self.catalog.version, to = loaded.version, "catalog changed elsewhere");
+            self.catalog = Arc::new(loaded);
+            publish(self.catalog.clone()).await;
+        }
+        Ok(())
+    }
+
+    /// Reserves producer ids durably, so ids are never handed out twice across restarts (or
+    /// by two nodes: the counter is written conditionally).
+    async fn allocate_producer_ids(&mut self, count: i64, publish: &CatalogPublisher) -> Result<i64, AdminError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut next = (*self.catalog).clone();
+            let first = next.next_producer_id;
+            next.next_producer_id = first + count.max(1);
+            match self.store.commit(vec![next.producer_id_op()]).await {
+                Ok(()) => {
+                    self.catalog = Arc::new(next);
+                    return Ok(first);
+                }
+                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => {
+                    self.reload(publish).await.map_err(|e| AdminError::Store(e.to_string()))?;
+                    // Only the counter may have changed (no new catalog version): take it.
+                    let counter = self
+                        .store
+                        .with(|s| Catalog::load(s).map(|c| c.next_producer_id))
+                        .await
+                        .and_then(|r| r)
+                        .map_err(|e| AdminError::Store(e.to_string()))?;
+                    let mut c = (*self.catalog).clone();
+                    c.next_producer_id = counter;
+                    self.catalog = Arc::new(c);
+                }
+                Err(e) => return Err(AdminError::Store(e.to_string())),
+            }
+        }
     }
 
     fn check_owners(&self, owners: &Option<Vec<u32>>, count: usize, cores: u32) -> Result<(), AdminError> {

@@ -24,7 +24,7 @@ impl ManagedLedger {
             st.info.set_property(LOG_START_OFFSET_PROPERTY, target.to_string());
             vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
         };
-        self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
+        self.meta.commit(ops).await.map_err(|e| self.metadata_error(e))?;
         self.enforce_retention().await?;
         Ok(self.log_start_offset())
     }
@@ -72,7 +72,7 @@ impl ManagedLedger {
                 st.info.set_property(LOG_START_OFFSET_PROPERTY, start);
                 vec![StoreOp::Put { path: self.path(), value: st.info.to_bytes() }]
             };
-            self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
+            self.meta.commit(ops).await.map_err(|e| self.metadata_error(e))?;
             self.store.delete_ledger(victim).await?;
         }
     }
@@ -90,7 +90,7 @@ impl ManagedLedger {
         let mut ops: Vec<StoreOp> =
             self.cursors.take().keys().map(|name| StoreOp::Delete { path: cursor_path(&path, name) }).collect();
         ops.push(StoreOp::Delete { path });
-        self.meta.commit(ops).await.map_err(|e| LogError::Metadata(e.to_string()))?;
+        self.meta.commit(ops).await.map_err(|e| self.metadata_error(e))?;
         for l in ledgers {
             self.store.delete_ledger(l).await?;
         }

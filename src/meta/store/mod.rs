@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The store can never apply this commit (a path it does not keep, a value too large).
     #[error("metadata store refused the write: {0}")]
     Rejected(String),
+    /// Another writer changed what the commit was planned on (nothing was applied; the store
+    /// has re-read it). Decide again on what is there now.
+    #[error("metadata changed by another writer: {0}")]
+    Conflict(String),
 }
 
 pub trait MetadataStore: Send + 'static {
@@ -44,6 +48,11 @@ pub trait MetadataStore: Send + 'static {
     fn scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)>;
     /// Applies all `ops` or none, durably, before returning.
     fn commit(&mut self, ops: Vec<StoreOp>) -> Result<(), StoreError>;
+    /// Re-reads `path` and everything below it from where other writers may have changed it
+    /// (a no-op for a store only this process writes).
+    fn refresh(&mut self, _path: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Applies ops to an in-memory map (shared by store implementations and tests).
@@ -60,28 +69,43 @@ pub(crate) fn apply(map: &mut BTreeMap<String, Vec<u8>>, ops: &[StoreOp]) {
     }
 }
 
-struct CommitRequest {
-    ops: Vec<StoreOp>,
-    reply: async_channel::Sender<Result<(), StoreError>>,
+/// A closure run on the store's thread.
+type StoreJob = Box<dyn FnOnce(&mut dyn MetadataStore) + Send>;
+
+/// Work for the store's thread.
+enum Request {
+    Commit {
+        ops: Vec<StoreOp>,
+        reply: async_channel::Sender<Result<(), StoreError>>,
+    },
+    /// Runs a closure against the store (reads, refreshes) on the store's thread.
+    Run(StoreJob),
 }
 
 /// A store moved onto a thread of its own; cloneable handle for async callers.
 #[derive(Clone)]
 pub struct MetadataStoreThread {
-    requests: async_channel::Sender<CommitRequest>,
+    requests: async_channel::Sender<Request>,
 }
 
 impl MetadataStoreThread {
     pub fn spawn(mut store: Box<dyn MetadataStore>, queue_capacity: usize) -> std::io::Result<Self> {
-        let (tx, rx) = async_channel::bounded::<CommitRequest>(queue_capacity);
+        let (tx, rx) = async_channel::bounded::<Request>(queue_capacity);
         thread::Builder::new().name("kopd-meta-store".into()).spawn(move || {
             while let Ok(req) = rx.recv_blocking() {
-                let result = store.commit(req.ops);
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "metadata commit failed");
+                match req {
+                    Request::Commit { ops, reply } => {
+                        let result = store.commit(ops);
+                        match &result {
+                            Err(e @ StoreError::Conflict(_)) => tracing::info!(error = %e, "metadata commit refused"),
+                            Err(e) => tracing::error!(error = %e, "metadata commit failed"),
+                            Ok(()) => {}
+                        }
+                        // The requester may have given up (shutdown); nothing to do then.
+                        let _ = reply.send_blocking(result);
+                    }
+                    Request::Run(f) => f(store.as_mut()),
                 }
-                // The requester may have given up (shutdown); nothing to do then.
-                let _ = req.reply.send_blocking(result);
             }
         })?;
         Ok(Self { requests: tx })
@@ -89,7 +113,20 @@ impl MetadataStoreThread {
 
     pub async fn commit(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
         let (reply, answer) = async_channel::bounded(1);
-        self.requests.send(CommitRequest { ops, reply }).await.map_err(|_| StoreError::Stopped)?;
+        self.requests.send(Request::Commit { ops, reply }).await.map_err(|_| StoreError::Stopped)?;
         answer.recv().await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` on the store's thread, between commits, and returns what it returns.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn MetadataStore) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = async_channel::bounded(1);
+        let job = Box::new(move |s: &mut dyn MetadataStore| {
+            let _ = reply.send_blocking(f(s));
+        });
+        self.requests.send(Request::Run(job)).await.map_err(|_| StoreError::Stopped)?;
+        answer.recv().await.map_err(|_| StoreError::Stopped)
     }
 }

@@ -5,12 +5,16 @@
 //! there, and `commit` is one ZooKeeper `multi` (all or nothing). Layout conventions:
 //! - A node with data is a value; a node without data is structure (a parent such as
 //!   `/managed-ledgers/public`), never returned by `get`/`scan`. So empty values are refused.
-//! - Put creates the node (and its missing ancestors, empty, in the same multi) or sets its data.
+//! - Put creates the node (and its missing ancestors, empty, in the same multi) or sets its data
+//!   if it is still at the version this store last saw: a write never silently replaces what
+//!   another writer (another kopd node, or an earlier owner of a partition) put there since.
 //! - Delete removes the node with everything below it, deepest first, in the same multi: a
-//!   managed ledger goes with its cursors even when they are Pulsar's and not kopd's. If
-//!   ZooKeeper holds something the cache did not know (NoNode, NodeExists, NotEmpty: another
-//!   client wrote there), the touched paths are re-read and the commit is planned and sent once
-//!   more.
+//!   managed ledger goes with its cursors even when they are Pulsar's and not kopd's.
+//! - If ZooKeeper holds something the cache did not know (another client wrote there), nothing
+//!   was applied and the touched paths are re-read. A commit of deletes only is then planned
+//!   and sent once more (children the cache missed go too); one with a put fails with
+//!   [`StoreError::Conflict`], for the caller to decide again on what is there now (the
+//!   controller re-plans a topic change; a managed ledger has lost its partition).
 //! - When the outcome of a multi is unknown (the connection or session broke under it), the
 //!   touched paths are re-read before the next commit, so the cache never keeps disagreeing
 //!   with ZooKeeper. While there is no session, commits fail at once with
@@ -44,6 +48,8 @@ pub struct ZooKeeperMetadataStore {
     values: BTreeMap<String, Vec<u8>>,
     /// Every node known to exist under (and above) the roots, values and structure alike.
     nodes: BTreeSet<String>,
+    /// The ZooKeeper data version of every known node (a put sets data only at this version).
+    versions: BTreeMap<String, i32>,
     /// Paths touched by a commit whose outcome is unknown; re-read before the next commit.
     unsure: BTreeSet<String>,
 }
@@ -71,6 +77,8 @@ struct Plan {
     ops: Vec<Op>,
     created: BTreeSet<String>,
     deleted: BTreeSet<String>,
+    /// The version each node set or created by this plan has once it is applied.
+    versions: BTreeMap<String, i32>,
     bytes: usize,
 }
 
@@ -90,8 +98,9 @@ impl Plan {
     }
 }
 
-/// Checks every op, then turns the ops into ZooKeeper operations against the known tree.
-fn plan(nodes: &BTreeSet<String>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
+/// Checks every op, then turns the ops into ZooKeeper operations against the known tree (and
+/// the known versions: a set expects the version last seen).
+fn plan(nodes: &BTreeSet<String>, versions: &BTreeMap<String, i32>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
     let mut p = Plan::default();
     for op in ops {
         let path = match op {
@@ -111,7 +120,11 @@ fn plan(nodes: &BTreeSet<String>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
                     )));
                 }
                 if p.exists(nodes, path) {
-                    p.push(Op::SetData { path: path.clone(), data: value.clone(), version: None });
+                    let expected = p.versions.get(path).or_else(|| versions.get(path)).copied();
+                    p.push(Op::SetData { path: path.clone(), data: value.clone(), version: expected });
+                    if let Some(v) = expected {
+                        p.versions.insert(path.clone(), v.wrapping_add(1));
+                    }
                     continue;
                 }
                 for a in ancestors(path) {
@@ -119,11 +132,13 @@ fn plan(nodes: &BTreeSet<String>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
                         p.push(Op::Create { path: a.to_string(), data: Vec::new(), mode: CreateMode::Persistent });
                         p.deleted.remove(a);
                         p.created.insert(a.to_string());
+                        p.versions.insert(a.to_string(), 0);
                     }
                 }
                 p.push(Op::Create { path: path.clone(), data: value.clone(), mode: CreateMode::Persistent });
                 p.deleted.remove(path);
                 p.created.insert(path.clone());
+                p.versions.insert(path.clone(), 0);
             }
             StoreOp::Delete { path } => {
                 if !p.exists(nodes, path) {
@@ -142,6 +157,7 @@ fn plan(nodes: &BTreeSet<String>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
                 for d in doomed {
                     p.push(Op::Delete { path: d.clone(), version: None });
                     p.created.remove(&d);
+                    p.versions.remove(&d);
                     p.deleted.insert(d);
                 }
             }
@@ -168,23 +184,30 @@ impl ZooKeeperMetadataStore {
 
     /// Loads kopd's subtrees through an open session.
     pub fn with_session(zk: ZooKeeper) -> Result<Self, StoreError> {
-        let mut s = Self { zk, values: BTreeMap::new(), nodes: BTreeSet::new(), unsure: BTreeSet::new() };
+        let mut s = Self {
+            zk,
+            values: BTreeMap::new(),
+            nodes: BTreeSet::new(),
+            versions: BTreeMap::new(),
+            unsure: BTreeSet::new(),
+        };
         for root in ROOTS {
-            s.refresh(root).map_err(unavailable)?;
+            s.reread(root).map_err(unavailable)?;
         }
         tracing::info!(nodes = s.nodes.len(), values = s.values.len(), "ZooKeeper metadata loaded");
         Ok(s)
     }
 
     /// Re-reads `path`: whether its ancestors exist, and its whole subtree.
-    fn refresh(&mut self, path: &str) -> Result<(), ZkError> {
+    fn reread(&mut self, path: &str) -> Result<(), ZkError> {
         for a in ancestors(path).map(str::to_string).collect::<Vec<_>>() {
-            if let Some((data, _)) = block_on(self.zk.get(&a))? {
+            if let Some((data, stat)) = block_on(self.zk.get(&a))? {
                 if data.is_empty() {
                     self.values.remove(&a);
                 } else {
                     self.values.insert(a.clone(), data);
                 }
+                self.versions.insert(a.clone(), stat.version);
                 self.nodes.insert(a);
             } else {
                 self.forget(&a);
@@ -206,8 +229,9 @@ impl ZooKeeperMetadataStore {
                 for r in block_on(futures_util::future::join_all(reads)) {
                     let (p, data, children) = r?;
                     // Gone between listing and reading: another client deleted it.
-                    let (Some((data, _)), Some(children)) = (data, children) else { continue };
+                    let (Some((data, stat)), Some(children)) = (data, children) else { continue };
                     self.nodes.insert(p.clone());
+                    self.versions.insert(p.clone(), stat.version);
                     if !data.is_empty() {
                         self.values.insert(p.clone(), data);
                     }
@@ -225,12 +249,13 @@ impl ZooKeeperMetadataStore {
         for p in below.iter().map(String::as_str).chain([path]) {
             self.nodes.remove(p);
             self.values.remove(p);
+            self.versions.remove(p);
         }
     }
 
     fn refresh_all(&mut self, paths: &BTreeSet<String>) -> Result<(), ZkError> {
         for p in paths {
-            self.refresh(p)?;
+            self.reread(p)?;
         }
         Ok(())
     }
@@ -242,6 +267,7 @@ impl ZooKeeperMetadataStore {
             self.forget(d);
         }
         self.nodes.extend(plan.created);
+        self.versions.extend(plan.versions);
         for op in ops {
             match op {
                 StoreOp::Put { path, value } => {
@@ -287,7 +313,7 @@ impl MetadataStore for ZooKeeperMetadataStore {
             return Ok(());
         }
         // Checked before anything is sent, so a commit that can never succeed says so at once.
-        plan(&self.nodes, &ops)?;
+        plan(&self.nodes, &self.versions, &ops)?;
         if self.zk.session_state() != SessionState::Connected {
             return Err(StoreError::Unavailable("no ZooKeeper session".into()));
         }
@@ -304,25 +330,30 @@ impl MetadataStore for ZooKeeperMetadataStore {
                 StoreOp::Put { path, .. } | StoreOp::Delete { path } => path.clone(),
             })
             .collect();
+        let puts = ops.iter().any(|op| matches!(op, StoreOp::Put { .. }));
         let mut retried = false;
         loop {
-            let p = plan(&self.nodes, &ops)?;
+            let p = plan(&self.nodes, &self.versions, &ops)?;
             match block_on(self.zk.multi(p.ops.clone())) {
                 Ok(()) => {
                     self.apply(p, &ops);
                     return Ok(());
                 }
-                Err(e @ (ZkError::NoNode | ZkError::NodeExists | ZkError::NotEmpty | ZkError::BadVersion))
-                    if !retried =>
-                {
-                    // The cache missed another client's change: nothing was applied, so read
-                    // what is there and plan again.
-                    tracing::warn!(error = %e, "ZooKeeper disagreed with the metadata cache; re-reading");
-                    retried = true;
+                Err(e @ (ZkError::NoNode | ZkError::NodeExists | ZkError::NotEmpty | ZkError::BadVersion)) => {
+                    // ZooKeeper holds what the cache did not know; nothing was applied. Read it.
+                    tracing::info!(error = %e, "ZooKeeper disagreed with the metadata cache; re-reading");
                     if let Err(e) = self.refresh_all(&touched) {
                         self.unsure.extend(touched);
                         return Err(unavailable(e));
                     }
+                    // Deletes take whatever is there (children the cache missed, nodes already
+                    // gone): plan them again. A put met another writer's value: the caller
+                    // decides again.
+                    let deletes_only = matches!(e, ZkError::NotEmpty) || (e == ZkError::NoNode && !puts);
+                    if retried || !deletes_only {
+                        return Err(StoreError::Conflict(e.to_string()));
+                    }
+                    retried = true;
                 }
                 Err(e) if e.outcome_unknown() => {
                     self.unsure.extend(touched);
@@ -331,6 +362,16 @@ impl MetadataStore for ZooKeeperMetadataStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
+    }
+
+    fn refresh(&mut self, path: &str) -> Result<(), StoreError> {
+        if !valid_path(path) || !ROOTS.iter().any(|r| under(path, r)) {
+            return Err(StoreError::Rejected(format!("`{path}` is not below {}", ROOTS.join(", "))));
+        }
+        if self.zk.session_state() != SessionState::Connected {
+            return Err(StoreError::Unavailable("no ZooKeeper session".into()));
+        }
+        self.reread(path).map_err(unavailable)
     }
 }
 
@@ -365,7 +406,8 @@ mod tests {
     #[test]
     fn put_creates_missing_ancestors_then_sets_existing_nodes() {
         let nodes = tree(&["/kopd"]);
-        let p = plan(&nodes, &[put("/kopd/assignment/a/b", b"1"), put("/kopd/assignment/a/c", b"2")]).unwrap();
+        let p = plan(&nodes, &BTreeMap::new(), &[put("/kopd/assignment/a/b", b"1"), put("/kopd/assignment/a/c", b"2")])
+            .unwrap();
         assert_eq!(
             kinds(&p),
             [
@@ -375,9 +417,25 @@ mod tests {
                 "create /kopd/assignment/a/c"
             ]
         );
-        let p = plan(&tree(&["/kopd", "/kopd/cluster"]), &[put("/kopd/cluster", b"x"), put("/kopd/cluster", b"y")])
-            .unwrap();
+        // Sets expect the version last seen, and a second set in one commit the one after.
+        let versions = BTreeMap::from([("/kopd/cluster".to_string(), 4)]);
+        let p = plan(
+            &tree(&["/kopd", "/kopd/cluster"]),
+            &versions,
+            &[put("/kopd/cluster", b"x"), put("/kopd/cluster", b"y")],
+        )
+        .unwrap();
         assert_eq!(kinds(&p), ["set /kopd/cluster", "set /kopd/cluster"]);
+        let expected: Vec<Option<i32>> = p
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::SetData { version, .. } => *version,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(expected, [Some(4), Some(5)]);
+        assert_eq!(p.versions.get("/kopd/cluster"), Some(&6));
     }
 
     #[test]
@@ -385,16 +443,20 @@ mod tests {
         let ml = "/managed-ledgers/t/n/persistent/x";
         let nodes = tree(&["/managed-ledgers", ml, &format!("{ml}/kopd-group"), &format!("{ml}/pulsar-sub")]);
         // kopd deletes its own cursor, then the ledger; Pulsar's cursor goes with the ledger.
-        let p = plan(&nodes, &[del(&format!("{ml}/kopd-group")), del(ml), del("/managed-ledgers/none")]).unwrap();
+        let p =
+            plan(&nodes, &BTreeMap::new(), &[del(&format!("{ml}/kopd-group")), del(ml), del("/managed-ledgers/none")])
+                .unwrap();
         assert_eq!(
             kinds(&p),
             [format!("delete {ml}/kopd-group"), format!("delete {ml}/pulsar-sub"), format!("delete {ml}")]
         );
         // Delete then put again in one commit: the node is created anew.
-        let p = plan(&nodes, &[del(ml), put(ml, b"v")]).unwrap();
+        let p = plan(&nodes, &BTreeMap::new(), &[del(ml), put(ml, b"v")]).unwrap();
         assert_eq!(kinds(&p).last().map(String::as_str), Some(format!("create {ml}").as_str()));
         // Put under a path created in the same commit, then delete both.
-        let p = plan(&tree(&["/kopd"]), &[put("/kopd/a", b"1"), put("/kopd/a/b", b"2"), del("/kopd/a")]).unwrap();
+        let p =
+            plan(&tree(&["/kopd"]), &BTreeMap::new(), &[put("/kopd/a", b"1"), put("/kopd/a/b", b"2"), del("/kopd/a")])
+                .unwrap();
         assert_eq!(kinds(&p), ["create /kopd/a", "create /kopd/a/b", "delete /kopd/a/b", "delete /kopd/a"]);
         assert!(p.created.is_empty());
     }
@@ -405,13 +467,16 @@ mod tests {
         for bad in
             [put("/elsewhere/x", b"1"), put("/kopd", b"1"), put("/kopd/", b"1"), del("/kopdx/y"), put("/kopd/a", b"")]
         {
-            assert!(matches!(plan(&nodes, std::slice::from_ref(&bad)), Err(StoreError::Rejected(_))), "{bad:?}");
+            assert!(
+                matches!(plan(&nodes, &BTreeMap::new(), std::slice::from_ref(&bad)), Err(StoreError::Rejected(_))),
+                "{bad:?}"
+            );
         }
-        assert!(plan(&nodes, &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES - 200])]).is_ok());
-        let e = plan(&nodes, &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES])]).unwrap_err();
+        assert!(plan(&nodes, &BTreeMap::new(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES - 200])]).is_ok());
+        let e = plan(&nodes, &BTreeMap::new(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES])]).unwrap_err();
         assert!(e.to_string().contains("jute.maxbuffer"), "{e}");
         // Many small values add up as well.
         let many: Vec<_> = (0..20).map(|i| put(&format!("/kopd/v{i}"), &vec![1; 60_000])).collect();
-        assert!(matches!(plan(&nodes, &many), Err(StoreError::Rejected(_))));
+        assert!(matches!(plan(&nodes, &BTreeMap::new(), &many), Err(StoreError::Rejected(_))));
     }
 }
