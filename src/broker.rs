@@ -1,18 +1,21 @@
 //! One core's broker: the state every handler on that core reads.
 //!
-//! Each core is advertised as its own Kafka broker (id = core index). Its `Broker` holds the
-//! core's read-only catalog replica, its handle to the controller and the shutdown signal. It
-//! lives in an `Rc` on its core and is never shared with another thread.
+//! Each core is advertised as its own Kafka broker (id = node id * 1000 + core index; on a
+//! single node, node 0, the core index). Its `Broker` holds the core's read-only catalog
+//! replica and cluster view, its handle to the controller and the shutdown signal. It lives in
+//! an `Rc` on its core and is never shared with another thread.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC, offsets_topic_name};
 use crate::kafka::ProducerIdBlock;
 use crate::log::PartitionLogs;
-use crate::meta::catalog::Catalog;
+use crate::meta::assignment::PartitionOwner;
+use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::controller::ControllerClient;
 use crate::meta::topic_name::{TopicName, TopicNameError};
 
@@ -46,6 +49,13 @@ pub enum CoreMessage {
     Cursors { coordinator: i32, full: bool, updates: Vec<crate::group::cursors::CursorUpdate> },
     /// The admin API asks for the stats of this core's open partitions.
     Stats { reply: async_channel::Sender<Vec<crate::admin::PartitionStats>> },
+    /// Cluster mode: the live nodes changed.
+    Cluster(Arc<ClusterView>),
+    /// Cluster mode: this core's node holds the partition's lease now; serve it. The reply says
+    /// whether it opened.
+    Acquire { topic: Arc<TopicEntry>, partition: i32, done: async_channel::Sender<Result<(), String>> },
+    /// Cluster mode: stop serving the partition (`graceful`: a planned move, seal it first).
+    Release { topic: TopicName, partition: i32, graceful: bool, done: async_channel::Sender<()> },
 }
 
 /// Response bytes that this core's connections have produced but clients have not read yet
@@ -97,8 +107,12 @@ impl Drop for ResponseShare {
 }
 
 pub struct Broker {
-    /// Kafka broker id, equal to the core index.
+    /// Kafka broker id (see the module doc).
     pub id: i32,
+    /// This core's index on its node.
+    pub core: usize,
+    /// This node's id (0 on a single node).
+    pub node: u32,
     pub config: Arc<Config>,
     pub controller: ControllerClient,
     pub shutdown: Shutdown,
@@ -112,11 +126,15 @@ pub struct Broker {
     /// Unsent responses of this core's connections.
     pub responses: Rc<ResponseMemory>,
     catalog: RefCell<Arc<Catalog>>,
+    cluster: RefCell<Arc<ClusterView>>,
 }
 
 impl Broker {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: i32,
+        core: usize,
+        node: u32,
+        cluster: Arc<ClusterView>,
         config: Arc<Config>,
         catalog: Arc<Catalog>,
         controller: ControllerClient,
@@ -126,7 +144,9 @@ impl Broker {
     ) -> Self {
         let responses = ResponseMemory::new(config.connections.queued_max_response_bytes);
         Self {
-            id,
+            id: crate::cluster::broker_id(node, core),
+            core,
+            node,
             config,
             controller,
             shutdown,
@@ -136,7 +156,30 @@ impl Broker {
             peers,
             responses,
             catalog: RefCell::new(catalog),
+            cluster: RefCell::new(cluster),
         }
+    }
+
+    /// This core's view of the cluster's live brokers.
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.cluster.borrow().clone()
+    }
+
+    /// The core of this node that is broker `broker`, if it is one of this node's.
+    pub fn local_core(&self, broker: u32) -> Option<usize> {
+        let core = (broker % crate::config::BROKERS_PER_NODE) as usize;
+        (crate::cluster::node_of(broker) == self.node && core < self.peers.len()).then_some(core)
+    }
+
+    /// Whether this core serves the partition now: the catalog names it the owner and (in a
+    /// cluster) its node holds the partition's lease.
+    pub fn serves(&self, topic: &TopicName, partition: i32, owner: &PartitionOwner) -> bool {
+        owner.broker as i32 == self.id && self.logs.is_leased(topic, partition)
+    }
+
+    /// The leader to point a misdirected client at (KIP-951): the owner, if it is live.
+    pub fn leader_hint(&self, owner: &PartitionOwner) -> Option<(i32, i32)> {
+        self.cluster().is_live(owner.broker).then_some((owner.broker as i32, owner.epoch))
     }
 
     /// This core's current catalog replica.
@@ -167,7 +210,7 @@ impl Broker {
     }
 
     /// Applies messages from other cores until every sender is gone.
-    pub async fn run_inbox(&self, inbox: async_channel::Receiver<CoreMessage>) {
+    pub async fn run_inbox(self: &Rc<Self>, inbox: async_channel::Receiver<CoreMessage>) {
         while let Ok(msg) = inbox.recv().await {
             match msg {
                 CoreMessage::Catalog { catalog, done } => {
@@ -179,6 +222,22 @@ impl Broker {
                 }
                 CoreMessage::Stats { reply } => {
                     let _ = reply.send(crate::admin::partition_stats(self)).await;
+                }
+                CoreMessage::Cluster(view) => *self.cluster.borrow_mut() = view,
+                // Opening reads a partition's ledgers, sealing waits for its appends: neither
+                // may hold up the inbox (a catalog swap waits behind them).
+                CoreMessage::Acquire { topic, partition, done } => {
+                    let b = self.clone();
+                    crate::runtime::spawn(async move {
+                        crate::cluster::agent::serve_partition(&b, topic, partition, done).await
+                    });
+                }
+                CoreMessage::Release { topic, partition, graceful, done } => {
+                    let b = self.clone();
+                    crate::runtime::spawn(async move {
+                        crate::cluster::agent::stop_serving(&b, &topic, partition, graceful).await;
+                        let _ = done.send(()).await;
+                    });
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod kafka;

@@ -8,6 +8,8 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, CoreMessage, Shutdown};
+use crate::cluster::agent::ClusterAgent;
+use crate::cluster::{ClusterView, NodeInfo};
 use crate::config::{BookKeeperSettings, Config, DigestKind, Flush, MetadataStoreKind};
 use crate::log::recovery::{self, PartitionKey, RecoveredLogs};
 use crate::log::{PartitionLogs, managed_ledger::RecoveredLog};
@@ -96,14 +98,48 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         ),
     };
     let mut catalog = Catalog::load(store.as_ref())?;
-    let previous_cores = catalog.cores;
-    let mut ops = catalog.fit_to_cores(config.cores as u32);
-    ops.extend(crate::group::ensure_offsets_topic(&mut catalog, &config));
-    if !ops.is_empty() {
-        ops.push(catalog.version_op());
-        store.commit(ops)?;
-        if previous_cores != 0 && previous_cores != catalog.cores {
-            info!(from = previous_cores, to = catalog.cores, "core count changed; partitions reassigned");
+    let cluster_zk = match (&config.cluster, &config.metadata_store) {
+        (Some(_), MetadataStoreKind::ZooKeeper { connect }) => Some(
+            ZooKeeper::connect(connect, config.zookeeper_session_timeout, config.control_queue_capacity)
+                .map_err(|e| anyhow::anyhow!("config key `metadata.store`: cannot reach ZooKeeper {connect}: {e}"))?,
+        ),
+        _ => None,
+    };
+    let node = match (&config.cluster, &cluster_zk) {
+        (Some(c), Some(zk)) => {
+            futures_lite::future::block_on(crate::cluster::membership::node_id(zk, c.node_id, &config.data_dir))?
+        }
+        _ => 0,
+    };
+    // The brokers new partitions go to until the cluster's membership says more.
+    let own_brokers: Vec<u32> = (0..config.cores).map(|c| crate::cluster::broker_id(node, c) as u32).collect();
+    if config.cluster.is_some() {
+        // Other nodes may be writing the catalog too: a conflict means read it again.
+        for attempt in 1.. {
+            let mut ops = catalog.ensure_cluster_id();
+            ops.extend(crate::group::ensure_offsets_topic(&mut catalog, &config, &own_brokers));
+            if ops.is_empty() {
+                break;
+            }
+            ops.push(catalog.version_op());
+            match store.commit(ops) {
+                Ok(()) => break,
+                Err(crate::meta::store::StoreError::Conflict(_)) if attempt < 8 => {
+                    catalog = Catalog::reload(store.as_mut())?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else {
+        let previous_cores = catalog.cores;
+        let mut ops = catalog.fit_to_cores(config.cores as u32);
+        ops.extend(crate::group::ensure_offsets_topic(&mut catalog, &config, &own_brokers));
+        if !ops.is_empty() {
+            ops.push(catalog.version_op());
+            store.commit(ops)?;
+            if previous_cores != 0 && previous_cores != catalog.cores {
+                info!(from = previous_cores, to = catalog.cores, "core count changed; partitions reassigned");
+            }
         }
     }
     let catalog = Arc::new(catalog);
@@ -115,6 +151,8 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
             let RecoveredLogs { partitions, store: recovered } = recovery::recover(store.as_ref(), &ledger_dir)?;
             (partitions, Some(recovered))
         }
+        // In a cluster every partition comes with its lease, read afresh when it is taken.
+        Some(_) if config.cluster.is_some() => (Default::default(), None),
         // Each core reads its partitions from the bookies when it opens them.
         Some(_) => (recovery::recover_metadata(store.as_ref())?, None),
     };
@@ -150,14 +188,41 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let (stop, shutdown) = Shutdown::new();
-    watch_signals(stop.clone())?;
+    // In a cluster a stop signal goes to the agent first, which hands partitions over and then
+    // stops the cores; otherwise it stops them at once.
+    let mut agent = match (&config.cluster, cluster_zk) {
+        (Some(settings), Some(zk)) => {
+            let me = NodeInfo {
+                id: node,
+                host: config.advertised_host.clone(),
+                port: config.listen.port(),
+                cores: config.cores as u32,
+                incarnation: uuid::Uuid::new_v4().to_string(),
+            };
+            crate::cluster::membership::register(&zk, &me, config.zookeeper_session_timeout * 2)?;
+            info!(node, cluster = %settings.name, "registered in the cluster");
+            let (signal_tx, signal) = Shutdown::new();
+            watch_signals(signal_tx)?;
+            Some((zk, me, settings.clone(), signal, stop.clone()))
+        }
+        _ => {
+            watch_signals(stop.clone())?;
+            None
+        }
+    };
+    let view = Arc::new(match &agent {
+        Some((_, me, ..)) => ClusterView { nodes: vec![me.clone()], controller: -1 },
+        None => ClusterView::single(&config),
+    });
 
     let (controller_tx, controller_rx) = async_channel::bounded(config.control_queue_capacity);
     let inboxes: Vec<_> =
         (0..config.cores).map(|_| async_channel::bounded::<CoreMessage>(config.control_queue_capacity)).collect();
     let core_senders: Vec<_> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
-    let mut controller =
-        Some((Controller::new(catalog.clone(), store.clone(), config.max_partitions_per_topic), controller_rx));
+    let mut controller = Some((
+        Controller::new(catalog.clone(), store.clone(), config.max_partitions_per_topic, own_brokers),
+        controller_rx,
+    ));
 
     let cpus = runtime::allowed_cpus();
     let pin = cpus.len() >= config.cores;
@@ -178,6 +243,8 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         let (config, catalog, shutdown) = (config.clone(), catalog.clone(), shutdown.clone());
         let client = ControllerClient::new(controller_tx.clone());
         let controller = if core == 0 { controller.take() } else { None };
+        let agent = if core == 0 { agent.take() } else { None };
+        let view = view.clone();
         let peers = core_senders.clone();
         // A core that ends, for whatever reason (a failed start, a panic), stops the others:
         // a process with a dead core must not look healthy.
@@ -207,8 +274,13 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
                         .map_err(|e| format!("core {core}: cannot start its BookKeeper client: {e}"))?,
                 ),
             };
-            let logs = PartitionLogs::new(config.clone(), Rc::new(backend), meta, share.logs);
-            let broker = Rc::new(Broker::new(core as i32, config, catalog, client, shutdown, logs, peers.clone()));
+            let clustered = config.cluster.is_some();
+            let logs = PartitionLogs::new(config.clone(), Rc::new(backend), meta, share.logs, clustered);
+            let broker = Rc::new(Broker::new(core, node, view, config, catalog, client, shutdown, logs, peers.clone()));
+            if let Some((zk, me, settings, signal, stop)) = agent {
+                let agent = ClusterAgent::new(zk, me, settings, broker.clone());
+                runtime::spawn(agent.run(signal, stop));
+            }
             let b = broker.clone();
             runtime::spawn(async move {
                 b.logs.open_recovered(&b.catalog(), b.id as u32).await;

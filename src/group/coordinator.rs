@@ -74,7 +74,7 @@ impl GroupCoordinator {
     pub fn coordinator_of(broker: &Broker, group: &str) -> Option<i32> {
         let topic = Self::offsets_topic(broker)?;
         let p = partition_for(group, topic.partitions.len() as i32);
-        topic.partitions.get(p as usize).map(|o| o.core as i32)
+        topic.partitions.get(p as usize).map(|o| o.broker as i32)
     }
 
     /// The group's partition, if this core coordinates it and has loaded it.
@@ -85,7 +85,7 @@ impl GroupCoordinator {
         let topic = Self::offsets_topic(broker).ok_or(GroupError::CoordinatorNotAvailable)?;
         let p = partition_for(group, topic.partitions.len() as i32);
         let owner = topic.partitions.get(p as usize).ok_or(GroupError::CoordinatorNotAvailable)?;
-        if owner.core as i32 != broker.id {
+        if !broker.serves(&topic.name, p, owner) {
             return Err(GroupError::NotCoordinator);
         }
         if !self.loaded.borrow().contains(&p) {
@@ -121,7 +121,7 @@ impl GroupCoordinator {
     async fn append_at(&self, broker: &Broker, partition: i32, recs: &[GroupRecord]) -> Result<i64, GroupError> {
         let topic = Self::offsets_topic(broker).ok_or(GroupError::CoordinatorNotAvailable)?;
         let owner = topic.partitions.get(partition as usize).ok_or(GroupError::CoordinatorNotAvailable)?;
-        if owner.core as i32 != broker.id {
+        if !broker.serves(&topic.name, partition, owner) {
             return Err(GroupError::NotCoordinator);
         }
         let now = now_ms();
@@ -158,35 +158,55 @@ impl GroupCoordinator {
 
     /// Replays every owned partition of `__consumer_offsets`, then serves it. Runs once at
     /// core start; requests for a partition not yet loaded get COORDINATOR_LOAD_IN_PROGRESS.
+    /// (In a cluster a core serves nothing at start: partitions come with their leases.)
     pub async fn load(&self, broker: &Broker) {
         let Some(topic) = Self::offsets_topic(broker) else {
             tracing::warn!("__consumer_offsets is missing: no group can be coordinated");
             return;
         };
         for (p, owner) in topic.partitions.iter().enumerate() {
-            if owner.core as i32 != broker.id {
-                continue;
+            if broker.serves(&topic.name, p as i32, owner) {
+                self.load_one(broker, &topic, p as i32).await;
             }
-            let p = p as i32;
-            let mut attempt = 0u32;
-            loop {
-                match self.load_partition(broker, &topic, p).await {
-                    Ok(n) => {
-                        tracing::debug!(partition = p, records = n, "loaded group partition");
-                        self.loaded.borrow_mut().insert(p);
-                        break;
+        }
+    }
+
+    /// Replays one partition this core serves, retrying until it loads, the core stops, or
+    /// the core no longer serves it.
+    pub async fn load_one(&self, broker: &Broker, topic: &TopicEntry, p: i32) {
+        let mut attempt = 0u32;
+        loop {
+            match self.load_partition(broker, topic, p).await {
+                Ok(n) => {
+                    tracing::debug!(partition = p, records = n, "loaded group partition");
+                    self.loaded.borrow_mut().insert(p);
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(partition = p, attempt, error = %e, "loading group partition failed; retrying");
+                    if broker.shutdown.is_triggered() || !broker.logs.is_leased(&topic.name, p) {
+                        return;
                     }
-                    Err(e) => {
-                        attempt += 1;
-                        tracing::warn!(partition = p, attempt, error = %e, "loading group partition failed; retrying");
-                        if broker.shutdown.is_triggered() {
-                            return;
-                        }
-                        runtime::sleep(Duration::from_millis(500 * attempt.min(20) as u64)).await;
-                    }
+                    runtime::sleep(Duration::from_millis(500 * attempt.min(20) as u64)).await;
                 }
             }
         }
+    }
+
+    /// Forgets the groups of a partition this core no longer serves (its new owner replays it).
+    pub fn unload(&self, partition: i32, partitions: i32) {
+        self.loaded.borrow_mut().remove(&partition);
+        let gone: Vec<String> =
+            self.groups.borrow().keys().filter(|g| partition_for(g, partitions) == partition).cloned().collect();
+        let mut groups = self.groups.borrow_mut();
+        let mut sent = self.mirror.sent.borrow_mut();
+        for g in gone {
+            groups.remove(&g);
+            sent.remove(&g);
+        }
+        drop((groups, sent));
+        self.changed.notify(usize::MAX);
     }
 
     async fn load_partition(&self, broker: &Broker, topic: &TopicEntry, p: i32) -> Result<usize, String> {

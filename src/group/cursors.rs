@@ -45,9 +45,9 @@ type OffsetKey = (String, i32);
 /// What a coordinator has mirrored so far, and which groups changed since.
 #[derive(Default)]
 pub struct CursorMirror {
-    dirty: RefCell<HashSet<String>>,
+    pub(super) dirty: RefCell<HashSet<String>>,
     /// Per group: the offsets last sent.
-    sent: RefCell<HashMap<String, HashMap<OffsetKey, i64>>>,
+    pub(super) sent: RefCell<HashMap<String, HashMap<OffsetKey, i64>>>,
 }
 
 impl CursorMirror {
@@ -82,7 +82,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// The changes since the last round, by data core. `full`: every group counts as changed.
+    /// The changes since the last round, by data core of this node. `full`: every group counts
+    /// as changed.
     fn cursor_updates(&self, broker: &Broker, full: bool) -> HashMap<u32, Vec<CursorUpdate>> {
         let catalog = broker.catalog();
         let groups = self.groups.borrow();
@@ -110,7 +111,9 @@ impl GroupCoordinator {
             for ((topic, partition), value) in changes {
                 let Ok(name) = broker.topic_name(&topic) else { continue };
                 let Some(entry) = catalog.get(&name) else { continue };
-                let Some(core) = catalog.owner(&name, partition) else { continue };
+                // Only partitions of this node: a cluster's other nodes mirror their own groups.
+                let Some(core) = catalog.owner(&name, partition).and_then(|b| broker.local_core(b)) else { continue };
+                let core = core as u32;
                 out.entry(core).or_default().push(CursorUpdate {
                     topic: name,
                     topic_id: entry.id,
@@ -135,7 +138,10 @@ pub async fn apply(broker: &Broker, coordinator: i32, full: bool, updates: Vec<C
     let mut mentioned: HashSet<(TopicName, i32, String)> = HashSet::new();
     for u in updates {
         let current = catalog.get(&u.topic).is_some_and(|t| t.id == u.topic_id);
-        if !current || catalog.owner(&u.topic, u.partition) != Some(broker.id as u32) {
+        if !current
+            || catalog.owner(&u.topic, u.partition) != Some(broker.id as u32)
+            || !broker.logs.is_leased(&u.topic, u.partition)
+        {
             continue;
         }
         if full {

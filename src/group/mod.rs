@@ -99,20 +99,20 @@ pub fn offsets_topic_name(config: &Config) -> TopicName {
     }
 }
 
-/// Adds `__consumer_offsets` (compacted, partitions spread over cores like any topic) to a
+/// Adds `__consumer_offsets` (compacted, partitions spread over `brokers` like any topic) to a
 /// catalog that lacks it. Returns the store ops that persist it (empty if it exists).
-pub fn ensure_offsets_topic(catalog: &mut Catalog, config: &Config) -> Vec<StoreOp> {
+pub fn ensure_offsets_topic(catalog: &mut Catalog, config: &Config, brokers: &[u32]) -> Vec<StoreOp> {
     let name = offsets_topic_name(config);
     if catalog.get(&name).is_some() {
         return Vec::new();
     }
     let count = config.groups.offsets_topic_partitions.max(1) as usize;
-    let start = (crate::meta::controller::hash(&name.to_string()) % catalog.cores.max(1) as u64) as usize;
-    let cores = assignment::place(&mut catalog.core_load(), count, start);
+    let start = crate::meta::controller::hash(&name.to_string()) as usize;
+    let owners = assignment::place_on(brokers, catalog.owners(), count, start);
     let topic = TopicEntry {
         name,
         id: Uuid::new_v4(),
-        partitions: cores.into_iter().map(|core| PartitionOwner { core, epoch: 0 }).collect(),
+        partitions: owners.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }).collect(),
         // Time and size retention would drop live offsets: the coordinator compacts instead.
         configs: BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),

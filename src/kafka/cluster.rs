@@ -1,4 +1,5 @@
-//! DescribeCluster: the cluster id, the controller (core 0) and one broker per core.
+//! DescribeCluster: the cluster id, the controller and every live broker (one per core of
+//! every node).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -15,7 +16,7 @@ pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, version: i
     let resp = DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(StrBytes::from_string(broker.catalog().cluster_id.clone()))
-        .with_controller_id(BrokerId(0))
+        .with_controller_id(BrokerId(broker.cluster().controller))
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             super::acl::CLUSTER_OPERATIONS
         } else {

@@ -86,7 +86,7 @@ async fn resolve(
     partition: i32,
     client_epoch: i32,
 ) -> (Result<Rc<ManagedLedger>, ResponseError>, Option<(i32, i32)>) {
-    let leader = topic.partitions.get(partition as usize).map(|o| (o.core as i32, o.epoch));
+    let leader = topic.partitions.get(partition as usize).and_then(|o| broker.leader_hint(o));
     if let Err(e) =
         partition::owned(broker, topic, partition).and_then(|o| partition::check_leader_epoch(&o, client_epoch))
     {

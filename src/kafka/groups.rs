@@ -65,11 +65,11 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Coordinator {
     }
     // Kafka answers an empty group id with its coordinator (the group itself is then refused
     // by the group APIs with INVALID_GROUP_ID).
-    match GroupCoordinator::coordinator_of(broker, key) {
-        Some(core) => base
-            .with_node_id(BrokerId(core))
-            .with_host(s(&broker.config.advertised_host))
-            .with_port(broker.config.core_port(core as usize) as i32),
+    let coordinator = GroupCoordinator::coordinator_of(broker, key);
+    match coordinator.and_then(|b| Some((b, broker.cluster().endpoint(u32::try_from(b).ok()?)?))) {
+        Some((id, (host, port))) => base.with_node_id(BrokerId(id)).with_host(s(&host)).with_port(port),
+        // The owner's node has left; the cluster's leader is moving its partitions.
+        None if coordinator.is_some() => fail(ResponseError::CoordinatorNotAvailable, "the coordinator is moving"),
         None => fail(ResponseError::CoordinatorNotAvailable, "__consumer_offsets is not available"),
     }
 }

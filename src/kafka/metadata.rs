@@ -1,4 +1,5 @@
-//! Metadata: brokers (one per core) and topics, each partition led by its owner core.
+//! Metadata: brokers (one per core of every live node) and topics, each partition led by its
+//! owner broker (none while the owner's node is gone and the partition is being moved).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,29 +13,31 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::acl;
 use crate::broker::Broker;
+use crate::cluster::ClusterView;
 use crate::meta::catalog::TopicEntry;
 use crate::meta::controller::{AdminError, AdminOp};
 use crate::meta::topic_name::TopicName;
 
 pub fn brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
-    (0..broker.config.cores)
-        .map(|core| (core as i32, broker.config.advertised_host.clone(), broker.config.core_port(core) as i32))
-        .collect()
+    broker.cluster().brokers()
 }
 
-fn topic_response(kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic {
+fn topic_response(view: &ClusterView, kafka_name: &str, topic: &TopicEntry) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(i, owner)| {
-            let leader = BrokerId(owner.core as i32);
-            MetadataResponsePartition::default()
-                .with_partition_index(i as i32)
-                .with_leader_id(leader)
-                .with_leader_epoch(owner.epoch)
-                .with_replica_nodes(vec![leader])
-                .with_isr_nodes(vec![leader])
+            let p = MetadataResponsePartition::default().with_partition_index(i as i32).with_leader_epoch(owner.epoch);
+            let replica = BrokerId(owner.broker as i32);
+            if view.is_live(owner.broker) {
+                p.with_leader_id(replica).with_replica_nodes(vec![replica]).with_isr_nodes(vec![replica])
+            } else {
+                // As Kafka answers for an offline leader: none, until the partition has moved.
+                p.with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_replica_nodes(vec![replica])
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -62,13 +65,14 @@ enum Lookup {
 
 pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let catalog = broker.catalog();
+    let view = broker.cluster();
     // v0 lists all topics with an empty array; v1+ with a null one.
     let requested = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
         _ => None,
     };
     let topics = match requested {
-        None => catalog.topics().map(|t| topic_response(&broker.kafka_name(&t.name), t)).collect(),
+        None => catalog.topics().map(|t| topic_response(&view, &broker.kafka_name(&t.name), t)).collect(),
         Some(mut requested) => {
             // A topic named twice is answered once, as Kafka does.
             let mut seen = std::collections::HashSet::new();
@@ -102,10 +106,10 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
             lookups
                 .into_iter()
                 .map(|l| match l {
-                    Lookup::Found(kname, t) => topic_response(&kname, &t),
+                    Lookup::Found(kname, t) => topic_response(&view, &kname, &t),
                     Lookup::Failed(resp) => resp,
                     Lookup::Missing(kname, name) => match created.get(&name) {
-                        Some(Ok(t)) => topic_response(&kname, t),
+                        Some(Ok(t)) => topic_response(&view, &kname, t),
                         Some(Err(AdminError::InvalidConfig(_) | AdminError::InvalidPartitions(_))) => {
                             error_topic(Some(&kname), uuid::Uuid::nil(), ResponseError::InvalidRequest)
                         }
@@ -130,7 +134,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
     };
     MetadataResponse::default()
         .with_brokers(
-            brokers(broker)
+            view.brokers()
                 .into_iter()
                 .map(|(id, host, port)| {
                     MetadataResponseBroker::default()
@@ -141,7 +145,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                 .collect(),
         )
         .with_cluster_id(Some(StrBytes::from_string(catalog.cluster_id.clone())))
-        .with_controller_id(BrokerId(0))
+        .with_controller_id(BrokerId(view.controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations)
 }

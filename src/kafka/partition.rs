@@ -33,7 +33,7 @@ pub fn owned(broker: &Broker, topic: &TopicEntry, partition: i32) -> Result<Part
         .ok()
         .and_then(|p| topic.partitions.get(p))
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
-    if owner.core as i32 != broker.id {
+    if !broker.serves(&topic.name, partition, owner) {
         return Err(ResponseError::NotLeaderOrFollower);
     }
     Ok(*owner)

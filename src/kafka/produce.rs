@@ -36,9 +36,10 @@ async fn produce_partition(
     let owner = match partition::owned(broker, &topic, index) {
         Ok(o) => o,
         Err(e) => {
-            let leader = topic.partitions.get(index as usize).map(|o| {
-                LeaderIdAndEpoch::default().with_leader_id(BrokerId(o.core as i32)).with_leader_epoch(o.epoch)
-            });
+            let leader =
+                topic.partitions.get(index as usize).and_then(|o| broker.leader_hint(o)).map(|(id, epoch)| {
+                    LeaderIdAndEpoch::default().with_leader_id(BrokerId(id)).with_leader_epoch(epoch)
+                });
             let mut r = fail(e, None);
             // current_leader (KIP-951) exists from v10.
             if let Some(l) = leader.filter(|_| version >= 10) {

@@ -123,6 +123,9 @@ struct State {
     failed: Option<String>,
     /// See [`LogError::Fenced`]; never cleared (a new owner opens a new `ManagedLedger`).
     fenced: bool,
+    /// Being handed over to another owner: new appends are refused as if fenced, those under
+    /// way are still acknowledged.
+    moving: bool,
     /// An append failed in the store: appends wait for the store to resume, then the log
     /// rolls back to what is durable (`resume`).
     broken: Option<String>,
@@ -195,6 +198,7 @@ impl ManagedLedger {
                 rolling: true,
                 failed: None,
                 fenced: false,
+                moving: false,
                 broken: None,
                 store_failures,
                 must_roll: false,
@@ -361,7 +365,7 @@ impl ManagedLedger {
             let failures = self.store.failures();
             let listener = {
                 let st = self.state.borrow();
-                if st.fenced {
+                if st.fenced || st.moving {
                     return Err(LogError::Fenced);
                 }
                 if let Some(f) = &st.failed {

@@ -64,6 +64,9 @@ pub struct PartitionLogs {
     config: std::sync::Arc<Config>,
     store: Rc<Backend>,
     meta: MetadataStoreThread,
+    /// In a cluster: the partitions this core may open and serve (its node holds their
+    /// leases). `None` on a single node, where the catalog's word is enough.
+    leased: Option<RefCell<std::collections::HashSet<PartitionKey>>>,
     open: RefCell<HashMap<PartitionKey, Slot>>,
     opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
     recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
@@ -75,20 +78,35 @@ impl PartitionLogs {
         store: Rc<Backend>,
         meta: MetadataStoreThread,
         recovered: HashMap<PartitionKey, RecoveredLog>,
+        clustered: bool,
     ) -> Self {
         Self {
             config,
             store,
             meta,
+            leased: clustered.then(Default::default),
             open: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
             recovered: RefCell::new(recovered),
         }
     }
 
+    /// Whether this core may serve the partition (always on a single node).
+    pub fn is_leased(&self, topic: &crate::meta::topic_name::TopicName, partition: i32) -> bool {
+        match &self.leased {
+            None => true,
+            Some(l) => l.borrow().iter().any(|(t, p)| *p == partition && t == topic),
+        }
+    }
+
     /// The open log of a partition this core owns, opening it on first use.
     pub async fn get(&self, topic: &TopicEntry, partition: i32) -> Result<Rc<ManagedLedger>, LogError> {
         let key = (topic.name.clone(), partition);
+        if let Some(l) = &self.leased
+            && !l.borrow().contains(&key)
+        {
+            return Err(LogError::Fenced);
+        }
         loop {
             if let Some(s) = self.open.borrow().get(&key).filter(|s| s.topic_id == topic.id) {
                 return Ok(s.log.clone());
@@ -121,6 +139,57 @@ impl PartitionLogs {
         let log = result?;
         self.open.borrow_mut().insert(key, Slot { topic_id: topic.id, log: log.clone() });
         Ok(log)
+    }
+
+    /// Cluster mode: this core takes the partition over (its node now holds the lease). Its
+    /// ledger list and cursors are re-read from ZooKeeper, and opening it fences and recovers
+    /// the previous owner's last ledger before anything is served.
+    pub async fn acquire(&self, topic: &TopicEntry, partition: i32) -> Result<Rc<ManagedLedger>, LogError> {
+        let key = (topic.name.clone(), partition);
+        let (name, p) = key.clone();
+        let recovered = self
+            .meta
+            .with(move |s| recovery::reload_partition(s, &name, p).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| LogError::Metadata(e.to_string()))?
+            .map_err(LogError::Metadata)?;
+        self.recovered.borrow_mut().insert(key.clone(), recovered);
+        if let Some(l) = &self.leased {
+            l.borrow_mut().insert(key.clone());
+        }
+        let opened = self.get(topic, partition).await;
+        if opened.is_err() {
+            self.recovered.borrow_mut().remove(&key);
+            if let Some(l) = &self.leased {
+                l.borrow_mut().remove(&key);
+            }
+        }
+        opened
+    }
+
+    /// Cluster mode: this core stops serving the partition. `graceful` (a planned move) seals
+    /// its current ledger first, so the next owner finds it closed; otherwise (the lease is
+    /// lost) the log is fenced at once and nothing more is acknowledged.
+    pub async fn release(&self, topic: &crate::meta::topic_name::TopicName, partition: i32, graceful: bool) {
+        let key = (topic.clone(), partition);
+        if let Some(l) = &self.leased {
+            l.borrow_mut().remove(&key);
+        }
+        self.recovered.borrow_mut().remove(&key);
+        let Some(slot) = self.open.borrow_mut().remove(&key) else { return };
+        if graceful {
+            let sealing = slot.log.hand_over();
+            if crate::runtime::timeout(Duration::from_millis(self.config.shutdown_timeout_ms), sealing).await.is_none()
+            {
+                tracing::warn!(topic = %topic, partition, "ledger not sealed in time; the next owner recovers it");
+            }
+        }
+        slot.log.fence();
+    }
+
+    /// Every partition this core holds a lease for (cluster mode).
+    pub fn leased(&self) -> Vec<PartitionKey> {
+        self.leased.as_ref().map(|l| l.borrow().iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Commits metadata ops (e.g. cursor nodes of many partitions) in one batch.

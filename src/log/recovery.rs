@@ -70,6 +70,29 @@ fn load_metadata(meta: &dyn MetadataStore) -> anyhow::Result<(HashMap<PartitionK
     Ok((infos, cursors))
 }
 
+/// One partition's managed ledger and cursors, re-read from a store other writers share (in a
+/// cluster the partition's previous owner wrote them last). Its ledgers are read when it opens.
+pub fn reload_partition(
+    meta: &mut dyn MetadataStore,
+    topic: &TopicName,
+    partition: i32,
+) -> anyhow::Result<RecoveredLog> {
+    let path = super::ml_metadata::ml_path(topic, partition);
+    meta.refresh(&path)?;
+    let mut log = RecoveredLog::default();
+    let Some(value) = meta.get(&path) else { return Ok(log) };
+    log.info = ManagedLedgerInfo::from_bytes(value).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    log.unread = true;
+    for (p, value) in meta.scan(&format!("{path}/")) {
+        match parse_cursor_path(&p).map(|(_, name)| Cursor::from_bytes(name, &value)) {
+            Some(Ok(c)) => log.cursors.push(c),
+            Some(Err(e)) => warn!(path = %p, error = %e, "ignoring undecodable cursor"),
+            None => warn!(path = %p, "ignoring unrecognised managed-ledger path"),
+        }
+    }
+    Ok(log)
+}
+
 /// Recovery for the local store: one scan of the ledger directory rebuilds every partition.
 pub fn recover(meta: &dyn MetadataStore, ledger_dir: &Path) -> anyhow::Result<RecoveredLogs> {
     let (infos, mut cursors) = load_metadata(meta)?;

@@ -1,33 +1,39 @@
-//! Partition -> core assignment.
+//! Partition -> broker assignment.
 //!
-//! Every partition has one owner core. New partitions go to the least-loaded core; when the
-//! core count changes, partitions of vanished cores move first, then the most-loaded cores give
-//! partitions to the least-loaded until no two cores differ by more than one. Each move bumps
+//! Every partition has one owner broker (on a single node a broker is a core; in a cluster,
+//! one core of one node). New partitions go to the least-loaded broker; when the set of
+//! brokers changes, partitions of vanished brokers move first, then the most-loaded brokers
+//! give partitions to the least-loaded until no two differ by more than one. Each move bumps
 //! the partition's leader epoch so clients notice the new leader.
 
 /// Owner of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOwner {
-    pub core: u32,
+    /// Kafka broker id of the owner.
+    pub broker: u32,
     /// Kafka leader epoch: bumped whenever the owner changes.
     pub epoch: i32,
 }
 
-/// Partition counts per core over a set of owners.
-pub fn load(cores: u32, owners: impl Iterator<Item = u32>) -> Vec<u32> {
-    let mut load = vec![0u32; cores as usize];
-    for c in owners {
-        if let Some(l) = load.get_mut(c as usize) {
-            *l += 1;
+/// Partition counts per broker (index = position in `brokers`) over a set of owners.
+pub fn load(brokers: &[u32], owners: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut load = vec![0u32; brokers.len()];
+    for b in owners {
+        if let Ok(i) = brokers.binary_search(&b) {
+            load[i] += 1;
         }
     }
     load
 }
 
-/// Picks owners for `count` new partitions given the current load, updating the load.
-/// Ties go to the lowest core after `start`, so topics spread their first partitions around.
-pub fn place(load: &mut [u32], count: usize, start: usize) -> Vec<u32> {
+/// Picks owners (indices into the broker list) for `count` new partitions given the current
+/// load, updating the load. Ties go to the lowest index after `start`, so topics spread their
+/// first partitions around.
+pub fn place(load: &mut [u32], count: usize, start: usize) -> Vec<usize> {
     let n = load.len();
+    if n == 0 {
+        return Vec::new();
+    }
     (0..count)
         .map(|i| {
             let mut best = (start + i) % n;
@@ -38,20 +44,29 @@ pub fn place(load: &mut [u32], count: usize, start: usize) -> Vec<u32> {
                 }
             }
             load[best] += 1;
-            best as u32
+            best
         })
         .collect()
 }
 
-/// Rebalances `owners` (one entry per partition, over all topics) onto `cores` cores.
-/// Returns the indices that moved.
-pub fn rebalance(owners: &mut [PartitionOwner], cores: u32) -> Vec<usize> {
-    debug_assert!(cores > 0);
+/// Owners for `count` new partitions on `brokers` (sorted), given every existing owner.
+pub fn place_on(brokers: &[u32], existing: impl Iterator<Item = u32>, count: usize, start: usize) -> Vec<u32> {
+    let mut l = load(brokers, existing);
+    place(&mut l, count, start % brokers.len().max(1)).into_iter().map(|i| brokers[i]).collect()
+}
+
+/// Rebalances `owners` (one entry per partition, over all topics) onto `brokers` (sorted,
+/// not empty). Returns the indices that moved.
+pub fn rebalance(owners: &mut [PartitionOwner], brokers: &[u32]) -> Vec<usize> {
+    debug_assert!(!brokers.is_empty() && brokers.windows(2).all(|w| w[0] < w[1]));
+    if brokers.is_empty() {
+        return Vec::new();
+    }
     let mut moved = Vec::new();
-    let mut l = load(cores, owners.iter().map(|o| o.core));
+    let mut l = load(brokers, owners.iter().map(|o| o.broker));
     for (i, o) in owners.iter_mut().enumerate() {
-        if o.core >= cores {
-            o.core = place(&mut l, 1, i)[0];
+        if brokers.binary_search(&o.broker).is_err() {
+            o.broker = brokers[place(&mut l, 1, i % brokers.len())[0]];
             o.epoch += 1;
             moved.push(i);
         }
@@ -68,11 +83,11 @@ pub fn rebalance(owners: &mut [PartitionOwner], cores: u32) -> Vec<usize> {
         if max_l <= min_l + 1 {
             break;
         }
-        // Move the last partition of the busiest core: later partitions are the newer ones.
-        let Some(i) = owners.iter().rposition(|o| o.core as usize == max_c) else {
+        // Move the last partition of the busiest broker: later partitions are the newer ones.
+        let Some(i) = owners.iter().rposition(|o| o.broker == brokers[max_c]) else {
             break;
         };
-        owners[i].core = min_c as u32;
+        owners[i].broker = brokers[min_c];
         owners[i].epoch += 1;
         l[max_c] -= 1;
         l[min_c] += 1;
@@ -85,8 +100,8 @@ pub fn rebalance(owners: &mut [PartitionOwner], cores: u32) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    fn owners(cores: &[u32]) -> Vec<PartitionOwner> {
-        cores.iter().map(|&core| PartitionOwner { core, epoch: 0 }).collect()
+    fn owners(brokers: &[u32]) -> Vec<PartitionOwner> {
+        brokers.iter().map(|&broker| PartitionOwner { broker, epoch: 0 }).collect()
     }
 
     #[test]
@@ -97,24 +112,43 @@ mod tests {
         assert_eq!(l, vec![3, 3, 2]);
         // The next topic fills the gap first.
         assert_eq!(place(&mut l, 1, 0), vec![2]);
+        // By broker id, counting what exists.
+        assert_eq!(place_on(&[1000, 1001, 2000], [1000, 1000, 1001].into_iter(), 2, 0), vec![2000, 1001]);
+        assert!(place_on(&[], std::iter::empty(), 2, 0).is_empty());
     }
 
     #[test]
     fn shrink_moves_orphans_and_bumps_epochs() {
         let mut o = owners(&[0, 1, 2, 3, 0, 1, 2, 3]);
-        let moved = rebalance(&mut o, 2);
+        let moved = rebalance(&mut o, &[0, 1]);
         assert_eq!(moved.len(), 4);
-        assert!(o.iter().all(|p| p.core < 2));
-        assert_eq!(load(2, o.iter().map(|p| p.core)), vec![4, 4]);
+        assert!(o.iter().all(|p| p.broker < 2));
+        assert_eq!(load(&[0, 1], o.iter().map(|p| p.broker)), vec![4, 4]);
         assert!(moved.iter().all(|&i| o[i].epoch == 1));
     }
 
     #[test]
     fn grow_moves_only_what_balance_needs() {
         let mut o = owners(&[0, 1, 0, 1, 0, 1]);
-        let moved = rebalance(&mut o, 3);
+        let moved = rebalance(&mut o, &[0, 1, 2]);
         assert_eq!(moved.len(), 2);
-        assert_eq!(load(3, o.iter().map(|p| p.core)), vec![2, 2, 2]);
-        assert!(rebalance(&mut o, 3).is_empty());
+        assert_eq!(load(&[0, 1, 2], o.iter().map(|p| p.broker)), vec![2, 2, 2]);
+        assert!(rebalance(&mut o, &[0, 1, 2]).is_empty());
+    }
+
+    #[test]
+    fn a_node_leaving_and_joining_moves_its_share() {
+        // Three nodes of two cores, 12 partitions; node 2 dies, then comes back.
+        let all = [1000, 1001, 2000, 2001, 3000, 3001];
+        let mut o = owners(&[0; 12]);
+        rebalance(&mut o, &all);
+        assert_eq!(load(&all, o.iter().map(|p| p.broker)), vec![2; 6]);
+        let survivors = [1000, 1001, 3000, 3001];
+        let moved = rebalance(&mut o, &survivors);
+        assert_eq!(moved.len(), 4, "only node 2's partitions move");
+        assert_eq!(load(&survivors, o.iter().map(|p| p.broker)), vec![3; 4]);
+        let moved = rebalance(&mut o, &all);
+        assert_eq!(moved.len(), 4, "a fair share comes back");
+        assert_eq!(load(&all, o.iter().map(|p| p.broker)), vec![2; 6]);
     }
 }

@@ -1,5 +1,5 @@
 //! The topic catalog: every topic's Pulsar name, Kafka topic id, partitions with their owner
-//! cores, and config overrides.
+//! brokers, and config overrides.
 //!
 //! A `Catalog` value is immutable once published: the controller (core 0) builds the next
 //! version and sends an `Arc` of it to every core, which swaps its read-only replica.
@@ -8,7 +8,7 @@
 //! - `/admin/partitioned-topics/{tenant}/{ns}/persistent/{topic}`: Pulsar's partitioned-topic
 //!   metadata JSON `{"partitions": n, "properties": {...}}`; properties hold the Kafka topic id
 //!   (`kafka.topic.id`) and config overrides (`kafka.config.<name>`).
-//! - `/kopd/assignment/{tenant}/{ns}/persistent/{topic}`: `[[core, leader_epoch], ...]`.
+//! - `/kopd/assignment/{tenant}/{ns}/persistent/{topic}`: `[[broker, leader_epoch], ...]`.
 //! - `/kopd/cluster`: `{"cluster_id": ..., "cores": n}`.
 //! - `/kopd/catalog-version`: a counter every catalog change sets (a conditional write), so
 //!   changes from different writers are serialized and other nodes notice them by reading
@@ -95,10 +95,15 @@ impl Catalog {
         self.topics.is_empty()
     }
 
-    /// The core that owns partition `partition` of `name`, if both exist.
+    /// The broker that owns partition `partition` of `name`, if both exist.
     pub fn owner(&self, name: &TopicName, partition: i32) -> Option<u32> {
         let topic = self.topics.get(name)?;
-        usize::try_from(partition).ok().and_then(|p| topic.partitions.get(p)).map(|o| o.core)
+        usize::try_from(partition).ok().and_then(|p| topic.partitions.get(p)).map(|o| o.broker)
+    }
+
+    /// Every partition's owner, over all topics.
+    pub fn owners(&self) -> impl Iterator<Item = u32> + '_ {
+        self.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.broker))
     }
 
     pub fn insert(&mut self, topic: TopicEntry) {
@@ -112,11 +117,6 @@ impl Catalog {
         Some(t)
     }
 
-    /// Partition counts per core.
-    pub fn core_load(&self) -> Vec<u32> {
-        super::assignment::load(self.cores, self.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.core)))
-    }
-
     /// Store ops that persist one topic (create or update).
     pub fn put_ops(topic: &TopicEntry) -> Vec<StoreOp> {
         let mut properties = BTreeMap::new();
@@ -125,7 +125,7 @@ impl Catalog {
             properties.insert(format!("{CONFIG_PROPERTY_PREFIX}{k}"), v.clone());
         }
         let meta = PartitionedTopicMetadata { partitions: topic.partitions.len() as u32, properties };
-        let owners: Vec<[i64; 2]> = topic.partitions.iter().map(|p| [p.core as i64, p.epoch as i64]).collect();
+        let owners: Vec<[i64; 2]> = topic.partitions.iter().map(|p| [p.broker as i64, p.epoch as i64]).collect();
         let path = topic.name.metadata_path();
         vec![
             StoreOp::Put {
@@ -215,11 +215,11 @@ impl Catalog {
                 None => Vec::new(),
             };
             // A partition without a recorded owner (e.g. written by Pulsar's own tools) gets
-            // core u32::MAX, which the startup rebalance replaces with a real core.
+            // broker u32::MAX, which the next rebalance replaces with a real one.
             let partitions = (0..meta.partitions as usize)
                 .map(|i| match owners.get(i) {
-                    Some([core, epoch]) => PartitionOwner { core: *core as u32, epoch: *epoch as i32 },
-                    None => PartitionOwner { core: u32::MAX, epoch: 0 },
+                    Some([broker, epoch]) => PartitionOwner { broker: *broker as u32, epoch: *epoch as i32 },
+                    None => PartitionOwner { broker: u32::MAX, epoch: 0 },
                 })
                 .collect();
             cat.insert(TopicEntry { name, id, partitions, configs });
@@ -227,16 +227,35 @@ impl Catalog {
         Ok(cat)
     }
 
-    /// Makes the catalog fit `cores` cores: moves partitions of missing cores, evens out load.
-    /// Returns the store ops that persist the change (empty when nothing changed).
+    /// Makes the catalog fit `cores` cores of a single node (brokers 0..cores): moves
+    /// partitions of missing cores, evens out load. Returns the store ops that persist the
+    /// change (empty when nothing changed).
     pub fn fit_to_cores(&mut self, cores: u32) -> Vec<StoreOp> {
-        let mut ops = Vec::new();
-        if self.cluster_id.is_empty() {
-            self.cluster_id = new_cluster_id();
-        }
+        let mut ops = self.ensure_cluster_id();
         if self.cores != cores {
             self.cores = cores;
             ops.push(self.cluster_op());
+        }
+        let brokers: Vec<u32> = (0..cores).collect();
+        ops.extend(self.rebalance(&brokers));
+        ops
+    }
+
+    /// Gives a new catalog its Kafka cluster id.
+    pub fn ensure_cluster_id(&mut self) -> Vec<StoreOp> {
+        if !self.cluster_id.is_empty() {
+            return Vec::new();
+        }
+        self.cluster_id = new_cluster_id();
+        vec![self.cluster_op()]
+    }
+
+    /// Moves partitions off brokers not in `brokers` (sorted) and evens out the load over them.
+    /// Returns the store ops that persist the change (empty when nothing moved).
+    pub fn rebalance(&mut self, brokers: &[u32]) -> Vec<StoreOp> {
+        let mut ops = Vec::new();
+        if brokers.is_empty() {
+            return ops;
         }
         // Rebalance over the flattened partition list, then write back per topic.
         let names: Vec<TopicName> = self.topics.keys().cloned().collect();
@@ -247,7 +266,7 @@ impl Catalog {
             spans.push((flat.len(), t.partitions.len()));
             flat.extend_from_slice(&t.partitions);
         }
-        let moved = super::assignment::rebalance(&mut flat, cores);
+        let moved = super::assignment::rebalance(&mut flat, brokers);
         if moved.is_empty() {
             return ops;
         }
@@ -290,11 +309,11 @@ mod tests {
     use super::super::store::LocalMetadataStore;
     use super::*;
 
-    fn topic(local: &str, cores: &[u32]) -> TopicEntry {
+    fn topic(local: &str, brokers: &[u32]) -> TopicEntry {
         TopicEntry {
             name: TopicName { tenant: "public".into(), namespace: "default".into(), local: local.into() },
             id: Uuid::new_v4(),
-            partitions: cores.iter().map(|&core| PartitionOwner { core, epoch: 0 }).collect(),
+            partitions: brokers.iter().map(|&broker| PartitionOwner { broker, epoch: 0 }).collect(),
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
         }
     }
@@ -327,7 +346,7 @@ mod tests {
         cat.insert(topic("a", &[0, 1, 2, 3]));
         let ops = cat.fit_to_cores(2);
         assert!(!ops.is_empty());
-        assert_eq!(cat.core_load(), vec![2, 2]);
+        assert_eq!(super::super::assignment::load(&[0, 1], cat.owners()), vec![2, 2]);
         assert!(cat.fit_to_cores(2).is_empty());
     }
 }

@@ -88,6 +88,13 @@ pub enum ControllerRequest {
     Reload {
         seen: i64,
     },
+    /// The live brokers (sorted) new partitions are placed on; with `rebalance` (the cluster's
+    /// leader) partitions of brokers not among them move, and load is evened out.
+    Place {
+        brokers: Vec<u32>,
+        rebalance: bool,
+        reply: async_channel::Sender<Result<(), AdminError>>,
+    },
 }
 
 /// A core's handle to the controller.
@@ -116,6 +123,16 @@ impl ControllerClient {
         let _ = self.inbox.try_send(ControllerRequest::Reload { seen });
     }
 
+    /// See [`ControllerRequest::Place`].
+    pub async fn place(&self, brokers: Vec<u32>, rebalance: bool) -> Result<(), AdminError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.inbox
+            .send(ControllerRequest::Place { brokers, rebalance, reply })
+            .await
+            .map_err(|_| AdminError::ControllerUnavailable)?;
+        answer.recv().await.map_err(|_| AdminError::ControllerUnavailable)?
+    }
+
     pub async fn producer_ids(&self, count: i64) -> Result<i64, AdminError> {
         let (reply, answer) = async_channel::bounded(1);
         self.inbox
@@ -130,11 +147,14 @@ pub struct Controller {
     catalog: Arc<Catalog>,
     store: MetadataStoreThread,
     max_partitions: i32,
+    /// The brokers new partitions go to (sorted): a single node's cores, or a cluster's live
+    /// brokers as its membership last said.
+    brokers: Vec<u32>,
 }
 
 impl Controller {
-    pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32) -> Self {
-        Self { catalog, store, max_partitions }
+    pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32, brokers: Vec<u32>) -> Self {
+        Self { catalog, store, max_partitions, brokers }
     }
 
     /// Serves requests until every client handle is dropped.
@@ -147,6 +167,13 @@ impl Controller {
                 }
                 ControllerRequest::ProducerIds { count, reply } => {
                     let _ = reply.send(self.allocate_producer_ids(count, &publish).await).await;
+                }
+                ControllerRequest::Place { mut brokers, rebalance, reply } => {
+                    brokers.sort_unstable();
+                    brokers.dedup();
+                    self.brokers = brokers;
+                    let r = if rebalance { self.rebalance(&publish).await } else { Ok(()) };
+                    let _ = reply.send(r).await;
                 }
                 ControllerRequest::Reload { seen } => {
                     if seen != self.catalog.version
@@ -195,6 +222,34 @@ impl Controller {
         }
     }
 
+    /// Moves partitions onto the live brokers (see [`Catalog::rebalance`]), committed as one
+    /// catalog change.
+    async fn rebalance(&mut self, publish: &CatalogPublisher) -> Result<(), AdminError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut next = (*self.catalog).clone();
+            let mut ops = next.ensure_cluster_id();
+            ops.extend(next.rebalance(&self.brokers));
+            if ops.is_empty() {
+                return Ok(());
+            }
+            ops.push(next.version_op());
+            match self.store.commit(ops).await {
+                Ok(()) => {
+                    tracing::info!(brokers = ?self.brokers, version = next.version, "partitions reassigned");
+                    self.catalog = Arc::new(next);
+                    publish(self.catalog.clone()).await;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => {
+                    self.reload(publish).await.map_err(|e| AdminError::Store(e.to_string()))?
+                }
+                Err(e) => return Err(AdminError::Store(e.to_string())),
+            }
+        }
+    }
+
     /// Re-reads the catalog from the store and publishes it.
     async fn reload(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
         let loaded = self.store.with(Catalog::reload).await??;
@@ -238,7 +293,7 @@ impl Controller {
         }
     }
 
-    fn check_owners(&self, owners: &Option<Vec<u32>>, count: usize, cores: u32) -> Result<(), AdminError> {
+    fn check_owners(&self, owners: &Option<Vec<u32>>, count: usize) -> Result<(), AdminError> {
         if let Some(o) = owners {
             if o.len() != count {
                 return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -246,7 +301,7 @@ impl Controller {
                     o.len()
                 )));
             }
-            if let Some(bad) = o.iter().find(|c| **c >= cores) {
+            if let Some(bad) = o.iter().find(|b| self.brokers.binary_search(b).is_err()) {
                 return Err(AdminError::InvalidReplicaAssignment(format!("broker {bad} does not exist")));
             }
         }
@@ -268,19 +323,19 @@ impl Controller {
                         self.max_partitions
                     )));
                 }
-                self.check_owners(owners, *partitions as usize, cat.cores)?;
+                self.check_owners(owners, *partitions as usize)?;
                 topic_config::validate_all(configs).map_err(AdminError::InvalidConfig)?;
-                let cores = match owners {
+                let brokers = match owners {
                     Some(o) => o.clone(),
                     None => {
-                        let start = (hash(&name.to_string()) % cat.cores.max(1) as u64) as usize;
-                        assignment::place(&mut cat.core_load(), *partitions as usize, start)
+                        let start = hash(&name.to_string()) as usize;
+                        assignment::place_on(&self.brokers, cat.owners(), *partitions as usize, start)
                     }
                 };
                 let topic = TopicEntry {
                     name: name.clone(),
                     id: Uuid::new_v4(),
-                    partitions: cores.into_iter().map(|core| PartitionOwner { core, epoch: 0 }).collect(),
+                    partitions: brokers.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }).collect(),
                     configs: configs.clone(),
                 };
                 if !validate_only {
@@ -312,13 +367,13 @@ impl Controller {
                     )));
                 }
                 let added = (*total - current) as usize;
-                self.check_owners(owners, added, cat.cores)?;
-                let new_cores = match owners {
+                self.check_owners(owners, added)?;
+                let new_brokers = match owners {
                     Some(o) => o.clone(),
-                    None => assignment::place(&mut cat.core_load(), added, current as usize),
+                    None => assignment::place_on(&self.brokers, cat.owners(), added, current as usize),
                 };
                 let mut topic = (**existing).clone();
-                topic.partitions.extend(new_cores.into_iter().map(|core| PartitionOwner { core, epoch: 0 }));
+                topic.partitions.extend(new_brokers.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }));
                 if !validate_only {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());

@@ -27,6 +27,13 @@ impl ManagedLedger {
         }
     }
 
+    /// A planned move: new appends are refused (clients go to the new owner), those under way
+    /// still complete, and the current ledger is sealed so the next owner finds it closed.
+    pub async fn hand_over(&self) {
+        self.state.borrow_mut().moving = true;
+        self.close().await;
+    }
+
     /// Seals the ledger a rollover left once its appends have settled (a store that closes a
     /// ledger fails the appends still in flight), or deletes it if it got nothing.
     pub(super) async fn seal(&self, ledger: LedgerId, empty: bool) {
