@@ -188,6 +188,12 @@ impl Broker {
     }
 
     pub fn set_catalog(&self, catalog: Arc<Catalog>) {
+        tracing::debug!(
+            core = self.core,
+            version = catalog.version,
+            owned = catalog.owners().filter(|b| *b as i32 == self.id).count(),
+            "catalog in use"
+        );
         self.logs.catalog_changed(&catalog);
         *self.catalog.borrow_mut() = catalog;
     }

@@ -97,7 +97,10 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("config key `metadata.store`: cannot open zk://{connect}"))?,
         ),
     };
-    let mut catalog = Catalog::load(store.as_ref())?;
+    // In a cluster other nodes write the catalog while this one reads it: read it so that it
+    // is never labelled newer than it is (see `Catalog::reload`).
+    let mut catalog =
+        if config.cluster.is_some() { Catalog::reload(store.as_mut())? } else { Catalog::load(store.as_ref())? };
     let cluster_zk = match (&config.cluster, &config.metadata_store) {
         (Some(_), MetadataStoreKind::ZooKeeper { connect }) => Some(
             ZooKeeper::connect(connect, config.zookeeper_session_timeout, config.control_queue_capacity)

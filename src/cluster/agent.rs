@@ -33,6 +33,9 @@ use crate::zookeeper::{SessionState, ZooKeeper};
 
 /// Partitions being taken over at once (each opens its ledgers from the bookies).
 const MAX_ACQUIRING: usize = 32;
+/// Every this many rounds the catalog replica is compared with the store whatever its version
+/// says (a safety net: a replica that missed a change would otherwise wait for the next one).
+const FULL_CHECK_ROUNDS: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -59,6 +62,7 @@ pub struct ClusterAgent {
     leaving: Cell<bool>,
     /// Bumped whenever every lease is lost, so late acquisitions know they are stale.
     generation: Cell<u64>,
+    rounds: Cell<u64>,
 }
 
 impl ClusterAgent {
@@ -78,6 +82,7 @@ impl ClusterAgent {
             leading: Cell::new(false),
             leaving: Cell::new(false),
             generation: Cell::new(0),
+            rounds: Cell::new(0),
         })
     }
 
@@ -216,14 +221,24 @@ impl ClusterAgent {
             Some((d, _)) => std::str::from_utf8(&d).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0),
             None => 0,
         };
+        let rounds = self.rounds.get() + 1;
+        self.rounds.set(rounds);
         if stored != self.broker.catalog().version {
             self.broker.controller.reload(stored);
+        } else if rounds.is_multiple_of(FULL_CHECK_ROUNDS) {
+            self.broker.controller.reload(crate::meta::controller::RELOAD_ALWAYS);
         }
         let brokers = self.view.borrow().broker_ids();
         if (changed || leading) && !brokers.is_empty() {
             self.broker.controller.place(brokers, leading).await.map_err(|e| e.to_string())?;
         }
         self.follow_catalog();
+        tracing::trace!(
+            held = self.held.borrow().len(),
+            version = self.broker.catalog().version,
+            leading,
+            "cluster round"
+        );
         Ok(())
     }
 
@@ -242,6 +257,7 @@ impl ClusterAgent {
             }
         }
         for (key, broker) in moved {
+            tracing::debug!(topic = %key.0, partition = key.1, from = broker, "handing partition over");
             if let Some(h) = self.held.borrow_mut().get_mut(&key) {
                 h.phase = Phase::Releasing;
             }
@@ -263,6 +279,7 @@ impl ClusterAgent {
                 self.held.borrow_mut().insert(key.clone(), Held { broker: owner.broker, phase: Phase::Acquiring });
                 acquiring += 1;
                 let (agent, topic, owner) = (self.clone(), topic.clone(), *owner);
+                tracing::debug!(topic = %topic.name, partition = p, broker = owner.broker, version = catalog.version, "taking partition over");
                 runtime::spawn(async move { agent.take_over(topic, p as i32, owner).await });
             }
         }

@@ -55,43 +55,66 @@ pub fn place_on(brokers: &[u32], existing: impl Iterator<Item = u32>, count: usi
     place(&mut l, count, start % brokers.len().max(1)).into_iter().map(|i| brokers[i]).collect()
 }
 
-/// Rebalances `owners` (one entry per partition, over all topics) onto `brokers` (sorted,
-/// not empty). Returns the indices that moved.
-pub fn rebalance(owners: &mut [PartitionOwner], brokers: &[u32]) -> Vec<usize> {
-    debug_assert!(!brokers.is_empty() && brokers.windows(2).all(|w| w[0] < w[1]));
-    if brokers.is_empty() {
-        return Vec::new();
-    }
+/// Rebalances every topic's owners (`topics[t][p]`) onto `brokers` (sorted, not empty), as
+/// Kafka spreads a topic's partitions over its brokers: partitions of vanished brokers move
+/// first, then each topic is evened out (no two brokers differ by more than one of its
+/// partitions), then the brokers' totals, by moves that keep every topic even. Ties go to the
+/// broker with fewer partitions overall, so small topics land on different brokers. Returns
+/// the moved (topic, partition) indices.
+pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(usize, usize)> {
+    debug_assert!(brokers.windows(2).all(|w| w[0] < w[1]));
     let mut moved = Vec::new();
-    let mut l = load(brokers, owners.iter().map(|o| o.broker));
-    for (i, o) in owners.iter_mut().enumerate() {
-        if brokers.binary_search(&o.broker).is_err() {
-            o.broker = brokers[place(&mut l, 1, i % brokers.len())[0]];
-            o.epoch += 1;
-            moved.push(i);
+    if brokers.is_empty() {
+        return moved;
+    }
+    let n = brokers.len();
+    let mut total = load(brokers, topics.iter().flatten().map(|o| o.broker));
+    let mut per_topic: Vec<Vec<u32>> = topics.iter().map(|t| load(brokers, t.iter().map(|o| o.broker))).collect();
+    let mut shift = |topics: &mut [Vec<PartitionOwner>],
+                     total: &mut [u32],
+                     per_topic: &mut [Vec<u32>],
+                     (t, p): (usize, usize),
+                     from: Option<usize>,
+                     to: usize| {
+        if let Some(f) = from {
+            total[f] -= 1;
+            per_topic[t][f] -= 1;
+        }
+        total[to] += 1;
+        per_topic[t][to] += 1;
+        topics[t][p].broker = brokers[to];
+        topics[t][p].epoch += 1;
+        moved.push((t, p));
+    };
+    for t in 0..topics.len() {
+        for p in 0..topics[t].len() {
+            if brokers.binary_search(&topics[t][p].broker).is_err() {
+                let to = (0..n).min_by_key(|&b| (per_topic[t][b], total[b], (b + n - p % n) % n)).unwrap_or(0);
+                shift(topics, &mut total, &mut per_topic, (t, p), None, to);
+            }
+        }
+        loop {
+            let from = (0..n).max_by_key(|&b| (per_topic[t][b], total[b], std::cmp::Reverse(b))).unwrap_or(0);
+            let to = (0..n).min_by_key(|&b| (per_topic[t][b], total[b], b)).unwrap_or(0);
+            if per_topic[t][from] <= per_topic[t][to] + 1 {
+                break;
+            }
+            // The topic's last partition on the busiest broker: later partitions are newer.
+            let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from]) else { break };
+            shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
         }
     }
     loop {
-        let (max_c, max_l) = l
-            .iter()
-            .enumerate()
-            .max_by_key(|(c, l)| (**l, std::cmp::Reverse(*c)))
-            .map(|(c, l)| (c, *l))
-            .unwrap_or((0, 0));
-        let (min_c, min_l) =
-            l.iter().enumerate().min_by_key(|(c, l)| (**l, *c)).map(|(c, l)| (c, *l)).unwrap_or((0, 0));
-        if max_l <= min_l + 1 {
+        let from = (0..n).max_by_key(|&b| (total[b], std::cmp::Reverse(b))).unwrap_or(0);
+        let to = (0..n).min_by_key(|&b| (total[b], b)).unwrap_or(0);
+        if total[from] <= total[to] + 1 {
             break;
         }
-        // Move the last partition of the busiest broker: later partitions are the newer ones.
-        let Some(i) = owners.iter().rposition(|o| o.broker == brokers[max_c]) else {
-            break;
-        };
-        owners[i].broker = brokers[min_c];
-        owners[i].epoch += 1;
-        l[max_c] -= 1;
-        l[min_c] += 1;
-        moved.push(i);
+        // A topic with more partitions on `from` than on `to` stays even after the move.
+        let pick = (0..topics.len()).rev().find(|&t| per_topic[t][from] > per_topic[t][to]);
+        let Some(t) = pick else { break };
+        let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from]) else { break };
+        shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
     }
     moved
 }
@@ -117,38 +140,58 @@ mod tests {
         assert!(place_on(&[], std::iter::empty(), 2, 0).is_empty());
     }
 
+    fn loads(topics: &[Vec<PartitionOwner>], brokers: &[u32]) -> Vec<u32> {
+        load(brokers, topics.iter().flatten().map(|p| p.broker))
+    }
+
     #[test]
     fn shrink_moves_orphans_and_bumps_epochs() {
-        let mut o = owners(&[0, 1, 2, 3, 0, 1, 2, 3]);
-        let moved = rebalance(&mut o, &[0, 1]);
+        let mut t = vec![owners(&[0, 1, 2, 3, 0, 1, 2, 3])];
+        let moved = rebalance(&mut t, &[0, 1]);
         assert_eq!(moved.len(), 4);
-        assert!(o.iter().all(|p| p.broker < 2));
-        assert_eq!(load(&[0, 1], o.iter().map(|p| p.broker)), vec![4, 4]);
-        assert!(moved.iter().all(|&i| o[i].epoch == 1));
+        assert!(t[0].iter().all(|p| p.broker < 2));
+        assert_eq!(loads(&t, &[0, 1]), vec![4, 4]);
+        assert!(moved.iter().all(|&(_, i)| t[0][i].epoch == 1));
     }
 
     #[test]
     fn grow_moves_only_what_balance_needs() {
-        let mut o = owners(&[0, 1, 0, 1, 0, 1]);
-        let moved = rebalance(&mut o, &[0, 1, 2]);
+        let mut t = vec![owners(&[0, 1, 0, 1, 0, 1])];
+        let moved = rebalance(&mut t, &[0, 1, 2]);
         assert_eq!(moved.len(), 2);
-        assert_eq!(load(&[0, 1, 2], o.iter().map(|p| p.broker)), vec![2, 2, 2]);
-        assert!(rebalance(&mut o, &[0, 1, 2]).is_empty());
+        assert_eq!(loads(&t, &[0, 1, 2]), vec![2, 2, 2]);
+        assert!(rebalance(&mut t, &[0, 1, 2]).is_empty());
     }
 
     #[test]
     fn a_node_leaving_and_joining_moves_its_share() {
         // Three nodes of two cores, 12 partitions; node 2 dies, then comes back.
         let all = [1000, 1001, 2000, 2001, 3000, 3001];
-        let mut o = owners(&[0; 12]);
-        rebalance(&mut o, &all);
-        assert_eq!(load(&all, o.iter().map(|p| p.broker)), vec![2; 6]);
+        let mut t = vec![owners(&[0; 12])];
+        rebalance(&mut t, &all);
+        assert_eq!(loads(&t, &all), vec![2; 6]);
         let survivors = [1000, 1001, 3000, 3001];
-        let moved = rebalance(&mut o, &survivors);
+        let moved = rebalance(&mut t, &survivors);
         assert_eq!(moved.len(), 4, "only node 2's partitions move");
-        assert_eq!(load(&survivors, o.iter().map(|p| p.broker)), vec![3; 4]);
-        let moved = rebalance(&mut o, &all);
+        assert_eq!(loads(&t, &survivors), vec![3; 4]);
+        let moved = rebalance(&mut t, &all);
         assert_eq!(moved.len(), 4, "a fair share comes back");
-        assert_eq!(load(&all, o.iter().map(|p| p.broker)), vec![2; 6]);
+        assert_eq!(loads(&t, &all), vec![2; 6]);
+    }
+
+    #[test]
+    fn every_topic_is_spread_and_small_topics_land_apart() {
+        // A big topic already even over brokers 0-2, and a 6-partition topic all on broker 0:
+        // it spreads over all three, and the totals end even.
+        let b = [0, 1, 2];
+        let mut t = vec![owners(&[0, 1, 2, 0, 1, 2, 0, 1, 2]), owners(&[0; 6])];
+        rebalance(&mut t, &b);
+        assert_eq!(load(&b, t[1].iter().map(|p| p.broker)), vec![2, 2, 2]);
+        assert_eq!(loads(&t, &b), vec![5, 5, 5]);
+        // Ten one-partition topics, all on broker 0: they spread out over the totals.
+        let mut t: Vec<Vec<PartitionOwner>> = (0..9).map(|_| owners(&[0])).collect();
+        rebalance(&mut t, &b);
+        assert_eq!(loads(&t, &b), vec![3, 3, 3]);
+        assert!(rebalance(&mut t, &b).is_empty(), "a balanced layout stays put");
     }
 }

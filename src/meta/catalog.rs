@@ -106,6 +106,11 @@ impl Catalog {
         self.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.broker))
     }
 
+    /// Whether both hold the same topics, partition owners and configs.
+    pub fn same_topics(&self, other: &Catalog) -> bool {
+        self.topics == other.topics
+    }
+
     pub fn insert(&mut self, topic: TopicEntry) {
         self.ids.insert(topic.id, topic.name.clone());
         self.topics.insert(topic.name.clone(), Arc::new(topic));
@@ -169,12 +174,20 @@ impl Catalog {
         }
     }
 
-    /// Re-reads the catalog's paths from a store other writers share, then loads it.
+    /// Re-reads the catalog's paths from a store other writers share, then loads it; again
+    /// if another change landed meanwhile (a few times, then it gives up for now).
     pub fn reload(store: &mut dyn MetadataStore) -> Result<Catalog, StoreError> {
-        for p in PATHS {
-            store.refresh(p)?;
+        for _ in 0..3 {
+            for p in PATHS {
+                store.refresh(p)?;
+            }
+            let cat = Catalog::load(store)?;
+            store.refresh(VERSION_PATH)?;
+            if Catalog::stored_version(store)? == cat.version {
+                return Ok(cat);
+            }
         }
-        Catalog::load(store)
+        Err(StoreError::Unavailable("the catalog kept changing while it was read".into()))
     }
 
     pub fn producer_id_op(&self) -> StoreOp {
@@ -257,24 +270,15 @@ impl Catalog {
         if brokers.is_empty() {
             return ops;
         }
-        // Rebalance over the flattened partition list, then write back per topic.
         let names: Vec<TopicName> = self.topics.keys().cloned().collect();
-        let mut flat: Vec<PartitionOwner> = Vec::new();
-        let mut spans = Vec::new();
-        for n in &names {
-            let t = &self.topics[n];
-            spans.push((flat.len(), t.partitions.len()));
-            flat.extend_from_slice(&t.partitions);
-        }
-        let moved = super::assignment::rebalance(&mut flat, brokers);
-        if moved.is_empty() {
+        let mut owners: Vec<Vec<PartitionOwner>> = names.iter().map(|n| self.topics[n].partitions.clone()).collect();
+        if super::assignment::rebalance(&mut owners, brokers).is_empty() {
             return ops;
         }
-        for (n, (start, len)) in names.iter().zip(spans) {
-            let new = &flat[start..start + len];
+        for (n, new) in names.iter().zip(owners) {
             if self.topics[n].partitions != new {
                 let mut t = (*self.topics[n]).clone();
-                t.partitions = new.to_vec();
+                t.partitions = new;
                 ops.extend(Catalog::put_ops(&t));
                 self.insert(t);
             }

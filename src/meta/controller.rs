@@ -15,6 +15,10 @@ use super::assignment::{self, PartitionOwner};
 use super::catalog::{Catalog, TopicEntry};
 use super::store::{MetadataStoreThread, StoreError, StoreOp};
 
+/// `ControllerClient::reload`'s `seen` that re-reads whatever the version: a periodic check
+/// that the replica still equals the store.
+pub const RELOAD_ALWAYS: i64 = -1;
+
 /// Commits tried before a change that keeps meeting other writers' changes gives up.
 const MAX_ATTEMPTS: u32 = 8;
 use super::topic_config;
@@ -176,7 +180,7 @@ impl Controller {
                     let _ = reply.send(r).await;
                 }
                 ControllerRequest::Reload { seen } => {
-                    if seen != self.catalog.version
+                    if (seen == RELOAD_ALWAYS || seen != self.catalog.version)
                         && let Err(e) = self.reload(&publish).await
                     {
                         tracing::warn!(error = %e, "cannot re-read the catalog");
@@ -203,6 +207,7 @@ impl Controller {
             store_ops.push(next.version_op());
             let err = match self.store.commit(store_ops).await {
                 Ok(()) => {
+                    tracing::debug!(version = next.version, "catalog changed by topic admin");
                     self.catalog = Arc::new(next);
                     publish(self.catalog.clone()).await;
                     return results;
@@ -253,7 +258,14 @@ impl Controller {
     /// Re-reads the catalog from the store and publishes it.
     async fn reload(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
         let loaded = self.store.with(Catalog::reload).await??;
-        if loaded.version != self.catalog.version {
+        let differs = !loaded.same_topics(&self.catalog);
+        if loaded.version == self.catalog.version && differs {
+            tracing::warn!(
+                version = loaded.version,
+                "catalog replica differed from the store at the same version; replaced"
+            );
+        }
+        if loaded.version != self.catalog.version || differs {
             tracing::debug!(from = self.catalog.version, to = loaded.version, "catalog changed elsewhere");
             self.catalog = Arc::new(loaded);
             publish(self.catalog.clone()).await;

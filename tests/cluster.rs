@@ -1,0 +1,665 @@
+//! A kopd cluster: several kopd processes over one ZooKeeper and three bookies
+//! (`cluster.name`). Every partition has one owner among the nodes' cores; moving it moves
+//! only its ownership. The tests check lookup from any node, failover after kill -9 (no
+//! acknowledged record lost, none duplicated, committed offsets kept), a paused node being
+//! fenced, and planned moves (a graceful stop hands over, a new node takes a share).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::bookkeeper::BookKeeperCluster;
+use common::{Conn, Kopd, RECORDS, batch_value, free_ports, idempotent_batch, init_producer, name, temp_dir};
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, GroupId, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+
+const CORES: u16 = 2;
+const SESSION_MS: u64 = 4000;
+
+/// One kopd node of the test cluster.
+struct Node {
+    dir: PathBuf,
+    port: u16,
+    kopd: Option<Kopd>,
+}
+
+struct Cluster {
+    bk: BookKeeperCluster,
+    chroot: String,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start(name: &str, nodes: usize) -> Cluster {
+        if common::test_storage() != "local" {
+            // This suite starts its own ZooKeeper and bookies whatever the pass.
+            eprintln!("running with a cluster of its own (KOPD_TEST_STORAGE is ignored here)");
+        }
+        let bk = BookKeeperCluster::start(3);
+        let mut c = Cluster { bk, chroot: format!("/{name}"), nodes: Vec::new() };
+        for _ in 0..nodes {
+            c.add_node();
+        }
+        c
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            "--storage".to_string(),
+            "bookkeeper".into(),
+            "--set".into(),
+            format!("metadata.service.uri={}", self.bk.metadata_service_uri()),
+            "--set".into(),
+            format!("metadata.store=zk://{}{}", self.bk.zk_connect(), self.chroot),
+            "--set".into(),
+            "cluster.name=test".into(),
+            "--set".into(),
+            format!("zookeeper.session.timeout.ms={SESSION_MS}"),
+            "--set".into(),
+            "cluster.poll.interval.ms=100".into(),
+            "--set".into(),
+            "admin.listen=".into(),
+            "--set".into(),
+            "shutdown.timeout.ms=10000".into(),
+        ]
+        .into()
+    }
+
+    fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let dir = temp_dir(&format!("cluster-{}-n{i}", self.chroot.trim_start_matches('/')));
+        let port = free_ports(CORES);
+        let kopd = Kopd::start_exact(&dir, CORES, port, &self.args());
+        self.nodes.push(Node { dir, port, kopd: Some(kopd) });
+        i
+    }
+
+    /// Starts a stopped node again (on fresh ports: the node is its `node.id`, kept in its
+    /// data directory, and its old ports may have been taken meanwhile).
+    fn restart(&mut self, i: usize) {
+        let args = self.args();
+        let n = &mut self.nodes[i];
+        assert!(n.kopd.is_none());
+        n.port = free_ports(CORES);
+        n.kopd = Some(Kopd::start_exact(&n.dir, CORES, n.port, &args));
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.nodes[i].port))
+    }
+
+    fn conn(&self, i: usize) -> Conn {
+        Conn::connect(self.addr(i))
+    }
+
+    /// Node index of a broker id (by port: core c of node i listens on port + c).
+    fn node_of(&self, brokers: &HashMap<i32, SocketAddr>, broker: i32) -> Option<usize> {
+        let port = brokers.get(&broker)?.port();
+        self.nodes.iter().position(|n| (n.port..n.port + CORES).contains(&port))
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut k) = self.nodes[i].kopd.take() {
+            k.kill9();
+        }
+    }
+
+    fn stop(&mut self, i: usize) -> Duration {
+        let t = Instant::now();
+        if let Some(mut k) = self.nodes[i].kopd.take() {
+            assert!(k.stop().success(), "node {i} did not stop cleanly");
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// Brokers and, per partition of `topic`, (leader, epoch) from one node's Metadata.
+type Layout = (HashMap<i32, SocketAddr>, Vec<(i32, i32)>);
+
+fn layout(c: &mut Conn, topic: &str) -> Option<Layout> {
+    let m = c.send(12, &MetadataRequest::default().with_topics(None)).ok()?;
+    let brokers = m.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port).parse().unwrap())).collect();
+    let t = m.topics.iter().find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))?;
+    let mut p: Vec<(i32, i32, i32)> =
+        t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0, p.leader_epoch)).collect();
+    p.sort();
+    Some((brokers, p.into_iter().map(|(_, l, e)| (l, e)).collect()))
+}
+
+/// Waits until `topic`'s every partition has a live leader that accepts a produce (an empty
+/// idempotent-free probe is not possible, so: Metadata agrees, and ListOffsets answers).
+fn wait_served(cluster: &Cluster, via: usize, topic: &str, limit: Duration) -> Layout {
+    let deadline = Instant::now() + limit;
+    let check = || -> Result<Layout, String> {
+        let mut c = Conn::try_connect(cluster.addr(via), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let (brokers, leaders) = layout(&mut c, topic).ok_or("no metadata")?;
+        for (p, (leader, _)) in leaders.iter().enumerate() {
+            let addr = brokers.get(leader).ok_or(format!("partition {p}: leader {leader} unknown"))?;
+            let mut lc = Conn::try_connect(*addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            let (err, _) = common::list_offset(&mut lc, topic, p as i32, -1);
+            if err != 0 {
+                return Err(format!("partition {p} at broker {leader}: error {err}"));
+            }
+        }
+        Ok((brokers, leaders))
+    };
+    loop {
+        match check() {
+            Ok(l) => return l,
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    // What each node believes, for the failure report.
+                    for (i, n) in cluster.nodes.iter().enumerate().filter(|(_, n)| n.kopd.is_some()) {
+                        let view =
+                            Conn::try_connect(SocketAddr::from(([127, 0, 0, 1], n.port)), Duration::from_secs(5))
+                                .ok()
+                                .and_then(|mut c| layout(&mut c, topic).map(|l| l.1));
+                        eprintln!("node {i} (port {}): leaders and epochs {view:?}", n.port);
+                    }
+                    panic!("{topic} not served within {limit:?}: {e}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One produce of `records` (acks=all, v11): error code, base offset, and the leader hint.
+fn produce(addr: SocketAddr, topic: &str, partition: i32, records: Bytes) -> Result<(i16, i64, i32), String> {
+    // A paused leader holds a request until the client gives up: give up soon.
+    let mut c = Conn::try_connect(addr, Duration::from_secs(6)).map_err(|e| e.to_string())?;
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(4_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ]);
+    let resp = c.send(11, &req).map_err(|e| e.to_string())?;
+    let p = &resp.responses[0].partition_responses[0];
+    Ok((p.error_code, p.base_offset, p.current_leader.leader_id.0))
+}
+
+/// An idempotent producer of numbered batches that follows partition leaders: a batch is
+/// retried (same sequence numbers) until acknowledged.
+struct Producer {
+    topic: String,
+    pid: i64,
+    epoch: i16,
+    /// Per partition: batches acknowledged, with their base offsets.
+    acked: Vec<Vec<i64>>,
+    leaders: Vec<i32>,
+    brokers: HashMap<i32, SocketAddr>,
+}
+
+impl Producer {
+    fn new(cluster: &Cluster, topic: &str, partitions: usize) -> Producer {
+        let (brokers, leaders) = wait_served(cluster, 0, topic, Duration::from_secs(30));
+        let (pid, epoch) = init_producer(&mut cluster.conn(0));
+        Producer {
+            topic: topic.into(),
+            pid,
+            epoch,
+            acked: vec![Vec::new(); partitions],
+            leaders: leaders.into_iter().map(|(l, _)| l).collect(),
+            brokers,
+        }
+    }
+
+    fn refresh(&mut self, seeds: &[SocketAddr]) {
+        for s in seeds {
+            if let Ok(mut c) = Conn::try_connect(*s, Duration::from_secs(5))
+                && let Some((brokers, leaders)) = layout(&mut c, &self.topic)
+            {
+                self.brokers = brokers;
+                self.leaders = leaders.into_iter().map(|(l, _)| l).collect();
+                return;
+            }
+        }
+    }
+
+    /// Sends partition `p`'s next batch until acknowledged (or `limit`); returns when.
+    fn send_next(&mut self, p: usize, seeds: &[SocketAddr], limit: Duration) -> Instant {
+        let b = self.acked[p].len();
+        let batch = idempotent_batch(self.pid, self.epoch, 0, b);
+        let deadline = Instant::now() + limit;
+        loop {
+            let addr = self.brokers.get(&self.leaders[p]).copied();
+            let outcome = match addr {
+                Some(a) => produce(a, &self.topic, p as i32, batch.clone()),
+                None => Err("no leader".into()),
+            };
+            match outcome {
+                Ok((0, base, _)) => {
+                    self.acked[p].push(base);
+                    return Instant::now();
+                }
+                Ok((code, _, hint)) => {
+                    // NOT_LEADER_OR_FOLLOWER (6), LEADER_NOT_AVAILABLE (5), timeouts and
+                    // storage errors during a move are retriable; anything else is a bug.
+                    assert!([5, 6, 7, 56].contains(&code), "partition {p} batch {b}: error {code}");
+                    if code == 6 && hint >= 0 && self.brokers.contains_key(&hint) {
+                        self.leaders[p] = hint;
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+            assert!(Instant::now() < deadline, "partition {p} batch {b} not acknowledged within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+            self.refresh(seeds);
+        }
+    }
+
+    /// Reads every partition back through its leader: each acknowledged batch exactly once, at
+    /// the offset it was acknowledged at, in order, and nothing else. (A partition moving
+    /// under the read is read again from its new leader.)
+    fn verify(&mut self, seeds: &[SocketAddr]) {
+        for p in 0..self.acked.len() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let records = loop {
+                self.refresh(seeds);
+                let read =
+                    self.brokers.get(&self.leaders[p]).ok_or(-1).and_then(|a| try_read_all(*a, &self.topic, p as i32));
+                match read {
+                    Ok(r) => break r,
+                    Err(code) => {
+                        assert!([-1, 5, 6].contains(&code), "partition {p}: read failed with {code}");
+                        assert!(Instant::now() < deadline, "partition {p} not readable");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            };
+            let expected: Vec<(i64, Bytes)> = self.acked[p]
+                .iter()
+                .enumerate()
+                .flat_map(|(b, base)| (0..RECORDS).map(move |i| (base + i as i64, batch_value(b, i))))
+                .collect();
+            assert_eq!(records.len(), expected.len(), "partition {p}: records read vs acknowledged");
+            assert!(records == expected, "partition {p}: acknowledged batches not read back exactly once, in order");
+        }
+    }
+}
+
+/// Every record of a partition up to the high watermark, as (offset, value); the error code
+/// (-1: no connection) if the broker refuses.
+fn try_read_all(addr: SocketAddr, topic: &str, partition: i32) -> Result<Vec<(i64, Bytes)>, i16> {
+    let mut c = Conn::try_connect(addr, Duration::from_secs(6)).map_err(|_| -1i16)?;
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let (err, _, mut buf) = common::fetch(&mut c, topic, partition, next);
+        if err != 0 {
+            return Err(err);
+        }
+        if buf.is_empty() {
+            return Ok(out);
+        }
+        while !buf.is_empty() {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|_| -2i16)?;
+            for r in set.records {
+                out.push((r.offset, r.value.clone().unwrap_or_default()));
+                next = r.offset + 1;
+            }
+        }
+    }
+}
+
+fn find_coordinator(c: &mut Conn, group: &str) -> (i16, i32) {
+    let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.into())).with_key_type(0);
+    let r = c.send(3, &req).unwrap();
+    (r.error_code, r.node_id.0)
+}
+
+fn commit_offset(c: &mut Conn, group: &str, topic: &str, partition: i32, offset: i64) -> i16 {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(name(topic)).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(partition).with_committed_offset(offset),
+        ])]);
+    let r = c.send(8, &req).unwrap();
+    r.topics[0].partitions[0].error_code
+}
+
+fn fetch_offset(c: &mut Conn, group: &str, topic: &str, partition: i32) -> (i16, i64) {
+    let req = OffsetFetchRequest::default().with_group_id(GroupId(StrBytes::from_string(group.into()))).with_topics(
+        Some(vec![OffsetFetchRequestTopic::default().with_name(name(topic)).with_partition_indexes(vec![partition])]),
+    );
+    let r = c.send(7, &req).unwrap();
+    let p = &r.topics[0].partitions[0];
+    (if r.error_code != 0 { r.error_code } else { p.error_code }, p.committed_offset)
+}
+
+/// A group whose coordinator is on node `node`, and that coordinator's broker id.
+fn group_on_node(cluster: &Cluster, brokers: &HashMap<i32, SocketAddr>, node: usize) -> (String, i32) {
+    let mut c = cluster.conn(0);
+    for i in 0..1000 {
+        let g = format!("group-{i}");
+        let (err, id) = find_coordinator(&mut c, &g);
+        if err == 0 && cluster.node_of(brokers, id) == Some(node) {
+            return (g, id);
+        }
+    }
+    panic!("no group hashes to node {node}");
+}
+
+/// Commits `offset` for `group` wherever its coordinator is, following moves.
+fn commit_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str, offset: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut c = cluster.conn(alive[0]);
+        let (err, id) = find_coordinator(&mut c, group);
+        let (brokers, _) = layout(&mut c, topic).unwrap();
+        if err == 0
+            && let Some(addr) = brokers.get(&id)
+            && let Ok(mut cc) = Conn::try_connect(*addr, Duration::from_secs(5))
+            && commit_offset(&mut cc, group, topic, 0, offset) == 0
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "commit for {group} not accepted within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads `group`'s committed offset wherever its coordinator is (following moves).
+fn fetch_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str, limit: Duration) -> i64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut c = cluster.conn(alive[0]);
+        let (err, id) = find_coordinator(&mut c, group);
+        let (brokers, _) = layout(&mut c, topic).unwrap();
+        if err == 0
+            && let Some(addr) = brokers.get(&id)
+            && let Ok(mut cc) = Conn::try_connect(*addr, Duration::from_secs(5))
+        {
+            let (e, o) = fetch_offset(&mut cc, group, topic, 0);
+            if e == 0 {
+                return o;
+            }
+        }
+        assert!(Instant::now() < deadline, "offsets of {group} not readable within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn partitions_per_node(cluster: &Cluster, layout: &Layout) -> BTreeMap<usize, usize> {
+    let mut per = BTreeMap::new();
+    for (leader, _) in &layout.1 {
+        *per.entry(cluster.node_of(&layout.0, *leader).unwrap_or(usize::MAX)).or_insert(0) += 1;
+    }
+    per
+}
+
+#[test]
+fn three_nodes_serve_every_partition_from_any_node() {
+    let cluster = Cluster::start("lookup", 3);
+    let topic = "spread";
+    common::create_topic(&mut cluster.conn(1), topic, 12, &[]);
+    let l = wait_served(&cluster, 2, topic, Duration::from_secs(30));
+    // Every node answers with the same brokers (3 nodes x 2 cores) and the same leaders.
+    assert_eq!(l.0.len(), 3 * CORES as usize, "brokers: {:?}", l.0);
+    for i in 0..3 {
+        let mut c = cluster.conn(i);
+        let (brokers, leaders) = layout(&mut c, topic).unwrap();
+        assert_eq!(brokers, l.0, "node {i}'s brokers");
+        assert_eq!(leaders, l.1, "node {i}'s leaders");
+    }
+    // Broker ids are node id * 1000 + core.
+    let mut ids: Vec<i32> = l.0.keys().copied().collect();
+    ids.sort();
+    for pair in ids.chunks(2) {
+        assert_eq!(pair[1], pair[0] + 1);
+        assert_eq!(pair[0] % 1000, 0);
+    }
+    let per = partitions_per_node(&cluster, &l);
+    assert_eq!(per.len(), 3, "leaders on every node: {per:?}");
+    assert!(per.values().all(|n| *n == 4), "12 partitions spread evenly over 3 nodes: {per:?}");
+
+    // Produce through every leader; a request at a non-owner is refused with the leader named
+    // (KIP-951), and the data reads back from anywhere the leader is.
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    let mut p = Producer::new(&cluster, topic, 12);
+    for part in 0..12 {
+        for _ in 0..3 {
+            p.send_next(part, &seeds, Duration::from_secs(20));
+        }
+        let leader = p.leaders[part];
+        let other = *l.0.keys().find(|b| **b != leader).unwrap();
+        let batch = idempotent_batch(p.pid, p.epoch, 0, p.acked[part].len());
+        let (err, _, hint) = produce(l.0[&other], topic, part as i32, batch).unwrap();
+        assert_eq!((err, hint), (6, leader), "partition {part} at broker {other}");
+    }
+    p.verify(&seeds);
+
+    // kcat (librdkafka) bootstrapped at one node produces and consumes through all of them.
+    let broker_list = format!("127.0.0.1:{}", cluster.nodes[2].port);
+    let out = std::process::Command::new("kcat").args(["-b", &broker_list, "-L"]).output().expect("kcat");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&format!("{} brokers", 3 * CORES)), "{listing}");
+    let mut produce_cmd = std::process::Command::new("kcat")
+        .args(["-b", &broker_list, "-P", "-t", "kcat-topic", "-X", "topic.request.required.acks=-1"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    {
+        use std::io::Write;
+        let stdin = produce_cmd.stdin.as_mut().unwrap();
+        for i in 0..500 {
+            writeln!(stdin, "message {i}").unwrap();
+        }
+    }
+    assert!(produce_cmd.wait().unwrap().success());
+    let consumed = std::process::Command::new("kcat")
+        .args(["-b", &format!("127.0.0.1:{}", cluster.nodes[0].port), "-C", "-t", "kcat-topic", "-e", "-q"])
+        .output()
+        .expect("kcat -C");
+    let lines = String::from_utf8_lossy(&consumed.stdout).lines().count();
+    assert_eq!(lines, 500);
+}
+
+#[test]
+fn kill_nine_moves_partitions_without_loss_or_duplicates() {
+    let mut cluster = Cluster::start("failover", 3);
+    let topic = "orders";
+    common::create_topic(&mut cluster.conn(0), topic, 6, &[]);
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    let mut p = Producer::new(&cluster, topic, 6);
+    let victim = 1;
+    let before = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+    let moved: Vec<usize> = (0..6).filter(|i| cluster.node_of(&before.0, before.1[*i].0) == Some(victim)).collect();
+    assert!(!moved.is_empty(), "the victim leads something: {:?}", before.1);
+    // A group coordinated on the victim, with a committed offset.
+    let (group, _) = group_on_node(&cluster, &before.0, victim);
+    commit_following(&cluster, &[0], &group, topic, 42, Duration::from_secs(20));
+
+    for _round in 0..5 {
+        for part in 0..6 {
+            p.send_next(part, &seeds, Duration::from_secs(20));
+        }
+    }
+    // kill -9 while batches are in flight: the killer fires from another thread.
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let pid = cluster.nodes[victim].kopd.as_ref().unwrap().pid();
+    let k = killed_at.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SIGKILL: no hand-over, no sealing.
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        *k.lock().unwrap() = Some(Instant::now());
+    });
+    let survivors = [0usize, 2];
+    let live_seeds: Vec<SocketAddr> = survivors.iter().map(|i| cluster.addr(*i)).collect();
+    // Per moved partition: how long after the kill its first acknowledgement came.
+    let mut resumed: BTreeMap<usize, Duration> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while resumed.len() < moved.len() {
+        assert!(Instant::now() < deadline, "moved partitions not all resumed: {resumed:?}");
+        for part in 0..6 {
+            let acked_at = p.send_next(part, &live_seeds, Duration::from_secs(60));
+            if let Some(k) = *killed_at.lock().unwrap()
+                && moved.contains(&part)
+                && acked_at > k
+            {
+                resumed.entry(part).or_insert(acked_at - k);
+            }
+        }
+    }
+    killer.join().unwrap();
+    cluster.kill9(victim);
+    let first = resumed.values().min().copied().unwrap_or_default();
+    let last = resumed.values().max().copied().unwrap_or_default();
+    eprintln!(
+        "failover: kill -9 to the first ack on a moved partition {first:?}, on the last {last:?} \
+         (session timeout {SESSION_MS} ms, {} partitions moved)",
+        moved.len()
+    );
+    assert!(last < Duration::from_millis(SESSION_MS) + Duration::from_secs(20), "failover took {last:?}");
+    let after = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+    for part in &moved {
+        let (leader, epoch) = after.1[*part];
+        assert_ne!(cluster.node_of(&after.0, leader), Some(victim));
+        assert!(epoch > before.1[*part].1, "partition {part}: the leader epoch moved on");
+    }
+    p.verify(&live_seeds);
+    // The group's coordinator moved with its partition, and its offsets with it.
+    assert_eq!(fetch_following(&cluster, &survivors, &group, topic, Duration::from_secs(30)), 42);
+    commit_following(&cluster, &survivors, &group, topic, 43, Duration::from_secs(20));
+    assert_eq!(fetch_following(&cluster, &survivors, &group, topic, Duration::from_secs(30)), 43);
+}
+
+#[test]
+fn a_paused_node_is_fenced_and_rejoins() {
+    let mut cluster = Cluster::start("paused", 3);
+    let topic = "paused";
+    common::create_topic(&mut cluster.conn(0), topic, 6, &[]);
+    let mut p = Producer::new(&cluster, topic, 6);
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    for part in 0..6 {
+        p.send_next(part, &seeds, Duration::from_secs(20));
+    }
+    let victim = 2;
+    let before = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+    let part = (0..6).find(|i| cluster.node_of(&before.0, before.1[*i].0) == Some(victim)).expect("victim leads");
+    let victim_broker = before.1[part].0;
+    let pid = cluster.nodes[victim].kopd.as_ref().unwrap().pid();
+    let signal =
+        |s: &str| assert!(std::process::Command::new("kill").args([s, &pid.to_string()]).status().unwrap().success());
+    signal("-STOP");
+    // Past the session timeout the survivors take the partition over.
+    let survivors = [0usize, 1];
+    let live_seeds: Vec<SocketAddr> = survivors.iter().map(|i| cluster.addr(*i)).collect();
+    let t = Instant::now();
+    p.send_next(part, &live_seeds, Duration::from_secs(60));
+    eprintln!("paused node: partition {part} acknowledged elsewhere after {:?}", t.elapsed());
+    assert_ne!(p.leaders[part], victim_broker);
+    // Woken up, the paused node must not acknowledge anything for the partition it lost.
+    signal("-CONT");
+    let stale = idempotent_batch(p.pid, p.epoch, 0, p.acked[part].len());
+    if let Ok((err, _, _)) = produce(before.0[&victim_broker], topic, part as i32, stale) {
+        assert_ne!(err, 0, "the paused node acknowledged a write to a partition it no longer owns");
+    }
+    // It rejoins: after a while it leads partitions again, and everything reads back.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let l = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+        let per = partitions_per_node(&cluster, &l);
+        if per.get(&victim).copied().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the paused node never rejoined: {per:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for part in 0..6 {
+        p.send_next(part, &seeds, Duration::from_secs(30));
+    }
+    p.verify(&seeds);
+    cluster.kill9(victim);
+}
+
+#[test]
+fn planned_moves_hand_over_and_a_new_node_takes_a_share() {
+    let mut cluster = Cluster::start("planned", 3);
+    let topic = "planned";
+    common::create_topic(&mut cluster.conn(0), topic, 12, &[]);
+    let mut p = Producer::new(&cluster, topic, 12);
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    for part in 0..12 {
+        p.send_next(part, &seeds, Duration::from_secs(20));
+    }
+    // Rolling restart: each node stops gracefully (handing its partitions over first), then
+    // comes back; production continues between steps and nothing acknowledged is lost.
+    for i in 0..3 {
+        let took = cluster.stop(i);
+        eprintln!("rolling restart: node {i} handed over and stopped in {took:?}");
+        let alive: Vec<SocketAddr> = (0..3).filter(|j| *j != i).map(|j| cluster.addr(j)).collect();
+        let t = Instant::now();
+        for part in 0..12 {
+            p.send_next(part, &alive, Duration::from_secs(30));
+        }
+        eprintln!("rolling restart: every partition acknowledged {:?} after node {i} stopped", t.elapsed());
+        cluster.restart(i);
+        wait_served(&cluster, i, topic, Duration::from_secs(30));
+    }
+    // The restarted nodes listen on new ports.
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    p.verify(&seeds);
+
+    // A fourth node: a fair share moves to it, and no entry is copied (the bookies hold what
+    // they held: only ownership moved).
+    let ledger_bytes = |c: &BookKeeperCluster| -> u64 {
+        fn size(p: &std::path::Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| match e.metadata() {
+                            Ok(m) if m.is_dir() => size(&e.path()),
+                            Ok(m) => m.len(),
+                            Err(_) => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        size(c.dir())
+    };
+    let before = ledger_bytes(&cluster.bk);
+    let n = cluster.add_node();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let per = loop {
+        let l = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+        let per = partitions_per_node(&cluster, &l);
+        if per.get(&n).copied().unwrap_or(0) >= 2 {
+            break per;
+        }
+        assert!(Instant::now() < deadline, "the new node took no share: {per:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("after adding a node: {per:?}");
+    let after = ledger_bytes(&cluster.bk);
+    // Moving a partition writes a new (empty) ledger and seals the old one: kilobytes, not
+    // the data (12 partitions hold well over a megabyte).
+    assert!(after < before + (512 << 10), "bookie data grew from {before} to {after} bytes");
+    let all: Vec<SocketAddr> = (0..4).map(|i| cluster.addr(i)).collect();
+    for part in 0..12 {
+        p.send_next(part, &all, Duration::from_secs(30));
+    }
+    p.verify(&all);
+}
