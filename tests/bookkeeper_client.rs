@@ -314,6 +314,8 @@ fn bk_a_bookie_killed_mid_write_is_replaced_and_no_acked_entry_is_lost() {
 
     // A bookie that hangs mid-write: its adds time out and it is replaced like a dead one.
     c.start_bookie(victim_idx);
+    // Registered (and writable) before the client starts: it is the only replacement there is.
+    assert!(c.wait_writable(&c.bookie_addrs(), Duration::from_secs(60)), "bookie {victim_idx} did not come back");
     let mut cfg = config(&c, 3, 2, 2);
     cfg.add_timeout = Duration::from_secs(2);
     let zkh = zk.clone();

@@ -408,6 +408,33 @@ fn partitions_per_node(cluster: &Cluster, layout: &Layout) -> BTreeMap<usize, us
     per
 }
 
+/// A three-node cluster with `topic` of `partitions` partitions, a producer that has written one
+/// batch to each, and the nodes' addresses.
+fn cluster_with_data(name: &str, partitions: usize) -> (Cluster, Producer, Vec<SocketAddr>) {
+    let cluster = Cluster::start(name, 3);
+    common::create_topic(&mut cluster.conn(0), name, partitions as i32, &[]);
+    let mut p = Producer::new(&cluster, name, partitions);
+    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    for part in 0..partitions {
+        p.send_next(part, &seeds, Duration::from_secs(20));
+    }
+    (cluster, p, seeds)
+}
+
+/// Waits until node `node` leads at least `min` partitions of `topic`; the spread per node.
+fn wait_share(cluster: &Cluster, topic: &str, node: usize, min: usize, limit: Duration) -> BTreeMap<usize, usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let l = wait_served(cluster, 0, topic, Duration::from_secs(30));
+        let per = partitions_per_node(cluster, &l);
+        if per.get(&node).copied().unwrap_or(0) >= min {
+            return per;
+        }
+        assert!(Instant::now() < deadline, "node {node} leads fewer than {min} partitions: {per:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn three_nodes_serve_every_partition_from_any_node() {
     let cluster = Cluster::start("lookup", 3);
@@ -547,14 +574,8 @@ fn kill_nine_moves_partitions_without_loss_or_duplicates() {
 
 #[test]
 fn a_paused_node_is_fenced_and_rejoins() {
-    let mut cluster = Cluster::start("paused", 3);
     let topic = "paused";
-    common::create_topic(&mut cluster.conn(0), topic, 6, &[]);
-    let mut p = Producer::new(&cluster, topic, 6);
-    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
-    for part in 0..6 {
-        p.send_next(part, &seeds, Duration::from_secs(20));
-    }
+    let (mut cluster, mut p, seeds) = cluster_with_data(topic, 6);
     let victim = 2;
     let before = wait_served(&cluster, 0, topic, Duration::from_secs(30));
     let part = (0..6).find(|i| cluster.node_of(&before.0, before.1[*i].0) == Some(victim)).expect("victim leads");
@@ -577,16 +598,7 @@ fn a_paused_node_is_fenced_and_rejoins() {
         assert_ne!(err, 0, "the paused node acknowledged a write to a partition it no longer owns");
     }
     // It rejoins: after a while it leads partitions again, and everything reads back.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let l = wait_served(&cluster, 0, topic, Duration::from_secs(30));
-        let per = partitions_per_node(&cluster, &l);
-        if per.get(&victim).copied().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the paused node never rejoined: {per:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_share(&cluster, topic, victim, 1, Duration::from_secs(40));
     for part in 0..6 {
         p.send_next(part, &seeds, Duration::from_secs(30));
     }
@@ -596,14 +608,8 @@ fn a_paused_node_is_fenced_and_rejoins() {
 
 #[test]
 fn planned_moves_hand_over_and_a_new_node_takes_a_share() {
-    let mut cluster = Cluster::start("planned", 3);
     let topic = "planned";
-    common::create_topic(&mut cluster.conn(0), topic, 12, &[]);
-    let mut p = Producer::new(&cluster, topic, 12);
-    let seeds: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
-    for part in 0..12 {
-        p.send_next(part, &seeds, Duration::from_secs(20));
-    }
+    let (mut cluster, mut p, _) = cluster_with_data(topic, 12);
     // Rolling restart: each node stops gracefully (handing its partitions over first), then
     // comes back; production continues between steps and nothing acknowledged is lost.
     for i in 0..3 {
@@ -642,16 +648,7 @@ fn planned_moves_hand_over_and_a_new_node_takes_a_share() {
     };
     let before = ledger_bytes(&cluster.bk);
     let n = cluster.add_node();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let per = loop {
-        let l = wait_served(&cluster, 0, topic, Duration::from_secs(30));
-        let per = partitions_per_node(&cluster, &l);
-        if per.get(&n).copied().unwrap_or(0) >= 2 {
-            break per;
-        }
-        assert!(Instant::now() < deadline, "the new node took no share: {per:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let per = wait_share(&cluster, topic, n, 2, Duration::from_secs(30));
     eprintln!("after adding a node: {per:?}");
     let after = ledger_bytes(&cluster.bk);
     // Moving a partition writes a new (empty) ledger and seals the old one: kilobytes, not
