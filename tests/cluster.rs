@@ -360,8 +360,16 @@ fn group_on_node(cluster: &Cluster, brokers: &HashMap<i32, SocketAddr>, node: us
     panic!("no group hashes to node {node}");
 }
 
-/// Commits `offset` for `group` wherever its coordinator is, following moves.
-fn commit_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str, offset: i64, limit: Duration) {
+/// Runs `f` on a connection to `group`'s coordinator, wherever it is (following moves), until
+/// it returns something or `limit` passes.
+fn at_coordinator<T>(
+    cluster: &Cluster,
+    alive: &[usize],
+    group: &str,
+    topic: &str,
+    limit: Duration,
+    mut f: impl FnMut(&mut Conn) -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         let mut c = cluster.conn(alive[0]);
@@ -370,34 +378,28 @@ fn commit_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str
         if err == 0
             && let Some(addr) = brokers.get(&id)
             && let Ok(mut cc) = Conn::try_connect(*addr, Duration::from_secs(5))
-            && commit_offset(&mut cc, group, topic, 0, offset) == 0
+            && let Some(v) = f(&mut cc)
         {
-            return;
+            return v;
         }
-        assert!(Instant::now() < deadline, "commit for {group} not accepted within {limit:?}");
+        assert!(Instant::now() < deadline, "coordinator of {group} did not answer within {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// Commits `offset` for `group` wherever its coordinator is, following moves.
+fn commit_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str, offset: i64, limit: Duration) {
+    at_coordinator(cluster, alive, group, topic, limit, |c| {
+        (commit_offset(c, group, topic, 0, offset) == 0).then_some(())
+    })
+}
+
 /// Reads `group`'s committed offset wherever its coordinator is (following moves).
 fn fetch_following(cluster: &Cluster, alive: &[usize], group: &str, topic: &str, limit: Duration) -> i64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut c = cluster.conn(alive[0]);
-        let (err, id) = find_coordinator(&mut c, group);
-        let (brokers, _) = layout(&mut c, topic).unwrap();
-        if err == 0
-            && let Some(addr) = brokers.get(&id)
-            && let Ok(mut cc) = Conn::try_connect(*addr, Duration::from_secs(5))
-        {
-            let (e, o) = fetch_offset(&mut cc, group, topic, 0);
-            if e == 0 {
-                return o;
-            }
-        }
-        assert!(Instant::now() < deadline, "offsets of {group} not readable within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    at_coordinator(cluster, alive, group, topic, limit, |c| match fetch_offset(c, group, topic, 0) {
+        (0, o) => Some(o),
+        _ => None,
+    })
 }
 
 fn partitions_per_node(cluster: &Cluster, layout: &Layout) -> BTreeMap<usize, usize> {

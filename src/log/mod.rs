@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::store::MetadataStoreThread;
 use crate::meta::topic_config;
+use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, LedgerStore};
 use managed_ledger::{LogError, LogSettings, ManagedLedger, RecoveredLog};
 pub use recovery::PartitionKey;
@@ -66,7 +67,8 @@ pub struct PartitionLogs {
     meta: MetadataStoreThread,
     /// In a cluster: the partitions this core may open and serve (its node holds their
     /// leases). `None` on a single node, where the catalog's word is enough.
-    leased: Option<RefCell<std::collections::HashSet<PartitionKey>>>,
+    /// By topic, so the check on every request borrows the name instead of cloning it.
+    leased: Option<RefCell<HashMap<TopicName, std::collections::HashSet<i32>>>>,
     open: RefCell<HashMap<PartitionKey, Slot>>,
     opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
     recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
@@ -92,21 +94,32 @@ impl PartitionLogs {
     }
 
     /// Whether this core may serve the partition (always on a single node).
-    pub fn is_leased(&self, topic: &crate::meta::topic_name::TopicName, partition: i32) -> bool {
+    pub fn is_leased(&self, topic: &TopicName, partition: i32) -> bool {
         match &self.leased {
             None => true,
-            Some(l) => l.borrow().iter().any(|(t, p)| *p == partition && t == topic),
+            Some(l) => l.borrow().get(topic).is_some_and(|ps| ps.contains(&partition)),
+        }
+    }
+
+    fn set_leased(&self, (topic, partition): &PartitionKey, leased: bool) {
+        let Some(l) = &self.leased else { return };
+        let mut l = l.borrow_mut();
+        if leased {
+            l.entry(topic.clone()).or_default().insert(*partition);
+        } else if let Some(ps) = l.get_mut(topic) {
+            ps.remove(partition);
+            if ps.is_empty() {
+                l.remove(topic);
+            }
         }
     }
 
     /// The open log of a partition this core owns, opening it on first use.
     pub async fn get(&self, topic: &TopicEntry, partition: i32) -> Result<Rc<ManagedLedger>, LogError> {
-        let key = (topic.name.clone(), partition);
-        if let Some(l) = &self.leased
-            && !l.borrow().contains(&key)
-        {
+        if !self.is_leased(&topic.name, partition) {
             return Err(LogError::Fenced);
         }
+        let key = (topic.name.clone(), partition);
         loop {
             if let Some(s) = self.open.borrow().get(&key).filter(|s| s.topic_id == topic.id) {
                 return Ok(s.log.clone());
@@ -154,15 +167,11 @@ impl PartitionLogs {
             .map_err(|e| LogError::Metadata(e.to_string()))?
             .map_err(LogError::Metadata)?;
         self.recovered.borrow_mut().insert(key.clone(), recovered);
-        if let Some(l) = &self.leased {
-            l.borrow_mut().insert(key.clone());
-        }
+        self.set_leased(&key, true);
         let opened = self.get(topic, partition).await;
         if opened.is_err() {
             self.recovered.borrow_mut().remove(&key);
-            if let Some(l) = &self.leased {
-                l.borrow_mut().remove(&key);
-            }
+            self.set_leased(&key, false);
         }
         opened
     }
@@ -170,11 +179,9 @@ impl PartitionLogs {
     /// Cluster mode: this core stops serving the partition. `graceful` (a planned move) seals
     /// its current ledger first, so the next owner finds it closed; otherwise (the lease is
     /// lost) the log is fenced at once and nothing more is acknowledged.
-    pub async fn release(&self, topic: &crate::meta::topic_name::TopicName, partition: i32, graceful: bool) {
+    pub async fn release(&self, topic: &TopicName, partition: i32, graceful: bool) {
         let key = (topic.clone(), partition);
-        if let Some(l) = &self.leased {
-            l.borrow_mut().remove(&key);
-        }
+        self.set_leased(&key, false);
         self.recovered.borrow_mut().remove(&key);
         let Some(slot) = self.open.borrow_mut().remove(&key) else { return };
         if graceful {
@@ -185,11 +192,6 @@ impl PartitionLogs {
             }
         }
         slot.log.fence();
-    }
-
-    /// Every partition this core holds a lease for (cluster mode).
-    pub fn leased(&self) -> Vec<PartitionKey> {
-        self.leased.as_ref().map(|l| l.borrow().iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Commits metadata ops (e.g. cursor nodes of many partitions) in one batch.
