@@ -29,9 +29,8 @@ const ASSIGNMENT_PREFIX: &str = "/kopd/assignment/";
 const CLUSTER_PATH: &str = "/kopd/cluster";
 const PRODUCER_IDS_PATH: &str = "/kopd/producer-ids";
 pub const VERSION_PATH: &str = "/kopd/catalog-version";
-/// Every path the catalog is read from, for a store that other writers share.
-const PATHS: &[&str] =
-    &["/admin/partitioned-topics", "/kopd/assignment", CLUSTER_PATH, PRODUCER_IDS_PATH, VERSION_PATH];
+/// Every path of the catalog's content (VERSION_PATH aside), for a store other writers share.
+const CONTENT_PATHS: &[&str] = &["/admin/partitioned-topics", "/kopd/assignment", CLUSTER_PATH, PRODUCER_IDS_PATH];
 const TOPIC_ID_PROPERTY: &str = "kafka.topic.id";
 const CONFIG_PROPERTY_PREFIX: &str = "kafka.config.";
 
@@ -68,6 +67,16 @@ struct PartitionedTopicMetadata {
 struct ClusterRecord {
     cluster_id: String,
     cores: u32,
+}
+
+/// A decimal counter kept in one node (0 while the node does not exist).
+fn stored_number(store: &dyn MetadataStore, path: &str) -> Result<i64, StoreError> {
+    match store.get(path) {
+        None => Ok(0),
+        Some(b) => {
+            std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt(path, "not a number"))
+        }
+    }
 }
 
 fn corrupt(path: &str, e: impl std::fmt::Display) -> StoreError {
@@ -165,20 +174,24 @@ impl Catalog {
 
     /// The catalog version a store holds (0 before the first change).
     pub fn stored_version(store: &dyn MetadataStore) -> Result<i64, StoreError> {
-        match store.get(VERSION_PATH) {
-            None => Ok(0),
-            Some(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt(VERSION_PATH, "not a number")),
-        }
+        stored_number(store, VERSION_PATH)
     }
 
-    /// Re-reads the catalog's paths from a store other writers share, then loads it; again
-    /// if another change landed meanwhile (a few times, then it gives up for now).
+    /// The next unreserved producer id a store holds (0 before the first reservation).
+    pub fn stored_next_producer_id(store: &dyn MetadataStore) -> Result<i64, StoreError> {
+        stored_number(store, PRODUCER_IDS_PATH)
+    }
+
+    /// Re-reads the catalog from a store other writers share: its version, then its content,
+    /// then the version again; again if another change landed meanwhile (a few times, then it
+    /// gives up for now). Every change bumps the version in the same transaction and one
+    /// session's reads are answered in order, so content read between two equal versions is
+    /// that version's. (Reading the version after the content labelled a change that landed
+    /// mid-read with the new version but part of the old content.)
     pub fn reload(store: &mut dyn MetadataStore) -> Result<Catalog, StoreError> {
         for _ in 0..3 {
-            for p in PATHS {
+            store.refresh(VERSION_PATH)?;
+            for p in CONTENT_PATHS {
                 store.refresh(p)?;
             }
             let cat = Catalog::load(store)?;
@@ -202,12 +215,7 @@ impl Catalog {
             cat.cluster_id = rec.cluster_id;
             cat.cores = rec.cores;
         }
-        if let Some(bytes) = store.get(PRODUCER_IDS_PATH) {
-            cat.next_producer_id = std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt(PRODUCER_IDS_PATH, "not a number"))?;
-        }
+        cat.next_producer_id = stored_number(store, PRODUCER_IDS_PATH)?;
         for (path, bytes) in store.scan(TOPICS_PREFIX) {
             let rel = &path[TOPICS_PREFIX.len()..];
             let name = TopicName::from_metadata_path(rel).ok_or_else(|| corrupt(&path, "not a topic path"))?;

@@ -154,11 +154,30 @@ pub struct Controller {
     /// The brokers new partitions go to (sorted): a single node's cores, or a cluster's live
     /// brokers as its membership last said.
     brokers: Vec<u32>,
+    /// The store may hold a newer catalog than `catalog` while its conditional-write versions
+    /// are already the newer ones (a re-read that failed half way, a commit whose outcome is
+    /// unknown): planning from `catalog` then could overwrite another writer's change, so the
+    /// next change re-reads first.
+    stale: bool,
 }
 
 impl Controller {
     pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32, brokers: Vec<u32>) -> Self {
-        Self { catalog, store, max_partitions, brokers }
+        Self { catalog, store, max_partitions, brokers, stale: false }
+    }
+
+    /// Re-reads the catalog if an earlier failure left it possibly behind the store.
+    async fn ensure_fresh(&mut self, publish: &CatalogPublisher) -> Result<(), AdminError> {
+        if self.stale {
+            self.reload(publish).await.map_err(|e| AdminError::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A commit failed other than by conflict: it may or may not have applied.
+    fn commit_failed(&mut self, e: StoreError) -> AdminError {
+        self.stale = true;
+        AdminError::Store(e.to_string())
     }
 
     /// Serves requests until every client handle is dropped.
@@ -170,7 +189,7 @@ impl Controller {
                     let _ = reply.send(results).await;
                 }
                 ControllerRequest::ProducerIds { count, reply } => {
-                    let _ = reply.send(self.allocate_producer_ids(count, &publish).await).await;
+                    let _ = reply.send(self.allocate_producer_ids(count).await).await;
                 }
                 ControllerRequest::Place { mut brokers, rebalance, reply } => {
                     brokers.sort_unstable();
@@ -197,10 +216,12 @@ impl Controller {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if let Err(e) = self.ensure_fresh(publish).await {
+                return ops.iter().map(|_| Err(e.clone())).collect();
+            }
             let mut next = (*self.catalog).clone();
             let mut store_ops = Vec::new();
-            let mut results: Vec<AdminResult> =
-                ops.iter().map(|op| self.apply(&mut next, op, &mut store_ops)).collect();
+            let results: Vec<AdminResult> = ops.iter().map(|op| self.apply(&mut next, op, &mut store_ops)).collect();
             if store_ops.is_empty() {
                 return results;
             }
@@ -216,15 +237,20 @@ impl Controller {
                     Ok(()) => continue,
                     Err(e) => AdminError::Store(e.to_string()),
                 },
-                Err(e) => AdminError::Store(e.to_string()),
+                Err(e) => self.commit_failed(e),
             };
-            for (r, op) in results.iter_mut().zip(ops) {
-                if r.is_ok() && !op.validate_only() {
-                    *r = Err(err.clone());
-                }
-            }
-            return results;
+            return Self::failed(ops, results, err);
         }
+    }
+
+    /// Results of a change that was not committed: what would have succeeded failed with `err`.
+    fn failed(ops: &[AdminOp], mut results: Vec<AdminResult>, err: AdminError) -> Vec<AdminResult> {
+        for (r, op) in results.iter_mut().zip(ops) {
+            if r.is_ok() && !op.validate_only() {
+                *r = Err(err.clone());
+            }
+        }
+        results
     }
 
     /// Moves partitions onto the live brokers (see [`Catalog::rebalance`]), committed as one
@@ -233,6 +259,7 @@ impl Controller {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.ensure_fresh(publish).await?;
             let mut next = (*self.catalog).clone();
             let mut ops = next.ensure_cluster_id();
             ops.extend(next.rebalance(&self.brokers));
@@ -250,14 +277,17 @@ impl Controller {
                 Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => {
                     self.reload(publish).await.map_err(|e| AdminError::Store(e.to_string()))?
                 }
-                Err(e) => return Err(AdminError::Store(e.to_string())),
+                Err(e) => return Err(self.commit_failed(e)),
             }
         }
     }
 
     /// Re-reads the catalog from the store and publishes it.
     async fn reload(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
+        // A failed re-read may have refreshed part of the store's cache: stale until one succeeds.
+        self.stale = true;
         let loaded = self.store.with(Catalog::reload).await??;
+        self.stale = false;
         let differs = !loaded.same_topics(&self.catalog);
         if loaded.version == self.catalog.version && differs {
             tracing::warn!(
@@ -274,33 +304,23 @@ impl Controller {
     }
 
     /// Reserves producer ids durably, so ids are never handed out twice across restarts (or
-    /// by two nodes: the counter is written conditionally).
-    async fn allocate_producer_ids(&mut self, count: i64, publish: &CatalogPublisher) -> Result<i64, AdminError> {
+    /// by two nodes: the counter is written conditionally on the value read, and a conflict
+    /// re-reads it). The counter is not part of the catalog's version.
+    async fn allocate_producer_ids(&mut self, count: i64) -> Result<i64, AdminError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let stored = self.store.with(|s| Catalog::stored_next_producer_id(s)).await.and_then(|r| r);
+            let first = stored.map_err(|e| AdminError::Store(e.to_string()))?.max(self.catalog.next_producer_id);
             let mut next = (*self.catalog).clone();
-            let first = next.next_producer_id;
             next.next_producer_id = first + count.max(1);
             match self.store.commit(vec![next.producer_id_op()]).await {
                 Ok(()) => {
                     self.catalog = Arc::new(next);
                     return Ok(first);
                 }
-                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => {
-                    self.reload(publish).await.map_err(|e| AdminError::Store(e.to_string()))?;
-                    // Only the counter may have changed (no new catalog version): take it.
-                    let counter = self
-                        .store
-                        .with(|s| Catalog::load(s).map(|c| c.next_producer_id))
-                        .await
-                        .and_then(|r| r)
-                        .map_err(|e| AdminError::Store(e.to_string()))?;
-                    let mut c = (*self.catalog).clone();
-                    c.next_producer_id = counter;
-                    self.catalog = Arc::new(c);
-                }
-                Err(e) => return Err(AdminError::Store(e.to_string())),
+                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => {}
+                Err(e) => return Err(self.commit_failed(e)),
             }
         }
     }
