@@ -28,7 +28,9 @@ DIR="$ROOT/.peers/run/bk"
 ZK_PORT=2181
 BOOKIES=3
 BOOKIE_PORT=3181
-# ZooKeeper session timeout of the bookies: how long a killed bookie stays listed.
+# ZooKeeper session timeout of the bookies: how long a killed bookie stays listed. ZooKeeper
+# expires sessions on its tick (200 ms here, 2 s in its sample config): a dead client's session
+# ends up to one tick after its timeout, and kopd's failover waits for that.
 ZK_TIMEOUT_MS=6000
 WAIT_SECS=60
 STOP_SECS=15
@@ -151,7 +153,9 @@ E
 write_confs() {
   mkdir -p "$DIR/zk/data"
   cat > "$DIR/zk/zoo.cfg" <<E
-tickTime=1000
+tickTime=200
+minSessionTimeout=400
+maxSessionTimeout=60000
 dataDir=$DIR/zk/data
 clientPort=$ZK_PORT
 clientPortAddress=127.0.0.1

@@ -80,6 +80,7 @@ write_wrapper kafka-consumer-groups.sh org.apache.kafka.tools.consumer.group.Con
 write_wrapper kafka-producer-perf-test.sh org.apache.kafka.tools.ProducerPerformance
 write_wrapper kafka-consumer-perf-test.sh org.apache.kafka.tools.ConsumerPerformance
 write_wrapper kafka-e2e-latency.sh     org.apache.kafka.tools.EndToEndLatency
+write_wrapper kafka-verifiable-producer.sh org.apache.kafka.tools.VerifiableProducer
 
 # ---- Apache ZooKeeper and BookKeeper ----------------------------------------
 # 4.17.3 is the newest 4.17 that Maven Central serves whole; the bookie's pom pins the

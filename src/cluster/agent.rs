@@ -31,6 +31,8 @@ use crate::meta::topic_name::TopicName;
 use crate::runtime;
 use crate::zookeeper::{SessionState, ZooKeeper};
 
+/// How long a round waits for the controller to re-read a changed catalog.
+const RELOAD_WAIT: Duration = Duration::from_secs(1);
 /// Partitions being taken over at once (each opens its ledgers from the bookies).
 const MAX_ACQUIRING: usize = 32;
 /// Every this many rounds the catalog replica is compared with the store whatever its version
@@ -63,6 +65,11 @@ pub struct ClusterAgent {
     /// Bumped whenever every lease is lost, so late acquisitions know they are stale.
     generation: Cell<u64>,
     rounds: Cell<u64>,
+    /// Woken by ZooKeeper watches on the membership, the leadership and the catalog version,
+    /// so a round starts as soon as one changes instead of at the next poll.
+    wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Whether this session's watches are in place (a new session has none).
+    watching: Cell<bool>,
 }
 
 impl ClusterAgent {
@@ -83,6 +90,8 @@ impl ClusterAgent {
             leaving: Cell::new(false),
             generation: Cell::new(0),
             rounds: Cell::new(0),
+            wake: async_channel::bounded(1),
+            watching: Cell::new(false),
         })
     }
 
@@ -94,6 +103,7 @@ impl ClusterAgent {
         loop {
             while let Ok(s) = changes.try_recv() {
                 if s == SessionState::Expired {
+                    self.watching.set(false);
                     self.lose_everything("ZooKeeper session expired");
                 }
             }
@@ -131,7 +141,8 @@ impl ClusterAgent {
             if leave_deadline.is_some() {
                 runtime::sleep(pause).await;
             } else {
-                runtime::timeout(pause, signal.wait()).await;
+                let woken = std::pin::pin!(self.wake.1.recv());
+                runtime::timeout(pause, futures_util::future::select(std::pin::pin!(signal.wait()), woken)).await;
             }
         }
         stop.close();
@@ -139,6 +150,18 @@ impl ClusterAgent {
 
     fn all_released(&self) -> bool {
         self.held.borrow().is_empty()
+    }
+
+    /// Watches what starts a round early; without them, rounds still come every poll interval.
+    async fn watch(&self) {
+        let [nodes, leader] = membership::watched_paths();
+        for path in [nodes.as_str(), leader.as_str(), VERSION_PATH] {
+            if let Err(e) = self.zk.watch(path, self.wake.0.clone()).await {
+                tracing::debug!(path, error = %e, "cannot watch; polling only");
+                return;
+            }
+        }
+        self.watching.set(true);
     }
 
     /// A planned stop: out of the membership and the leadership, so the leader moves this
@@ -196,6 +219,9 @@ impl ClusterAgent {
             tracing::info!(node = self.me.id, "registered in the cluster");
             self.registered.set(true);
         }
+        if !self.watching.get() {
+            self.watch().await;
+        }
         let nodes = membership::live_nodes(&self.zk).await.map_err(|e| e.to_string())?;
         if !self.leaving.get() && !nodes.iter().any(|n| n.id == self.me.id && n.incarnation == self.me.incarnation) {
             // The registration went with a session that ended under us: register again.
@@ -224,7 +250,9 @@ impl ClusterAgent {
         let rounds = self.rounds.get() + 1;
         self.rounds.set(rounds);
         if stored != self.broker.catalog().version {
-            self.broker.controller.reload(stored);
+            // Waited for, so this round already follows the new catalog (bounded: a busy
+            // controller sees the change anyway and the next round follows it).
+            runtime::timeout(RELOAD_WAIT, self.broker.controller.reload_and_wait(stored)).await;
         } else if rounds.is_multiple_of(FULL_CHECK_ROUNDS) {
             self.broker.controller.reload(crate::meta::controller::RELOAD_ALWAYS);
         }
@@ -267,7 +295,18 @@ impl ClusterAgent {
         if self.leaving.get() {
             return;
         }
-        for topic in catalog.topics() {
+        // Producers wait on data partitions; groups wait on `__consumer_offsets`, whose
+        // clients retry a missing coordinator anyway. On a failover both compete for the
+        // bookies and ZooKeeper, so the offsets partitions start once no data partition is
+        // still being taken over (a finished take-over wakes the next round).
+        let offsets = crate::group::offsets_topic_name(&self.broker.config);
+        let (internal, data): (Vec<_>, Vec<_>) = catalog.topics().partition(|t| t.name == offsets);
+        for topic in data.into_iter().chain(internal) {
+            if topic.name == offsets
+                && self.held.borrow().iter().any(|(k, h)| h.phase == Phase::Acquiring && k.0 != offsets)
+            {
+                break;
+            }
             for (p, owner) in topic.partitions.iter().enumerate() {
                 if node_of(owner.broker) != self.me.id || acquiring >= MAX_ACQUIRING {
                     continue;
@@ -323,6 +362,9 @@ impl ClusterAgent {
                 if let Some(h) = self.held.borrow_mut().get_mut(&key) {
                     h.phase = Phase::Serving;
                 }
+                // Partitions waiting for this one (see `follow_catalog`) may start now. (Not
+                // after a failure: the lease may still be held, and the poll retries it.)
+                let _ = self.wake.0.try_send(());
             }
             Ok(()) => self.tell_core(owner.broker, topic.name.clone(), partition, false),
             Err(e) => {

@@ -22,6 +22,11 @@ fn leader_path() -> String {
     format!("{ROOT}/leader")
 }
 
+/// The paths whose changes mean the membership or the leadership changed (for watches).
+pub fn watched_paths() -> [String; 2] {
+    [nodes_path(), leader_path()]
+}
+
 /// This node's id: `node.id` if set, else the one kept in `data.dir/node.id`, else a new one
 /// from ZooKeeper (a sequential node: ids are never handed out twice), written down at once.
 pub async fn node_id(zk: &ZooKeeper, configured: Option<u32>, data_dir: &Path) -> anyhow::Result<u32> {

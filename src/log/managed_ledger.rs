@@ -163,9 +163,11 @@ impl ManagedLedger {
         mut recovered: RecoveredLog,
         settings: LogSettings,
     ) -> Result<Rc<ManagedLedger>, LogError> {
+        let started = Instant::now();
         if recovered.unread {
             super::recovery::read_ledgers(&store, &topic, partition, &mut recovered).await?;
         }
+        let read = started.elapsed();
         let RecoveredLog { mut info, index, producers, cursors, .. } = recovered;
         // Ledgers that hold no entry (never written, or lost) are dropped from the list.
         let live: Vec<LedgerId> = info.ledger_ids().filter(|l| index_has_ledger(&index, *l)).collect();
@@ -208,9 +210,13 @@ impl ManagedLedger {
             cursors: RefCell::new(cursors.into_iter().map(|c| (c.name.clone(), c)).collect()),
         });
         ml.roll_over().await?;
+        let rolled = started.elapsed();
         for l in empty {
             let _ = ml.store.delete_ledger(l).await;
         }
+        tracing::debug!(topic = %ml.topic, partition = ml.partition, read_ms = read.as_millis() as u64,
+            roll_ms = (rolled - read).as_millis() as u64, delete_ms = (started.elapsed() - rolled).as_millis() as u64,
+            "log opened");
         Ok(ml)
     }
 

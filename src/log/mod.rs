@@ -160,6 +160,7 @@ impl PartitionLogs {
     pub async fn acquire(&self, topic: &TopicEntry, partition: i32) -> Result<Rc<ManagedLedger>, LogError> {
         let key = (topic.name.clone(), partition);
         let (name, p) = key.clone();
+        let started = std::time::Instant::now();
         let recovered = self
             .meta
             .with(move |s| recovery::reload_partition(s, &name, p).map_err(|e| e.to_string()))
@@ -168,7 +169,10 @@ impl PartitionLogs {
             .map_err(LogError::Metadata)?;
         self.recovered.borrow_mut().insert(key.clone(), recovered);
         self.set_leased(&key, true);
+        let reloaded = started.elapsed();
         let opened = self.get(topic, partition).await;
+        tracing::debug!(topic = %key.0, partition, reload_ms = reloaded.as_millis() as u64,
+            open_ms = (started.elapsed() - reloaded).as_millis() as u64, "partition acquired");
         if opened.is_err() {
             self.recovered.borrow_mut().remove(&key);
             self.set_leased(&key, false);

@@ -245,22 +245,27 @@ pub(super) async fn read_ledgers(
     partition: i32,
     log: &mut RecoveredLog,
 ) -> Result<(), LogError> {
-    let mut entries = Vec::new();
     let ledgers: Vec<(LedgerId, Option<i64>)> =
         log.info.ledger_info.iter().map(|l| (l.ledger_id as LedgerId, l.entries)).collect();
-    for (ledger, closed_entries) in ledgers {
-        let last = store.recover_ledger(ledger).await?;
-        let mut end = last.map_or(0, |e| e + 1);
+    // Every ledger recovered at once (each is a few round trips; only the last is usually
+    // open), then one stream of reads over all of them, so short ledgers do not drain the
+    // pipeline at each boundary. A new owner waits for this before it serves.
+    let lasts = futures_util::future::join_all(ledgers.iter().map(|(l, _)| store.recover_ledger(*l))).await;
+    let mut plan = Vec::with_capacity(ledgers.len());
+    for ((ledger, closed_entries), last) in ledgers.into_iter().zip(lasts) {
+        let mut end = last?.map_or(0, |e| e + 1);
         if let Some(n) = closed_entries.and_then(|n| u64::try_from(n).ok()) {
             end = end.min(n);
         }
-        let mut reads = futures_util::stream::iter(0..end)
-            .map(|e| async move { (e, store.read(ledger, e).await) })
-            .buffered(READS_IN_FLIGHT);
-        while let Some((e, bytes)) = reads.next().await {
-            if let Some(f) = Found::decode(ledger, e, &bytes?) {
-                entries.push(f);
-            }
+        plan.push((ledger, end));
+    }
+    let mut entries = Vec::new();
+    let mut reads = futures_util::stream::iter(plan.into_iter().flat_map(|(l, end)| (0..end).map(move |e| (l, e))))
+        .map(|(ledger, e)| async move { (ledger, e, store.read(ledger, e).await) })
+        .buffered(READS_IN_FLIGHT);
+    while let Some((ledger, e, bytes)) = reads.next().await {
+        if let Some(f) = Found::decode(ledger, e, &bytes?) {
+            entries.push(f);
         }
     }
     replay(&(topic.clone(), partition), log, entries, -1);

@@ -91,6 +91,8 @@ pub enum ControllerRequest {
     /// and publish it if it is newer than this controller's.
     Reload {
         seen: i64,
+        /// Told (dropped) once the re-read catalog, if any, has reached every core.
+        done: Option<async_channel::Sender<()>>,
     },
     /// The live brokers (sorted) new partitions are placed on; with `rebalance` (the cluster's
     /// leader) partitions of brokers not among them move, and load is evened out.
@@ -124,7 +126,16 @@ impl ControllerClient {
     /// Asks for a re-read of the catalog, whose stored version is now `seen` (never waits:
     /// a full inbox is already busy and will see the change).
     pub fn reload(&self, seen: i64) {
-        let _ = self.inbox.try_send(ControllerRequest::Reload { seen });
+        let _ = self.inbox.try_send(ControllerRequest::Reload { seen, done: None });
+    }
+
+    /// Like [`Self::reload`], and waits until every core has the re-read catalog (or the
+    /// controller gave up on it).
+    pub async fn reload_and_wait(&self, seen: i64) {
+        let (done, finished) = async_channel::bounded(1);
+        if self.inbox.send(ControllerRequest::Reload { seen, done: Some(done) }).await.is_ok() {
+            let _ = finished.recv().await;
+        }
     }
 
     /// See [`ControllerRequest::Place`].
@@ -198,7 +209,7 @@ impl Controller {
                     let r = if rebalance { self.rebalance(&publish).await } else { Ok(()) };
                     let _ = reply.send(r).await;
                 }
-                ControllerRequest::Reload { seen } => {
+                ControllerRequest::Reload { seen, done: _done } => {
                     if (seen == RELOAD_ALWAYS || seen != self.catalog.version)
                         && let Err(e) = self.reload(&publish).await
                     {

@@ -154,6 +154,7 @@ enum Request {
     Set { path: String, data: Vec<u8>, version: Option<i32>, reply: Reply<Stat> },
     Delete { path: String, version: Option<i32>, reply: Reply<()> },
     Multi { ops: Vec<Op>, reply: Reply<()> },
+    Watch { path: String, notify: async_channel::Sender<()>, reply: Reply<()> },
 }
 
 impl Request {
@@ -166,6 +167,7 @@ impl Request {
             Request::Set { reply, .. } => drop(reply.try_send(Err(e))),
             Request::Delete { reply, .. } => drop(reply.try_send(Err(e))),
             Request::Multi { reply, .. } => drop(reply.try_send(Err(e))),
+            Request::Watch { reply, .. } => drop(reply.try_send(Err(e))),
         }
     }
 }
@@ -234,6 +236,14 @@ impl ZooKeeper {
             return Ok(());
         }
         self.call(|reply| Request::Multi { ops, reply }).await
+    }
+
+    /// A persistent watch on `path` for the rest of this session: any change of the node (its
+    /// data, its children, its creation or deletion) sends `()` on `notify` if it has room
+    /// (a bounded(1) channel coalesces bursts). Events are hints to re-read, nothing more: a
+    /// new session has no watches, and ZooKeeper may drop events while disconnected.
+    pub async fn watch(&self, path: &str, notify: async_channel::Sender<()>) -> Result<(), ZkError> {
+        self.call(|reply| Request::Watch { path: path.to_string(), notify, reply }).await
     }
 
     pub fn session_state(&self) -> SessionState {

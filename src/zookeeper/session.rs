@@ -169,6 +169,8 @@ impl Session {
     async fn serve(&self, client: &zk::Client) -> Ended {
         let mut watcher = client.state_watcher();
         let mut inflight: FuturesUnordered<Pin<Box<dyn Future<Output = ()>>>> = FuturesUnordered::new();
+        // Watch loops live as long as the session (or their subscriber); dropped with it.
+        let mut watches: FuturesUnordered<Pin<Box<dyn Future<Output = ()>>>> = FuturesUnordered::new();
         let ended = loop {
             tokio::select! {
                 biased;
@@ -183,7 +185,9 @@ impl Session {
                     }
                 },
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                Some(()) = watches.next(), if !watches.is_empty() => {}
                 req = self.requests.recv(), if inflight.len() < self.capacity => match req {
+                    Ok(Request::Watch { path, notify, reply }) => watches.push(watch(client, path, notify, reply)),
                     Ok(req) => inflight.push(run(client, req, self.session_timeout)),
                     Err(_) => break Ended::Closed,
                 },
@@ -253,6 +257,12 @@ fn run(client: &zk::Client, req: Request, timeout: Duration) -> Pin<Box<dyn Futu
                 let _ = reply.try_send(r);
             })
         }
+        Request::Watch { reply, .. } => {
+            // Served by `watch` (see `Session::serve`); never reaches here.
+            Box::pin(async move {
+                let _ = reply.try_send(Err(ZkError::Other("watch request misrouted".into())));
+            })
+        }
         Request::Multi { ops, reply } => {
             let client = client.clone();
             Box::pin(async move {
@@ -264,6 +274,38 @@ fn run(client: &zk::Client, req: Request, timeout: Duration) -> Pin<Box<dyn Futu
             })
         }
     }
+}
+
+/// Adds a persistent watch and forwards its events until the session ends or the
+/// subscriber is gone.
+fn watch(
+    client: &zk::Client,
+    path: String,
+    notify: async_channel::Sender<()>,
+    reply: super::Reply<()>,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    let client = client.clone();
+    Box::pin(async move {
+        let mut watcher = match client.watch(&path, zk::AddWatchMode::Persistent).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reply.try_send(Err(map_error(e)));
+                return;
+            }
+        };
+        let _ = reply.try_send(Ok(()));
+        loop {
+            let event = watcher.changed().await;
+            // The watcher must not be polled after a terminal session event.
+            if event.event_type == zk::EventType::Session && event.session_state.is_terminated() {
+                return;
+            }
+            if notify.is_closed() {
+                return;
+            }
+            let _ = notify.try_send(());
+        }
+    })
 }
 
 async fn within<T>(timeout: Duration, f: impl Future<Output = Result<T, zk::Error>>) -> Result<T, ZkError> {

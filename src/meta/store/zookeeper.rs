@@ -200,8 +200,13 @@ impl ZooKeeperMetadataStore {
 
     /// Re-reads `path`: whether its ancestors exist, and its whole subtree.
     fn reread(&mut self, path: &str) -> Result<(), ZkError> {
-        for a in ancestors(path).map(str::to_string).collect::<Vec<_>>() {
-            if let Some((data, stat)) = block_on(self.zk.get(&a))? {
+        // The ancestors in one round trip (a partition's path is five levels deep, and taking
+        // a partition over re-reads it), applied outermost first as if read one by one.
+        let outer: Vec<String> = ancestors(path).map(str::to_string).collect();
+        let zk = &self.zk;
+        let read = block_on(futures_util::future::join_all(outer.iter().map(|a| zk.get(a))));
+        for (a, r) in outer.into_iter().zip(read) {
+            if let Some((data, stat)) = r? {
                 if data.is_empty() {
                     self.values.remove(&a);
                 } else {
