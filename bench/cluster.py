@@ -316,7 +316,8 @@ def main():
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=12)
-    ap.add_argument("--cores", type=int, default=2, help="cores per kopd node")
+    ap.add_argument("--cores", type=int, default=1,
+                    help="cores per kopd node (3 nodes x 1 core already oversubscribe a 2-CPU machine)")
     ap.add_argument("--session-ms", type=int, default=4000, help="zookeeper.session.timeout.ms of the nodes")
     ap.add_argument("--bk-heap", default="512m")
     ap.add_argument("--no-build", action="store_true")

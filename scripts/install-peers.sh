@@ -81,6 +81,8 @@ write_wrapper kafka-producer-perf-test.sh org.apache.kafka.tools.ProducerPerform
 write_wrapper kafka-consumer-perf-test.sh org.apache.kafka.tools.ConsumerPerformance
 write_wrapper kafka-e2e-latency.sh     org.apache.kafka.tools.EndToEndLatency
 write_wrapper kafka-verifiable-producer.sh org.apache.kafka.tools.VerifiableProducer
+write_wrapper kafka-reassign-partitions.sh org.apache.kafka.tools.reassign.ReassignPartitionsCommand
+write_wrapper kafka-leader-election.sh org.apache.kafka.tools.LeaderElectionCommand
 
 # ---- Apache ZooKeeper and BookKeeper ----------------------------------------
 # 4.17.3 is the newest 4.17 that Maven Central serves whole; the bookie's pom pins the

@@ -112,7 +112,7 @@ pub fn ensure_offsets_topic(catalog: &mut Catalog, config: &Config, brokers: &[u
     let topic = TopicEntry {
         name,
         id: Uuid::new_v4(),
-        partitions: owners.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }).collect(),
+        partitions: owners.into_iter().map(PartitionOwner::new).collect(),
         // Time and size retention would drop live offsets: the coordinator compacts instead.
         configs: BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),

@@ -4,6 +4,9 @@ use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest,
+};
+use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
     InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
@@ -42,6 +45,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
     (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
     (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+    (ApiKey::AlterPartitionReassignments, AlterPartitionReassignmentsRequest::VERSIONS),
+    (ApiKey::ListPartitionReassignments, ListPartitionReassignmentsRequest::VERSIONS),
+    (ApiKey::ElectLeaders, ElectLeadersRequest::VERSIONS),
+    (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
 ];
 
 fn api_keys() -> Vec<ApiVersion> {

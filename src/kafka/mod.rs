@@ -19,6 +19,7 @@ mod metadata;
 mod partition;
 mod produce;
 mod producer_id;
+mod reassignments;
 mod splice;
 mod topics;
 
@@ -161,6 +162,12 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(group_admin::describe_groups(broker, r, v)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group_admin::list_groups(broker, r, v)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group_admin::delete_groups(broker, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, r, v).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(reassignments::list(r)),
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(reassignments::elect(broker, r)),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(reassignments::describe_log_dirs(broker, r)),
         _ => return None,
     })
 }

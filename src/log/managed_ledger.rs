@@ -255,6 +255,12 @@ impl ManagedLedger {
         path.strip_prefix(ML_PREFIX).map(str::to_string).unwrap_or(path)
     }
 
+    /// Bytes of entries in the partition's ledgers (closed ones as recorded, plus the current
+    /// one's), as DescribeLogDirs reports a partition's size.
+    pub fn stored_bytes(&self) -> i64 {
+        self.ledgers().iter().filter_map(|l| l.size).sum()
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().high_watermark
     }

@@ -13,6 +13,15 @@ pub struct PartitionOwner {
     pub broker: u32,
     /// Kafka leader epoch: bumped whenever the owner changes.
     pub epoch: i32,
+    /// Placed by an operator (a partition reassignment): load balancing leaves it where it
+    /// is; only its broker leaving moves it (and unpins it).
+    pub pinned: bool,
+}
+
+impl PartitionOwner {
+    pub fn new(broker: u32) -> Self {
+        PartitionOwner { broker, epoch: 0, pinned: false }
+    }
 }
 
 /// Partition counts per broker (index = position in `brokers`) over a set of owners.
@@ -84,6 +93,7 @@ pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(us
         per_topic[t][to] += 1;
         topics[t][p].broker = brokers[to];
         topics[t][p].epoch += 1;
+        topics[t][p].pinned = false;
         moved.push((t, p));
     };
     for t in 0..topics.len() {
@@ -100,7 +110,7 @@ pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(us
                 break;
             }
             // The topic's last partition on the busiest broker: later partitions are newer.
-            let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from]) else { break };
+            let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned) else { break };
             shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
         }
     }
@@ -113,7 +123,7 @@ pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(us
         // A topic with more partitions on `from` than on `to` stays even after the move.
         let pick = (0..topics.len()).rev().find(|&t| per_topic[t][from] > per_topic[t][to]);
         let Some(t) = pick else { break };
-        let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from]) else { break };
+        let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned) else { break };
         shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
     }
     moved
@@ -124,7 +134,7 @@ mod tests {
     use super::*;
 
     fn owners(brokers: &[u32]) -> Vec<PartitionOwner> {
-        brokers.iter().map(|&broker| PartitionOwner { broker, epoch: 0 }).collect()
+        brokers.iter().map(|&b| PartitionOwner::new(b)).collect()
     }
 
     #[test]
@@ -152,6 +162,22 @@ mod tests {
         assert!(t[0].iter().all(|p| p.broker < 2));
         assert_eq!(loads(&t, &[0, 1]), vec![4, 4]);
         assert!(moved.iter().all(|&(_, i)| t[0][i].epoch == 1));
+    }
+
+    #[test]
+    fn pinned_partitions_stay_unless_their_broker_leaves() {
+        // Three partitions pinned on broker 0 (an operator's reassignment), one unpinned.
+        let mut t = vec![owners(&[0, 0, 0, 0])];
+        for p in &mut t[0][..3] {
+            p.pinned = true;
+        }
+        let moved = rebalance(&mut t, &[0, 1]);
+        assert_eq!(moved, vec![(0, 3)], "only the unpinned partition evens out the load");
+        assert!(t[0][..3].iter().all(|p| p.broker == 0 && p.pinned));
+        // Broker 0 leaves: its pinned partitions move after all, unpinned.
+        let moved = rebalance(&mut t, &[1, 2]);
+        assert_eq!(moved.len(), 3);
+        assert!(t[0].iter().all(|p| p.broker != 0 && !p.pinned));
     }
 
     #[test]

@@ -139,7 +139,17 @@ impl Catalog {
             properties.insert(format!("{CONFIG_PROPERTY_PREFIX}{k}"), v.clone());
         }
         let meta = PartitionedTopicMetadata { partitions: topic.partitions.len() as u32, properties };
-        let owners: Vec<[i64; 2]> = topic.partitions.iter().map(|p| [p.broker as i64, p.epoch as i64]).collect();
+        let owners: Vec<Vec<i64>> = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut o = vec![p.broker as i64, p.epoch as i64];
+                if p.pinned {
+                    o.push(1);
+                }
+                o
+            })
+            .collect();
         let path = topic.name.metadata_path();
         vec![
             StoreOp::Put {
@@ -231,16 +241,21 @@ impl Catalog {
                 .filter_map(|(k, v)| k.strip_prefix(CONFIG_PROPERTY_PREFIX).map(|k| (k.to_string(), v.clone())))
                 .collect();
             let apath = format!("{ASSIGNMENT_PREFIX}{rel}");
-            let owners: Vec<[i64; 2]> = match store.get(&apath) {
+            // [broker, epoch] per partition, with a third element 1 when pinned.
+            let owners: Vec<Vec<i64>> = match store.get(&apath) {
                 Some(b) => serde_json::from_slice(b).map_err(|e| corrupt(&apath, e))?,
                 None => Vec::new(),
             };
             // A partition without a recorded owner (e.g. written by Pulsar's own tools) gets
             // broker u32::MAX, which the next rebalance replaces with a real one.
             let partitions = (0..meta.partitions as usize)
-                .map(|i| match owners.get(i) {
-                    Some([broker, epoch]) => PartitionOwner { broker: *broker as u32, epoch: *epoch as i32 },
-                    None => PartitionOwner { broker: u32::MAX, epoch: 0 },
+                .map(|i| match owners.get(i).map(Vec::as_slice) {
+                    Some([broker, epoch, rest @ ..]) => PartitionOwner {
+                        broker: *broker as u32,
+                        epoch: *epoch as i32,
+                        pinned: rest.first() == Some(&1),
+                    },
+                    _ => PartitionOwner::new(u32::MAX),
                 })
                 .collect();
             cat.insert(TopicEntry { name, id, partitions, configs });
@@ -325,7 +340,7 @@ mod tests {
         TopicEntry {
             name: TopicName { tenant: "public".into(), namespace: "default".into(), local: local.into() },
             id: Uuid::new_v4(),
-            partitions: brokers.iter().map(|&broker| PartitionOwner { broker, epoch: 0 }).collect(),
+            partitions: brokers.iter().map(|&b| PartitionOwner::new(b)).collect(),
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
         }
     }

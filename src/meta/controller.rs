@@ -70,6 +70,13 @@ pub enum AdminOp {
         owners: Option<Vec<u32>>,
         validate_only: bool,
     },
+    /// A partition reassignment: `broker` owns the partition from now on (a new leader epoch
+    /// if it moves), and load balancing leaves it there.
+    Reassign {
+        name: TopicName,
+        partition: i32,
+        broker: u32,
+    },
 }
 
 pub type AdminResult = Result<Arc<TopicEntry>, AdminError>;
@@ -378,13 +385,33 @@ impl Controller {
                 let topic = TopicEntry {
                     name: name.clone(),
                     id: Uuid::new_v4(),
-                    partitions: brokers.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }).collect(),
+                    partitions: brokers.into_iter().map(PartitionOwner::new).collect(),
                     configs: configs.clone(),
                 };
                 if !validate_only {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());
                 }
+                Ok(Arc::new(topic))
+            }
+            AdminOp::Reassign { name, partition, broker } => {
+                let mut topic = (**cat.get(name).ok_or(AdminError::UnknownTopic)?).clone();
+                let owner = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|p| topic.partitions.get_mut(p))
+                    .ok_or(AdminError::UnknownTopic)?;
+                if self.brokers.binary_search(broker).is_err() {
+                    return Err(AdminError::InvalidReplicaAssignment(format!("broker {broker} does not exist")));
+                }
+                if owner.broker != *broker {
+                    *owner = PartitionOwner { broker: *broker, epoch: owner.epoch + 1, pinned: true };
+                } else if owner.pinned {
+                    return Ok(Arc::new(topic));
+                } else {
+                    owner.pinned = true;
+                }
+                store_ops.extend(Catalog::put_ops(&topic));
+                cat.insert(topic.clone());
                 Ok(Arc::new(topic))
             }
             AdminOp::DeleteTopic(r) => {
@@ -416,7 +443,7 @@ impl Controller {
                     None => assignment::place_on(&self.brokers, cat.owners(), added, current as usize),
                 };
                 let mut topic = (**existing).clone();
-                topic.partitions.extend(new_brokers.into_iter().map(|broker| PartitionOwner { broker, epoch: 0 }));
+                topic.partitions.extend(new_brokers.into_iter().map(PartitionOwner::new));
                 if !validate_only {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());
@@ -433,7 +460,7 @@ impl AdminOp {
             AdminOp::CreateTopic { validate_only, .. } | AdminOp::CreatePartitions { validate_only, .. } => {
                 *validate_only
             }
-            AdminOp::DeleteTopic(_) => false,
+            AdminOp::DeleteTopic(_) | AdminOp::Reassign { .. } => false,
         }
     }
 }

@@ -331,4 +331,92 @@ class ClusterTest {
             }
         }
     }
+
+    /**
+     * kafka-reassign-partitions.sh moves a partition's ownership to the broker named (no data
+     * copied: everything produced before is read back through the new owner), load balancing
+     * leaves it there, --verify reports it complete; kafka-leader-election.sh finds every
+     * owner already the preferred leader; assignments kopd cannot honour get Kafka's errors.
+     */
+    @Test
+    void reassignAndElectWithTheKafkaTools() throws Exception {
+        try (KopdCluster c = KopdCluster.start(root, "java-reassign", 3)) {
+            String topic = "moved";
+            try (Admin admin = c.admin(0)) {
+                get(admin.createTopics(List.of(new NewTopic(topic, 6, (short) 1))).all());
+                served(c, admin, topic);
+            }
+            Properties pp = c.producerProps();
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+                for (int i = 0; i < 500; i++) {
+                    producer.send(new ProducerRecord<>(topic, 0, null, ("v-" + i).getBytes(StandardCharsets.UTF_8)));
+                }
+                producer.flush();
+            }
+            TopicPartitionInfo before;
+            Node target;
+            try (Admin admin = c.admin(1)) {
+                before = describe(admin, topic).partitions().get(0);
+                int from = c.nodeOf(before.leader());
+                target = get(admin.describeCluster().nodes()).stream()
+                        .filter(b -> c.nodeOf(b) != from).findFirst().orElseThrow();
+            }
+            Path plan = root.resolve("plan.json");
+            java.nio.file.Files.writeString(plan, "{\"version\":1,\"partitions\":[{\"topic\":\"" + topic
+                    + "\",\"partition\":0,\"replicas\":[" + target.id() + "]}]}");
+            String tool = Util.peerTool("kafka-reassign-partitions.sh").toString();
+            Util.ToolResult r = Util.runTool(root, 60, null, List.of(tool, "--bootstrap-server", c.nodes.get(1).bootstrap(),
+                    "--reassignment-json-file", plan.toString(), "--execute"));
+            assertEquals(0, r.status(), r.describe());
+            try (Admin admin = c.admin(2)) {
+                eventually(WITHIN, () -> {
+                    TopicPartitionInfo now = describe(admin, topic).partitions().get(0);
+                    assertEquals(target.id(), now.leader().id(), "partition 0 led by " + now.leader());
+                });
+            }
+            r = Util.runTool(root, 60, null, List.of(tool, "--bootstrap-server", c.nodes.get(2).bootstrap(),
+                    "--reassignment-json-file", plan.toString(), "--verify", "--preserve-throttles"));
+            assertEquals(0, r.status(), r.describe());
+            assertTrue(r.out().contains("is completed"), r.describe());
+
+            // Served by the new owner: the records written before the move, then new ones.
+            Properties cp = c.consumerProps(0);
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+                producer.send(new ProducerRecord<>(topic, 0, null, "after".getBytes(StandardCharsets.UTF_8))).get();
+            }
+            try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(cp)) {
+                TopicPartition tp = new TopicPartition(topic, 0);
+                consumer.assign(List.of(tp));
+                consumer.seekToBeginning(List.of(tp));
+                List<String> got = new ArrayList<>();
+                long deadline = System.nanoTime() + WITHIN.toNanos();
+                while (got.size() < 501 && System.nanoTime() < deadline) {
+                    consumer.poll(Duration.ofMillis(200)).forEach(x -> got.add(new String(x.value(), StandardCharsets.UTF_8)));
+                }
+                assertEquals(501, got.size());
+                assertEquals("v-0", got.get(0));
+                assertEquals("after", got.get(500));
+            }
+
+            // Load balancing leaves the reassigned partition where it was put.
+            Thread.sleep(1500);
+            try (Admin admin = c.admin(0)) {
+                assertEquals(target.id(), describe(admin, topic).partitions().get(0).leader().id());
+                assertTrue(Util.failure(admin.alterPartitionReassignments(Map.of(new TopicPartition(topic, 1),
+                        java.util.Optional.of(new org.apache.kafka.clients.admin.NewPartitionReassignment(
+                                List.of(target.id(), before.leader().id()))))).all())
+                        instanceof org.apache.kafka.common.errors.InvalidReplicationFactorException);
+                assertTrue(Util.failure(admin.alterPartitionReassignments(Map.of(new TopicPartition(topic, 1),
+                        java.util.Optional.of(new org.apache.kafka.clients.admin.NewPartitionReassignment(
+                                List.of(999_999))))).all())
+                        instanceof org.apache.kafka.common.errors.InvalidReplicaAssignmentException);
+                assertTrue(get(admin.listPartitionReassignments().reassignments()).isEmpty());
+            }
+
+            r = Util.runTool(root, 60, null, List.of(Util.peerTool("kafka-leader-election.sh").toString(),
+                    "--bootstrap-server", c.nodes.get(0).bootstrap(), "--election-type", "PREFERRED",
+                    "--all-topic-partitions"));
+            assertEquals(0, r.status(), r.describe());
+        }
+    }
 }
