@@ -132,6 +132,21 @@ def leaders(nodes, partitions, timeout=60):
     raise RuntimeError(f"{TOPIC}: not every partition has a live leader within {timeout} s")
 
 
+def settled(nodes, partitions, timeout=60):
+    """The leaders once load is even over the live nodes and unchanged for a second (a
+    restarted node takes its share back in steps)."""
+    deadline = time.monotonic() + timeout
+    before = leaders(nodes, partitions)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = leaders(nodes, partitions)
+        counts = [list(now.values()).count(i) for i in range(len(nodes))]
+        if now == before and max(counts) - min(counts) <= 1:
+            return now
+        before = now
+    raise RuntimeError(f"leaders did not settle within {timeout} s")
+
+
 def start_cluster(work, args, n, chroot):
     nodes = [Node(work, i, args.cores, args.session_ms, chroot) for i in range(n)]
     for node in nodes:
@@ -143,9 +158,10 @@ def start_cluster(work, args, n, chroot):
 
 
 # An acknowledgement on a moved partition within this long after the kill answered a request
-# the killed node had already handled (no new owner can have the partition before the killed
-# node's session expires); such acks do not count.
-IN_FLIGHT_GRACE = 0.1
+# the killed node had already handled (a delivery report can come late; no new owner can have
+# the partition before the killed node's session expires, at least 2 s here); such acks do not
+# count.
+IN_FLIGHT_GRACE = 1.0
 PRODUCER_SETTINGS = {"enable.idempotence": "true", "acks": "all", "linger.ms": "2",
                      "retry.backoff.ms": "50", "retry.backoff.max.ms": "200"}
 
@@ -251,8 +267,7 @@ def failover(args, work, client):
             time.sleep(3)
             for r in range(args.failover_runs):
                 victim = r % 3
-                moved = {p for p, n in leaders(nodes, args.partitions).items() if n == victim}
-                time.sleep(1)
+                moved = {p for p, n in settled(nodes, args.partitions).items() if n == victim}
                 t = time.time()
                 nodes[victim].kill9()
                 deadline = time.monotonic() + 60
@@ -318,19 +333,22 @@ def main():
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--cores", type=int, default=1,
                     help="cores per kopd node (3 nodes x 1 core already oversubscribe a 2-CPU machine)")
-    ap.add_argument("--session-ms", type=int, default=4000, help="zookeeper.session.timeout.ms of the nodes")
+    ap.add_argument("--session-ms", type=int, default=4000,
+                    help="zookeeper.session.timeout.ms of the nodes (at least 2000: see IN_FLIGHT_GRACE)")
     ap.add_argument("--bk-heap", default="512m")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (node logs) and print it")
     ap.add_argument("--skip", choices=["failover", "throughput"], action="append", default=[])
     args = ap.parse_args()
+    if args.session_ms < 2000:
+        ap.error("--session-ms below 2000 is not measured correctly (see IN_FLIGHT_GRACE)")
     if not args.no_build:
         run(["cargo", "build", "--release", "--locked"], timeout=1800)
     run(["bash", os.path.join(ROOT, "scripts", "install-peers.sh")], timeout=1800)
     started = dt.datetime.now(dt.timezone.utc)
     lines = [f"# kopd cluster on BookKeeper, {started:%Y-%m-%d %H:%M} UTC", "",
              f"{os.cpu_count()} cores; ZooKeeper + 3 bookies (E/Qw/Qa 2/2/2, journal fsync on, Pulsar's bookie"
-             f" settings) and every kopd node ({args.cores} cores each) on 127.0.0.1.", ""]
+             f" settings) and every kopd node ({args.cores} core{'s' if args.cores > 1 else ''} each) on 127.0.0.1.", ""]
     work = tempfile.mkdtemp(prefix="kopd-bench-cluster-")
     try:
         if "failover" not in args.skip:

@@ -166,7 +166,7 @@ impl ClusterAgent {
 
     /// A planned stop: out of the membership and the leadership, so the leader moves this
     /// node's partitions to others (handed over as the catalog says so).
-    async fn leave(&self) {
+    async fn leave(self: &Rc<Self>) {
         tracing::info!(
             node = self.me.id,
             held = self.held.borrow().len(),
@@ -181,6 +181,25 @@ impl ClusterAgent {
             tracing::warn!(error = %e, "cannot resign the leadership");
         }
         self.registered.set(false);
+        // The last node: nobody will move its partitions away, so it seals them now instead of
+        // waiting out shutdown.timeout.ms for moves that cannot come.
+        let alone = membership::live_nodes(&self.zk).await.is_ok_and(|n| n.iter().all(|n| n.id == self.me.id));
+        if alone {
+            let serving: Vec<(PartitionKey, u32)> = self
+                .held
+                .borrow_mut()
+                .iter_mut()
+                .filter(|(_, h)| h.phase == Phase::Serving)
+                .map(|(k, h)| {
+                    h.phase = Phase::Releasing;
+                    (k.clone(), h.broker)
+                })
+                .collect();
+            for (key, broker) in serving {
+                let agent = self.clone();
+                runtime::spawn(async move { agent.hand_over(key, broker).await });
+            }
+        }
     }
 
     /// Every lease is gone (or must be taken as gone): every core stops serving at once.
