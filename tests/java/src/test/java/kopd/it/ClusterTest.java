@@ -231,9 +231,10 @@ class ClusterTest {
                 long killed = System.nanoTime();
                 long seqAtKill = load.nextSeq();
                 c.kill9(victim);
-                load.awaitMore(6000, WITHIN);
+                eventually(WITHIN, () -> assertEquals(moved, load.firstAckAfter(killed, seqAtKill, moved).keySet(),
+                        "moved partitions acknowledged again"));
+                load.awaitMore(3000, WITHIN);
                 Map<Integer, Long> first = load.firstAckAfter(killed, seqAtKill, moved);
-                assertEquals(moved, first.keySet(), "moved partitions acknowledged again");
                 long firstMs = TimeUnit.NANOSECONDS.toMillis(
                         first.values().stream().mapToLong(x -> x).min().orElseThrow() - killed);
                 long lastMs = TimeUnit.NANOSECONDS.toMillis(
@@ -302,9 +303,10 @@ class ClusterTest {
                     long handOverMs = c.stop(i);
                     long stopped = System.nanoTime();
                     long seqAtStop = load.nextSeq();
-                    load.awaitMore(1000, WITHIN);
+                    final int stopping = i;
+                    eventually(WITHIN, () -> assertEquals(owned, load.firstAckAfter(stopped, seqAtStop, owned).keySet(),
+                            "node " + stopping + "'s partitions acknowledged elsewhere"));
                     Map<Integer, Long> back = load.firstAckAfter(stopped, seqAtStop, owned);
-                    assertEquals(owned, back.keySet(), "node " + i + "'s partitions acknowledged elsewhere");
                     long afterStopMs = TimeUnit.NANOSECONDS.toMillis(
                             back.values().stream().mapToLong(x -> x).max().orElse(stopped) - stopped);
                     c.restart(i);
