@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::TopicName as KafkaTopicName;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -25,13 +24,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::KafkaError;
+use super::topics::kname;
 use crate::broker::Broker;
 use crate::config::StorageKind;
 use crate::meta::controller::AdminOp;
-
-fn kname(s: &str) -> KafkaTopicName {
-    KafkaTopicName(StrBytes::from_string(s.to_string()))
-}
 
 fn text(s: &str) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.to_string()))

@@ -19,7 +19,7 @@ use super::errors::KafkaError;
 use crate::broker::Broker;
 use crate::meta::controller::{AdminOp, AdminResult, TopicRef};
 
-fn kname(s: &str) -> KafkaTopicName {
+pub(super) fn kname(s: &str) -> KafkaTopicName {
     KafkaTopicName(StrBytes::from_string(s.to_string()))
 }
 
