@@ -168,6 +168,20 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
         assert!(old.close_ledger(ledger).await.is_err());
         // Recovering a closed ledger changes nothing.
         assert_eq!(new.recover_ledger(ledger).await.expect("again"), Some(119));
+
+        // Recovered while its writer has adds in flight, then taken back by that writer's
+        // store (a partition that moved away and came back): the store reads what recovery
+        // sealed, not its stale writer's view (whose LAC can lag entries the bookies took).
+        let raced = old.create_ledger("public/default/persistent/raced").await.expect("create");
+        append_all(&old, raced, 0..50).await.expect("appends");
+        let adds: Vec<_> = (50..1050).map(|i| old.append(raced, payload(i))).collect();
+        let sealed = new.recover_ledger(raced).await.expect("recover mid-write").expect("not empty");
+        let acked: Vec<u64> = join_all(adds).await.into_iter().filter_map(Result::ok).collect();
+        assert!(acked.iter().all(|id| *id <= sealed), "acknowledged past the recovered end {sealed}: {acked:?}");
+        assert_eq!(old.recover_ledger(raced).await.expect("taken back"), Some(sealed));
+        assert_eq!(old.last_entry(raced), Some(sealed));
+        read_back(&old, raced, sealed as usize + 1).await;
+        eprintln!("raced recovery: {} of 1000 in-flight adds acknowledged, ledger sealed at {sealed}", acked.len());
         ledger
     });
     let m = metadata(&zk, recovered);

@@ -231,6 +231,17 @@ impl ManagedLedger {
         self.progress.notify(usize::MAX);
     }
 
+    /// Fences the log and lets the store forget the ledger it was writing: the partition is
+    /// gone from this core, and whoever opens it next (maybe this core again) recovers the
+    /// ledger from the bookies rather than from this writer's view.
+    pub fn abandon(&self) {
+        self.fence();
+        let current = self.state.borrow().current;
+        if let Some(ledger) = current {
+            self.store.abandon_ledger(ledger);
+        }
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.state.borrow().fenced
     }

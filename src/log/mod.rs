@@ -195,7 +195,7 @@ impl PartitionLogs {
                 tracing::warn!(topic = %topic, partition, "ledger not sealed in time; the next owner recovers it");
             }
         }
-        slot.log.fence();
+        slot.log.abandon();
     }
 
     /// Commits metadata ops (e.g. cursor nodes of many partitions) in one batch.

@@ -61,6 +61,10 @@ pub trait LedgerStore {
     /// The last durable entry of a ledger this core writes or has recovered, `None` if it is
     /// empty or unknown.
     fn last_entry(&self, ledger: LedgerId) -> Option<EntryId>;
+    /// Forgets a ledger this core was writing and will not write again (its partition moved
+    /// to another owner) without sealing it: appends not yet durable fail as fenced; the next
+    /// opener recovers it.
+    fn abandon_ledger(&self, ledger: LedgerId);
     /// Deletes a whole ledger (retention).
     fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>>;
     /// The reason appends are refused right now, if the store is failed.
@@ -142,6 +146,10 @@ impl LedgerStore for Backend {
 
     fn last_entry(&self, ledger: LedgerId) -> Option<EntryId> {
         dispatch!(self, s => s.last_entry(ledger))
+    }
+
+    fn abandon_ledger(&self, ledger: LedgerId) {
+        dispatch!(self, s => s.abandon_ledger(ledger))
     }
 
     fn delete_ledger(&self, ledger: LedgerId) -> impl Future<Output = Result<(), StorageError>> {

@@ -233,6 +233,10 @@ impl LedgerStore for BookKeeperStore {
             if let Some(c) = self.closed.borrow().get(&ledger) {
                 return Ok(u64::try_from(c.meta.last_entry).ok());
             }
+            // A writer of ours still here is stale (the partition moved away and came back):
+            // what it acknowledged is on the bookies, and its view of the ledger must not
+            // shadow the recovered one.
+            self.abandon_ledger(ledger);
             let meta = super::recover::recover(&self.ctx, ledger).await?;
             let last = u64::try_from(meta.last_entry).ok();
             self.remember_closed(ledger, meta);
@@ -250,6 +254,13 @@ impl LedgerStore for BookKeeperStore {
                 Ok(()) | Err(ZkError::NoNode) => Ok(()),
                 Err(e) => Err(zk_error(e)),
             }
+        }
+    }
+
+    fn abandon_ledger(&self, ledger: LedgerId) {
+        let writer = self.writers.borrow_mut().remove(&ledger);
+        if let Some(w) = writer {
+            w.abandon();
         }
     }
 

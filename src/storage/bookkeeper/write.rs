@@ -253,6 +253,17 @@ impl WriteLedger {
     /// Stops the writer: every pending append fails (and is never acknowledged). A stop
     /// other than a deletion begins a failure episode.
     pub fn stop(&self, state: WriterState) {
+        let episode = !matches!(&state, WriterState::Failed(why) if why == DELETED);
+        self.stop_as(state, episode);
+    }
+
+    /// This core will not write the ledger again (its partition moved, or is being recovered
+    /// here): pending appends fail as fenced. Not a store failure, so no failure episode.
+    pub fn abandon(&self) {
+        self.stop_as(WriterState::Fenced, false);
+    }
+
+    fn stop_as(&self, state: WriterState, episode: bool) {
         {
             let mut s = self.state.borrow_mut();
             if matches!(*s, WriterState::Closed | WriterState::Fenced | WriterState::Failed(_)) {
@@ -260,7 +271,7 @@ impl WriteLedger {
             }
             *s = state.clone();
         }
-        if !matches!(&state, WriterState::Failed(why) if why == DELETED) {
+        if episode {
             self.ctx.note_failure();
         }
         let failed: Vec<PendingAdd> = self.pending.borrow_mut().drain(..).collect();
