@@ -187,6 +187,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("cluster.name",                     "",            "cluster mode: several kopd nodes over one ZooKeeper and one set of bookies (needs storage=bookkeeper); empty: a single node"),
     ("node.id",                          "-1",          "cluster: this node's id (broker ids are node.id * 1000 + core); -1: allocated once from ZooKeeper and kept in data.dir/node.id"),
     ("cluster.poll.interval.ms",         "200",         "cluster: how often a node reads membership, partition leases and catalog changes from ZooKeeper (adds to failover time)"),
+    ("cluster.lease.wait.ms",            "5000",        "cluster: how long a produce for a partition just moved to this core waits for its node to take the lease and open it, instead of answering NOT_LEADER_OR_FOLLOWER at once"),
     ("zookeeper.session.timeout.ms",     "18000",       "ZooKeeper session timeout; a ZooKeeper unreachable this long ends the session (ephemeral nodes go) and metadata writes fail until a new one is open"),
     ("kafka.tenant",                     "public",      "Pulsar tenant for Kafka topics without one"),
     ("kafka.namespace",                  "default",     "Pulsar namespace for Kafka topics without one"),

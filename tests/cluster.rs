@@ -662,3 +662,99 @@ fn planned_moves_hand_over_and_a_new_node_takes_a_share() {
     }
     p.verify(&all);
 }
+
+/// Moves partition `partition` of `topic` to broker `to` (AlterPartitionReassignments v0);
+/// the partition's error code.
+fn reassign(c: &mut Conn, topic: &str, partition: i32, to: i32) -> i16 {
+    use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+        ReassignableTopic::default().with_name(name(topic)).with_partitions(vec![
+            ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(Some(vec![kafka_protocol::messages::BrokerId(to)])),
+        ]),
+    ]);
+    let resp = c.send(0, &req).expect("AlterPartitionReassignments");
+    assert_eq!(resp.error_code, 0, "{resp:?}");
+    resp.responses[0].partitions[0].error_code
+}
+
+/// Sends `batches` to one partition on one connection, each `gap` after the last, without
+/// waiting for answers (as a producer with several requests in flight does); the answers in
+/// order as (error code, base offset).
+fn produce_pipelined(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+    batches: &[Bytes],
+    gap: Duration,
+) -> Vec<(i16, i64)> {
+    use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let mut c = Conn::try_connect(addr, Duration::from_secs(30)).expect("connect");
+    for (i, records) in batches.iter().enumerate() {
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(20_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(records.clone())),
+            ]),
+        ]);
+        std::io::Write::write_all(&mut c.stream, &Conn::frame(i as i32, 11, &req)).expect("send");
+        std::thread::sleep(gap);
+    }
+    (0..batches.len())
+        .map(|i| {
+            let mut frame = c.read_frame().expect("produce answer");
+            let header = ResponseHeader::decode(&mut frame, ApiKey::Produce.response_header_version(11)).unwrap();
+            assert_eq!(header.correlation_id, i as i32, "answers in request order");
+            let resp = ProduceResponse::decode(&mut frame, 11).unwrap();
+            let p = &resp.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset)
+        })
+        .collect()
+}
+
+#[test]
+fn a_moved_partition_takes_a_new_producers_pipelined_batches_in_order() {
+    // A producer that learns a partition's new owner from Metadata sends there at once, with
+    // several requests in flight. Were its first batches refused while the new owner's node
+    // was still taking the lease and later ones taken, an idempotent producer new to the
+    // partition would be left with a sequence gap it cannot close (Java's producer retries
+    // OUT_OF_ORDER_SEQUENCE_NUMBER forever). The new owner holds such requests until it serves.
+    const BATCHES: usize = 20;
+    let topic = "moving";
+    let cluster = Cluster::start(topic, 3);
+    common::create_topic(&mut cluster.conn(0), topic, 1, &[]);
+    let (brokers, mut leaders) = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+    let mut expected: Vec<(i64, Bytes)> = Vec::new();
+    for round in 0..4 {
+        let from = leaders[0].0;
+        let next_node = (cluster.node_of(&brokers, from).expect("leader's node") + 1) % 3;
+        let to = *brokers.keys().filter(|b| cluster.node_of(&brokers, **b) == Some(next_node)).min().expect("broker");
+        assert_eq!(reassign(&mut cluster.conn(round % 3), topic, 0, to), 0, "round {round}: move to {to}");
+        // The moment the new owner names itself the leader, a producer new to the partition
+        // writes to it.
+        let target = brokers[&to];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut c = Conn::try_connect(target, Duration::from_secs(10)).expect("connect to the new owner");
+        while layout(&mut c, topic).is_none_or(|l| l.1[0].0 != to) {
+            assert!(Instant::now() < deadline, "round {round}: broker {to} never named itself the leader");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (pid, epoch) = init_producer(&mut cluster.conn(0));
+        let batches: Vec<Bytes> = (0..BATCHES).map(|b| idempotent_batch(pid, epoch, 0, b)).collect();
+        let t = Instant::now();
+        let answers = produce_pipelined(target, topic, 0, &batches, Duration::from_millis(10));
+        eprintln!("round {round}: moved to broker {to}; {BATCHES} pipelined batches answered in {:?}", t.elapsed());
+        assert!(answers.iter().all(|(code, _)| *code == 0), "round {round}: answers {answers:?}");
+        let base = answers[0].1;
+        for (b, (_, offset)) in answers.iter().enumerate() {
+            assert_eq!(*offset, base + (b * RECORDS) as i64, "round {round}: batch {b} out of place");
+            expected.extend((0..RECORDS).map(|i| (offset + i as i64, batch_value(b, i))));
+        }
+        leaders = wait_served(&cluster, round % 3, topic, Duration::from_secs(30)).1;
+        assert_eq!(leaders[0].0, to, "round {round}: the move held");
+    }
+    let (records, _) = common::read_all(&mut Conn::connect(brokers[&leaders[0].0]), topic, 0);
+    assert!(records == expected, "every acknowledged batch once, at its offset ({} records read)", records.len());
+}

@@ -18,6 +18,9 @@ pub struct ClusterSettings {
     pub node_id: Option<u32>,
     /// How often the node reads membership, leases and catalog changes from ZooKeeper.
     pub poll_interval: Duration,
+    /// How long a produce for a partition the catalog has just given this core waits for the
+    /// lease (and the open) before it is refused.
+    pub lease_wait: Duration,
 }
 
 impl ConfigSources {
@@ -49,6 +52,7 @@ impl ConfigSources {
             name,
             node_id: u32::try_from(node_id).ok(),
             poll_interval: Duration::from_millis(self.int("cluster.poll.interval.ms", 10, 60_000)? as u64),
+            lease_wait: Duration::from_millis(self.int("cluster.lease.wait.ms", 0, 300_000)? as u64),
         }))
     }
 }

@@ -39,6 +39,34 @@ pub fn owned(broker: &Broker, topic: &TopicEntry, partition: i32) -> Result<Part
     Ok(*owner)
 }
 
+/// `owned`, except that a partition the catalog has just given this core, while its node is
+/// still taking the lease, is waited for (at most `wait`) rather than refused: a producer
+/// sent here by another node's newer Metadata would otherwise see its first batches refused
+/// and later ones taken, a sequence gap it cannot close.
+pub async fn owned_soon(
+    broker: &Broker,
+    topic: &TopicEntry,
+    partition: i32,
+    wait: std::time::Duration,
+) -> Result<PartitionOwner, ResponseError> {
+    let named_here = usize::try_from(partition)
+        .ok()
+        .and_then(|p| topic.partitions.get(p))
+        .is_some_and(|o| o.broker as i32 == broker.id);
+    match owned(broker, topic, partition) {
+        Err(ResponseError::NotLeaderOrFollower) if named_here && !wait.is_zero() => {
+            broker.logs.wait_leased(&topic.name, partition, wait).await;
+            // The catalog may have moved on meanwhile.
+            let current = broker.catalog().get(&topic.name).filter(|t| t.id == topic.id).cloned();
+            match current {
+                Some(t) => owned(broker, &t, partition),
+                None => Err(ResponseError::NotLeaderOrFollower),
+            }
+        }
+        r => r,
+    }
+}
+
 /// Kafka's answer to a client's idea of the leader epoch (-1: the client does not say).
 pub fn check_leader_epoch(owner: &PartitionOwner, client_epoch: i32) -> Result<(), ResponseError> {
     match client_epoch {

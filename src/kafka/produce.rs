@@ -20,6 +20,7 @@ async fn produce_partition(
     records: Option<bytes::Bytes>,
     topic_err: Option<ResponseError>,
     version: i16,
+    lease_wait: std::time::Duration,
 ) -> PartitionProduceResponse {
     let resp = PartitionProduceResponse::default()
         .with_index(index)
@@ -33,7 +34,7 @@ async fn produce_partition(
         (Some(t), None) => t,
         (_, e) => return fail(e.unwrap_or(ResponseError::UnknownTopicOrPartition), None),
     };
-    let owner = match partition::owned(broker, &topic, index) {
+    let owner = match partition::owned_soon(broker, &topic, index, lease_wait).await {
         Ok(o) => o,
         Err(e) => {
             let leader =
@@ -125,6 +126,9 @@ pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> P
         |t, p| (t.name.clone(), t.topic_id, p.index),
     );
     let valid_acks = matches!(req.acks, -1..=1);
+    let lease_wait = broker.config.cluster.as_ref().map_or(std::time::Duration::ZERO, |c| {
+        c.lease_wait.min(std::time::Duration::from_millis(req.timeout_ms.max(0) as u64))
+    });
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();
     for td in req.topic_data {
@@ -136,7 +140,7 @@ pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> P
         let err = if valid_acks { err } else { Some(ResponseError::InvalidRequiredAcks) };
         topics.push((td.name, td.topic_id, td.partition_data.len()));
         for pd in td.partition_data {
-            futures.push(produce_partition(broker, topic.clone(), pd.index, pd.records, err, version));
+            futures.push(produce_partition(broker, topic.clone(), pd.index, pd.records, err, version, lease_wait));
         }
     }
     let mut results = futures_util::future::join_all(futures).await.into_iter();

@@ -69,6 +69,8 @@ pub struct PartitionLogs {
     /// leases). `None` on a single node, where the catalog's word is enough.
     /// By topic, so the check on every request borrows the name instead of cloning it.
     leased: Option<RefCell<HashMap<TopicName, std::collections::HashSet<i32>>>>,
+    /// Notified whenever a lease is taken or given back here.
+    lease_changed: Event,
     open: RefCell<HashMap<PartitionKey, Slot>>,
     opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
     recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
@@ -87,6 +89,7 @@ impl PartitionLogs {
             store,
             meta,
             leased: clustered.then(Default::default),
+            lease_changed: Event::new(),
             open: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
             recovered: RefCell::new(recovered),
@@ -103,13 +106,34 @@ impl PartitionLogs {
 
     fn set_leased(&self, (topic, partition): &PartitionKey, leased: bool) {
         let Some(l) = &self.leased else { return };
-        let mut l = l.borrow_mut();
-        if leased {
-            l.entry(topic.clone()).or_default().insert(*partition);
-        } else if let Some(ps) = l.get_mut(topic) {
-            ps.remove(partition);
-            if ps.is_empty() {
-                l.remove(topic);
+        {
+            let mut l = l.borrow_mut();
+            if leased {
+                l.entry(topic.clone()).or_default().insert(*partition);
+            } else if let Some(ps) = l.get_mut(topic) {
+                ps.remove(partition);
+                if ps.is_empty() {
+                    l.remove(topic);
+                }
+            }
+        }
+        self.lease_changed.notify(usize::MAX);
+    }
+
+    /// Waits, at most `max`, until this core may serve the partition; whether it may.
+    pub async fn wait_leased(&self, topic: &TopicName, partition: i32, max: Duration) -> bool {
+        let deadline = std::time::Instant::now() + max;
+        loop {
+            if self.is_leased(topic, partition) {
+                return true;
+            }
+            let changed = self.lease_changed.listen();
+            if self.is_leased(topic, partition) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || crate::runtime::timeout(left, changed).await.is_none() {
+                return self.is_leased(topic, partition);
             }
         }
     }
