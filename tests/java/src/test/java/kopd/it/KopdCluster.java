@@ -35,11 +35,13 @@ final class KopdCluster implements AutoCloseable {
     final List<Path> dirs = new ArrayList<>();
     final List<Kopd> nodes = new ArrayList<>();
 
-    private KopdCluster(Path root, int zkPort, String chroot) {
+    private KopdCluster(Path root, int zkPort, String chroot) throws java.io.IOException {
         this.root = root;
         this.zkPort = zkPort;
         this.chroot = chroot;
-        this.bkDir = root.resolve("bk");
+        // Outside the test's @TempDir: a test stuck past its timeout has that directory deleted
+        // under it, and the script (or its watchdog) could no longer find the servers' pids.
+        this.bkDir = Files.createTempDirectory("kopd-java-bk-");
     }
 
     /** ZooKeeper + 3 bookies, then {@code n} kopd nodes. */
@@ -206,7 +208,9 @@ final class KopdCluster implements AutoCloseable {
         }
         if (bkRunning) {
             try {
-                script("stop");
+                if (script("stop").status() == 0) {
+                    Util.deleteTree(bkDir);
+                }
             } catch (Exception ignored) {
                 // The cluster stops itself once this JVM is gone (--owner-pid).
             }

@@ -118,4 +118,11 @@ final class Util {
     static Set<Integer> leaderIds(TopicDescription d) {
         return leaders(d).values().stream().collect(Collectors.toCollection(java.util.TreeSet::new));
     }
+
+    /** Deletes a directory tree, deepest entries first; what cannot be deleted stays. */
+    static void deleteTree(Path dir) throws java.io.IOException {
+        try (var paths = Files.walk(dir)) {
+            paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        }
+    }
 }
