@@ -9,6 +9,7 @@
 #
 #   perf/callgrind.sh [--records N] [--size BYTES] [--partitions P] [--batch-bytes B]
 #                     [--flush always|interval] [--top K] [--profile profiling|release] [--no-build]
+#                     [--commit C   (with --no-build: the commit the binary was built from)]
 #
 # Why the knob `io.spin.before.park.us`: valgrind runs one thread at a time and keeps its lock
 # while a thread blocks in io_uring_enter (valgrind 3.19 does not mark that syscall as blocking).
@@ -31,7 +32,8 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --port) PORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --commit) COMMIT_OF_BINARY=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -106,6 +108,8 @@ P_IR=$(ir "$WORK/produce.cg")
 F_IR=$(ir "$WORK/fetch.cg")
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 DIRTY=$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null && echo false || echo true)
+# A binary built earlier (--no-build) is labelled with the commit it was built from.
+if [ -n "${COMMIT_OF_BINARY:-}" ]; then COMMIT=$COMMIT_OF_BINARY DIRTY=false; fi
 P_PER=$((P_IR / RECORDS))
 F_PER=$((F_IR / RECORDS))
 
@@ -125,10 +129,13 @@ REPORT="$OUT/callgrind-$(date -u +%Y%m%dT%H%M%SZ).txt"
 } >"$REPORT"
 cp "$WORK/produce.cg" "$OUT/callgrind.produce.out"
 cp "$WORK/fetch.cg" "$OUT/callgrind.fetch.out"
-printf '{"time":"%s","commit":"%s","dirty":%s,"records":%d,"size":%d,"partitions":%d,"batch_bytes":%d,"flush":"%s","produce_ir_per_record":%d,"fetch_ir_per_record":%d}\n' \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$COMMIT" "$DIRTY" "$RECORDS" "$SIZE" "$PARTITIONS" "$BATCH" "$FLUSH" "$P_PER" "$F_PER" \
-  >>"$OUT/callgrind.jsonl"
+# The tracked history (committed with the change it measures): one line per run.
+RESULTS="$ROOT/perf/results/callgrind.jsonl"
+mkdir -p "$(dirname "$RESULTS")"
+printf '{"time":"%s","commit":"%s","dirty":%s,"binary":"%s","records":%d,"size":%d,"partitions":%d,"batch_bytes":%d,"flush":"%s","produce_ir_per_record":%d,"fetch_ir_per_record":%d}\n' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$COMMIT" "$DIRTY" "$PROFILE" "$RECORDS" "$SIZE" "$PARTITIONS" "$BATCH" "$FLUSH" "$P_PER" "$F_PER" \
+  >>"$RESULTS"
 cat "$REPORT"
 echo
-tail -1 "$OUT/callgrind.jsonl"
-log "wrote $REPORT, perf/out/callgrind.{produce,fetch}.out (callgrind_annotate / kcachegrind) and a line in perf/out/callgrind.jsonl"
+tail -1 "$RESULTS"
+log "wrote $REPORT, perf/out/callgrind.{produce,fetch}.out (callgrind_annotate / kcachegrind) and a line in perf/results/callgrind.jsonl"

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::frame::FrameDecoder;
+use super::read_buffer::ReadBuffer;
 use crate::broker::{Broker, ResponseShare};
 use crate::kafka;
 use crate::runtime::{self, TcpStream};
@@ -43,7 +44,7 @@ pub(super) struct Connection<'a> {
     stream: TcpStream,
     client_host: &'a str,
     decoder: FrameDecoder,
-    inbuf: BytesMut,
+    inbuf: ReadBuffer,
     outbuf: BytesMut,
     /// `outbuf`'s bytes, counted against the core's bound.
     share: ResponseShare,
@@ -61,7 +62,7 @@ impl<'a> Connection<'a> {
             stream,
             client_host,
             decoder: FrameDecoder::new(broker.config.socket_request_max_bytes),
-            inbuf: BytesMut::new(),
+            inbuf: ReadBuffer::new(),
             outbuf: BytesMut::new(),
             share: ResponseShare::new(broker.responses.clone()),
             last_activity: now,
@@ -80,7 +81,7 @@ impl<'a> Connection<'a> {
             while self.outbuf.len() < limits.max_unwritten_bytes
                 && (self.outbuf.is_empty() || self.broker.responses.available() > 0)
             {
-                let Some(frame) = self.decoder.next_frame(&mut self.inbuf).map_err(|e| e.to_string())? else {
+                let Some(frame) = self.inbuf.next_frame(&self.decoder).map_err(|e| e.to_string())? else {
                     break;
                 };
                 self.request_began = None;
@@ -96,7 +97,7 @@ impl<'a> Connection<'a> {
             if !self.write_responses().await? || self.broker.shutdown.is_triggered() {
                 return Ok(());
             }
-            if self.decoder.has_frame(&self.inbuf).map_err(|e| e.to_string())? {
+            if self.decoder.has_frame(self.inbuf.bytes()).map_err(|e| e.to_string())? {
                 continue;
             }
             match self.read().await? {
@@ -141,7 +142,7 @@ impl<'a> Connection<'a> {
         let limits = &self.broker.config.connections;
         // Release memory a large frame left behind once the buffer has drained.
         if self.inbuf.is_empty() && self.inbuf.capacity() > MAX_READ {
-            self.inbuf = BytesMut::new();
+            self.inbuf.release();
         }
         let idle_deadline = self.last_activity + limits.max_idle;
         let (deadline, what) = match self.request_began {
@@ -164,7 +165,7 @@ impl<'a> Connection<'a> {
                 Some(outcome) => outcome,
                 None if Instant::now() >= deadline => return Err(what.into()),
                 None => {
-                    self.inbuf = BytesMut::new();
+                    self.inbuf.release();
                     match self.read_idle(deadline).await? {
                         Some(outcome) => outcome,
                         None => return Err(what.into()),
@@ -188,13 +189,13 @@ impl<'a> Connection<'a> {
 
     /// One read into `inbuf`, sized for the frame arriving. `None`: nothing came by `until`.
     async fn read_into_buffer(&mut self, until: Instant) -> Result<Option<ReadOutcome>, String> {
-        let start = self.inbuf.len();
+        let start = self.inbuf.bytes().len();
         // Grow toward a large frame as its bytes arrive, so a size prefix alone commits no memory.
-        let want = self.decoder.missing(&self.inbuf).clamp(READ_CHUNK, MAX_READ);
-        self.inbuf.resize(start + want, 0);
-        let read = timeout_or_shutdown(self.broker, until, self.stream.read(&mut self.inbuf[start..])).await;
+        let want = self.decoder.missing(self.inbuf.bytes()).clamp(READ_CHUNK, MAX_READ);
+        let room = self.inbuf.spare(want);
+        let read = timeout_or_shutdown(self.broker, until, self.stream.read(room)).await;
         let n = if let Wait::Done(Ok(n)) = read { n } else { 0 };
-        self.inbuf.truncate(start + n);
+        self.inbuf.filled(n);
         match read {
             Wait::Done(Ok(n)) => Ok(Some(self.outcome_of(n, start)?)),
             Wait::Done(Err(e)) => Err(format!("read failed: {e}")),

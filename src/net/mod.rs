@@ -7,6 +7,7 @@
 
 mod connection;
 pub mod frame;
+mod read_buffer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
