@@ -9,16 +9,22 @@ use super::frame::{FrameDecoder, FrameError};
 
 pub(super) struct ReadBuffer {
     buf: BytesMut,
-    /// How many bytes past `buf.len()` are initialized (zeroed, or read into and given back by
-    /// `filled`). Splitting frames off the front does not move them; a reallocation resets it.
-    spare_init: usize,
+    /// The address where the initialized prefix of `buf`'s allocation ends: every byte of the
+    /// allocation before it was written (read into, copied in, or zeroed) since it was made.
+    /// Splitting frames off the front, reading and truncating do not move it. Growing either
+    /// keeps the allocation (moving the data to its front, or extending it in place: the prefix
+    /// stays initialized) or moves to a new one, disjoint from the old (both are live while the
+    /// bytes are copied), where `spare_init` no longer finds this address inside its room.
+    init_end: usize,
     /// The room `spare` last gave out, counted in `buf.len()` until `filled`.
     lent: usize,
+    /// Bytes zeroed so far (what this type exists to keep low).
+    zeroed: usize,
 }
 
 impl ReadBuffer {
     pub fn new() -> Self {
-        Self { buf: BytesMut::new(), spare_init: 0, lent: 0 }
+        Self { buf: BytesMut::new(), init_end: 0, lent: 0, zeroed: 0 }
     }
 
     /// The bytes read and not yet taken as frames.
@@ -38,7 +44,7 @@ impl ReadBuffer {
     /// Gives the memory back to the allocator (an idle or drained connection).
     pub fn release(&mut self) {
         self.buf = BytesMut::new();
-        self.spare_init = 0;
+        self.init_end = 0;
         self.lent = 0;
     }
 
@@ -51,10 +57,23 @@ impl ReadBuffer {
 
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.filled(0);
-        let before = self.buf.capacity() - self.buf.len();
         self.buf.extend_from_slice(bytes);
-        let after = self.buf.capacity() - self.buf.len();
-        self.spare_init = if after + bytes.len() == before { self.spare_init.saturating_sub(bytes.len()) } else { 0 };
+        let end = self.data_end();
+        self.init_end = self.init_end.max(end);
+        if self.spare_init() == 0 {
+            self.init_end = end;
+        }
+    }
+
+    fn data_end(&self) -> usize {
+        self.buf.as_ptr() as usize + self.buf.len()
+    }
+
+    /// How many bytes past the data are initialized, in the current allocation.
+    fn spare_init(&self) -> usize {
+        let end = self.data_end();
+        let room_end = self.buf.as_ptr() as usize + self.buf.capacity();
+        if (end..=room_end).contains(&self.init_end) { self.init_end - end } else { 0 }
     }
 
     /// Room for a read of up to `want` bytes, past the bytes held; hand the count read to
@@ -64,17 +83,17 @@ impl ReadBuffer {
         let len = self.buf.len();
         if self.buf.capacity() - len < want {
             self.buf.reserve(want);
-            // A new (or compacted) allocation: nothing past `len` is known initialized.
-            self.spare_init = 0;
         }
-        if self.spare_init < want {
-            // SAFETY: `spare_init <= capacity - len`, and those bytes are initialized (the
-            // field's invariant); `resize` zeroes the rest.
-            unsafe { self.buf.set_len(len + self.spare_init) };
+        let init = self.spare_init();
+        if init < want {
+            // SAFETY: the `init` bytes past the data lie before `init_end` in the current
+            // allocation, so they are initialized (see `init_end`); `resize` zeroes the rest.
+            unsafe { self.buf.set_len(len + init) };
             self.buf.resize(len + want, 0);
-            self.spare_init = want;
+            self.zeroed += want - init;
+            self.init_end = self.data_end();
         } else {
-            // SAFETY: as above, with `want <= spare_init`.
+            // SAFETY: as above, with `want <= init`.
             unsafe { self.buf.set_len(len + want) };
         }
         self.lent = want;
@@ -84,9 +103,7 @@ impl ReadBuffer {
     /// Keeps `n` bytes of the room `spare` gave (the ones read); the rest stays spare.
     pub fn filled(&mut self, n: usize) {
         let start = self.buf.len() - self.lent;
-        let n = n.min(self.lent);
-        self.buf.truncate(start + n);
-        self.spare_init -= n;
+        self.buf.truncate(start + n.min(self.lent));
         self.lent = 0;
     }
 }
@@ -126,7 +143,25 @@ mod tests {
         assert_eq!(&frames[2][..], b"x");
         assert!(b.is_empty());
         // The spare room known initialized never exceeds what the allocation has.
-        assert!(b.spare_init <= b.capacity() - b.bytes().len());
+        assert!(b.spare_init() <= b.capacity() - b.bytes().len());
+    }
+
+    #[test]
+    fn room_freed_by_taken_frames_is_not_zeroed_again() {
+        let decoder = FrameDecoder::new(1 << 20);
+        let mut b = ReadBuffer::new();
+        for round in 0..5 {
+            let room = b.spare(4096);
+            room[..4].copy_from_slice(&4092u32.to_be_bytes());
+            room[4..].fill(round);
+            b.filled(4096);
+            let f = b.next_frame(&decoder).unwrap().expect("a whole frame");
+            assert!(f.iter().all(|x| *x == round));
+            drop(f);
+        }
+        // The first round zeroed the room; later ones reuse it (the frame is gone, so the
+        // buffer takes its allocation back in place).
+        assert_eq!(b.zeroed, 4096);
     }
 
     #[test]
