@@ -301,6 +301,27 @@ def med(vals):
     return statistics.median(vals) if vals else float("nan")
 
 
+# Latency figures checked for a hiccup round: (workload, metric).
+HICCUP_CHECKS = [("produce-50%", "p99"), ("loadgen-50%", "p99"), ("loadgen-50%", "e2e p99")]
+HICCUP_FACTOR = 5
+
+
+def hiccups(runs):
+    """Per run (index), the latency figures more than HICCUP_FACTOR x off the same broker's other
+    rounds: one stall must not decide a ratio unseen."""
+    flags = {}
+    for wl, metric in HICCUP_CHECKS:
+        vals = [x[wl][metric] if wl in x else float("nan") for x in runs]
+        whole = med(vals)
+        for i, v in enumerate(vals):
+            # With 3 or more rounds the median of all is the round's reference (one stall cannot
+            # move it); with two, each is held against the other (either may be the odd one).
+            others = whole if sum(1 for x in vals if x == x) >= 3 else med(vals[:i] + vals[i + 1:])
+            if v == v and others == others and others > 0 and (v > others * HICCUP_FACTOR or v * HICCUP_FACTOR < others):
+                flags.setdefault(i, []).append(f"{wl} {metric} {v:g} ms vs {others:g} ms over its rounds")
+    return flags
+
+
 def fmt(v):
     if v != v:
         return "n/a"
@@ -314,7 +335,7 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-seconds", type=float, default=20,
                     help="length of the fixed-rate run (records = rate x seconds, at most --records)")
     ap.add_argument("--e2e-records", type=int, default=1000)
@@ -526,9 +547,13 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
 - Ratios are kopd/Kafka: > 1 is better for throughput, < 1 is better for latency and RSS.
 {bk_target.notes(names, args.bk_heap)}
 """
-    per_run = ["", "## Per-run figures", ""]
+    per_run = ["", "## Per-run figures", "",
+               f"A run marked HICCUP has a latency figure more than {HICCUP_FACTOR}x off the same broker's "
+               "other rounds (the median of all its rounds with 3 or more; the other round with 2); with 3 or "
+               "more rounds the table's medians keep one such round from deciding a ratio.", ""]
     for mode in modes:
         for b in ["Kafka"] + names:
+            flags = hiccups(results[mode][b])
             for i, x in enumerate(results[mode][b]):
                 pm, pr, c, e = x["produce-max"], x["produce-50%"], x["consume"], x["e2e"]
                 per_run.append(
@@ -547,6 +572,8 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
                         f"; loadgen max {lm['rec_s']:,.0f} rec/s, at {lr['rate']:,}/s produce p50/p99/p99.9 "
                         f"{lr['p50']:g}/{lr['p99']:g}/{lr['p99.9']:g} ms, e2e {lr['e2e p50']:g}/{lr['e2e p99']:g}/"
                         f"{lr['e2e p99.9']:g} ms")
+                if i in flags:
+                    per_run[-1] += " — HICCUP: " + "; ".join(flags[i])
     plot(modes, names, results, png_path, args.loadgen)
     with open(md_path, "w") as f:
         f.write(header + table + "\n\n" + f"![latency percentiles]({os.path.basename(png_path)})\n"
