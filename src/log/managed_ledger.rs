@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use super::cursor::Cursor;
 use super::ml_metadata::{LOG_START_OFFSET_PROPERTY, LedgerInfo, ML_PREFIX, ManagedLedgerInfo, ml_path};
-use super::offset_index::{IndexEntry, OffsetIndex};
+use super::offset_index::OffsetIndex;
 use super::producer_state::{BatchSeq, ProducerStateTable, SequenceCheck};
 use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
@@ -25,6 +25,7 @@ use crate::meta::store::{MetadataStoreThread, StoreError, StoreOp};
 use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, LedgerId, LedgerStore, StorageError, entry};
 
+mod read;
 mod resume;
 mod retention;
 mod seal;
@@ -570,37 +571,6 @@ impl ManagedLedger {
                 Err(LogError::Storage(e))
             }
         }
-    }
-
-    /// Index entry holding offsets at or after `offset`, if below the high watermark.
-    pub fn entry_from(&self, offset: i64) -> Option<IndexEntry> {
-        let st = self.state.borrow();
-        let pos = st.index.position_from(offset)?;
-        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
-    }
-
-    /// The stored batch bytes of an index entry: from the tail cache, else from the store.
-    pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
-        if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
-            return Ok(b.clone());
-        }
-        let raw = self.store.read(e.ledger, e.entry).await?;
-        let decoded = entry::decode_entry(&raw).map_err(|err| StorageError::Corrupt(err.to_string()))?;
-        Ok(decoded.payload)
-    }
-
-    /// Index position search by timestamp, returning the entry (below the high watermark).
-    pub fn entry_for_timestamp(&self, ts: i64) -> Option<IndexEntry> {
-        let st = self.state.borrow();
-        let pos = st.index.position_for_timestamp(ts)?;
-        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
-    }
-
-    pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
-        let st = self.state.borrow();
-        let from = st.index.position_from(st.log_start)?;
-        let pos = st.index.position_of_max_timestamp(from, st.high_watermark)?;
-        st.index.get(pos).copied()
     }
 }
 

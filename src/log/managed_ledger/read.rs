@@ -1,0 +1,41 @@
+//! Lookups and reads of stored batches for fetch and ListOffsets: only below the high
+//! watermark. A child module, so it works on the log's private state directly.
+
+use bytes::Bytes;
+
+use super::{LogError, ManagedLedger};
+use crate::log::offset_index::IndexEntry;
+use crate::storage::{LedgerStore, StorageError, entry};
+
+impl ManagedLedger {
+    /// Index entry holding offsets at or after `offset`, if below the high watermark.
+    pub fn entry_from(&self, offset: i64) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let pos = st.index.position_from(offset)?;
+        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+    }
+
+    /// The stored batch bytes of an index entry: from the tail cache, else from the store.
+    pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
+        if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
+            return Ok(b.clone());
+        }
+        let raw = self.store.read(e.ledger, e.entry).await?;
+        let decoded = entry::decode_entry(&raw).map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        Ok(decoded.payload)
+    }
+
+    /// Index position search by timestamp, returning the entry (below the high watermark).
+    pub fn entry_for_timestamp(&self, ts: i64) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let pos = st.index.position_for_timestamp(ts)?;
+        st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
+    }
+
+    pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let from = st.index.position_from(st.log_start)?;
+        let pos = st.index.position_of_max_timestamp(from, st.high_watermark)?;
+        st.index.get(pos).copied()
+    }
+}
