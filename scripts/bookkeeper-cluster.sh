@@ -7,7 +7,8 @@
 #                                        [--fresh]       (wipe DIR's data first)
 #   scripts/bookkeeper-cluster.sh stop   [--dir DIR]      (safe to repeat)
 #   scripts/bookkeeper-cluster.sh status [--dir DIR]      (exit 0 only if everything is up)
-#   scripts/bookkeeper-cluster.sh kill-bookie I | start-bookie I | pause-zk | resume-zk [--dir DIR]
+#   scripts/bookkeeper-cluster.sh kill-bookie I | start-bookie I | pause-bookie I | resume-bookie I
+#                                 | pause-zk | resume-zk [--dir DIR]
 #
 # Bookie I (0-based) listens on bookie-port + I. `start` prints the metadata service URI on
 # stdout; everything else goes to stderr. A second `start` on a stopped DIR restarts the
@@ -432,6 +433,11 @@ case "$CMD" in
     note_stale_sessions "$ARG"
     spawn_bookie "$ARG"
     wait_bookies "$ARG"
+    ;;
+  pause-bookie | resume-bookie)
+    need_index
+    pid="$(live_pid "$DIR/bookie-$ARG.pid")" || die "bookie $ARG is not running"
+    if [ "$CMD" = pause-bookie ]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
     ;;
   pause-zk)
     pid="$(live_pid "$DIR/zk.pid")" || die "ZooKeeper is not running"
