@@ -1,5 +1,8 @@
 //! The write path: one committer task per core drains the current commit window, writes it
 //! with O_DIRECT and (under `FlushPolicy::Always`) fdatasyncs once for the whole window.
+//! Under `FlushPolicy::Interval` the periodic fdatasync runs beside the committer
+//! ([`sync_behind`]): a sync can take tens of milliseconds, and windows written meanwhile are
+//! acknowledged at once instead of waiting for it.
 //!
 //! DMA writes must start and end on the device's block boundary. The writer keeps an in-memory
 //! copy of the active segment's last partial block (`tail`); each write starts at that block,
@@ -137,7 +140,8 @@ impl Notify {
 
 /// The active segment, open for O_DIRECT writes.
 pub(super) struct Writer {
-    file: DmaFile,
+    /// Shared with an interval sync in flight ([`sync_behind`]), which may outlive the writer.
+    file: Rc<DmaFile>,
     pub seg: u32,
     pub seq: u64,
     /// Logical end: everything before it has been written.
@@ -145,7 +149,7 @@ pub(super) struct Writer {
     /// Bytes of the block containing `len`, from the block start up to `len`.
     tail: Vec<u8>,
     align: u64,
-    /// Written since the last fdatasync.
+    /// Written since the last fdatasync was issued.
     pub dirty: bool,
     /// Everything before this is durable (fdatasync'd).
     pub synced: u64,
@@ -184,7 +188,7 @@ impl Writer {
 
     fn new(file: DmaFile, seg: u32, seq: u64, len: u64, tail: Vec<u8>) -> Self {
         let align = alignment(&file);
-        Writer { file, seg, seq, len, tail, align, dirty: false, synced: len }
+        Writer { file: Rc::new(file), seg, seq, len, tail, align, dirty: false, synced: len }
     }
 
     pub async fn write(&mut self, src: &[u8]) -> io::Result<()> {
@@ -255,8 +259,12 @@ impl Writer {
         Ok(())
     }
 
+    /// Closes the file, or leaves that to an interval sync still using it.
     pub async fn close(self) -> io::Result<()> {
-        Ok(self.file.close().await?)
+        match Rc::try_unwrap(self.file) {
+            Ok(f) => Ok(f.close().await?),
+            Err(_) => Ok(()),
+        }
     }
 }
 
@@ -283,12 +291,22 @@ pub(super) async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(d.close().await?)
 }
 
-async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
+// `shared` carries the tests' fault hooks.
+#[cfg_attr(not(test), allow(unused_variables))]
+async fn fdatasync(shared: &Shared, file: &DmaFile) -> io::Result<()> {
     #[cfg(test)]
     if shared.fail_next_sync.replace(false) {
         return Err(io::Error::other("injected fdatasync failure"));
     }
-    w.file.fdatasync().await?;
+    #[cfg(test)]
+    if !shared.sync_delay.get().is_zero() {
+        glommio::timer::sleep(shared.sync_delay.get()).await;
+    }
+    Ok(file.fdatasync().await?)
+}
+
+async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
+    fdatasync(shared, &w.file).await?;
     w.dirty = false;
     w.synced = w.len;
     if let Some(s) = shared.st.borrow_mut().segs.get_mut(w.seg as usize) {
@@ -296,6 +314,33 @@ async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
     }
     shared.syncs.set(shared.syncs.get() + 1);
     Ok(())
+}
+
+/// The interval sync in flight beside the committer, if any.
+#[derive(Default)]
+pub(super) struct IntervalSync {
+    pub running: Cell<bool>,
+    /// A failed sync, for the committer to fail the store with.
+    failed: RefCell<Option<String>>,
+}
+
+/// Makes segment `seg` durable up to `upto` (where its completed writes ended when this was
+/// started) while the committer goes on writing; wakes the committer when done.
+async fn sync_behind(shared: Rc<Shared>, file: Rc<DmaFile>, seg: u32, upto: u64) {
+    let res = fdatasync(&shared, &file).await;
+    // The last holder closes the file if the committer has moved past it.
+    drop(file);
+    match res {
+        Ok(()) => {
+            if let Some(s) = shared.st.borrow_mut().segs.get_mut(seg as usize) {
+                s.durable = s.durable.max(upto);
+            }
+            shared.syncs.set(shared.syncs.get() + 1);
+        }
+        Err(e) => *shared.interval_sync.failed.borrow_mut() = Some(e.to_string()),
+    }
+    shared.interval_sync.running.set(false);
+    shared.wake.notify();
 }
 
 /// The committer: runs until the store is closed (or has failed).
@@ -308,6 +353,16 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
     // End of what finished windows wrote: a failure discards everything after it.
     let mut good = Good { seq: w.seq, len: w.len };
     loop {
+        let failed_behind = shared.interval_sync.failed.borrow_mut().take();
+        if let Some(msg) = failed_behind {
+            fail(&shared, &msg);
+            match super::resume::after_failure(&shared, w, good).await {
+                Some(next) => w = next,
+                None => return,
+            }
+            good = Good { seq: w.seq, len: w.len };
+            continue;
+        }
         let (window, closed) = {
             let mut st = shared.st.borrow_mut();
             let w = (!st.queue.is_empty()).then(|| std::mem::replace(&mut st.queue, Window::new()));
@@ -330,7 +385,19 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
             good = Good { seq: w.seq, len: w.len };
         }
         let due = interval.is_some_and(|d| last_sync.elapsed() >= d);
-        if w.dirty && (due || (closed && !busy)) {
+        if w.dirty && due && !closed && !shared.interval_sync.running.get() {
+            // No write is in flight here: everything up to `w.len` is what the sync covers.
+            shared.interval_sync.running.set(true);
+            w.dirty = false;
+            last_sync = Instant::now();
+            crate::runtime::spawn(sync_behind(shared.clone(), w.file.clone(), w.seg, w.len));
+        }
+        if closed && !busy && shared.interval_sync.running.get() {
+            // The last sync must end (and any failure be seen) before the store reports stopped.
+            shared.wake.wait().await;
+            continue;
+        }
+        if w.dirty && closed && !busy {
             if let Err(e) = sync(&shared, &mut w).await {
                 fail(&shared, &e.to_string());
                 match super::resume::after_failure(&shared, w, good).await {
@@ -350,7 +417,8 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
             break;
         }
         match interval {
-            Some(d) if w.dirty => {
+            // A sync in flight wakes the committer when it ends.
+            Some(d) if w.dirty && !shared.interval_sync.running.get() => {
                 let left = d.saturating_sub(last_sync.elapsed());
                 futures_lite::future::or(shared.wake.wait(), glommio::timer::sleep(left)).await
             }
@@ -428,7 +496,9 @@ async fn commit(shared: &Shared, w: &mut Writer, win: &Window, sync_now: bool) -
 
 /// Seals the active segment (durably) and starts the next one.
 async fn roll(shared: &Shared, w: &mut Writer) -> io::Result<()> {
-    if w.dirty {
+    // A sealed segment is durable before the next one starts (recovery trusts that), even
+    // while an interval sync of it has not returned yet.
+    if w.dirty || shared.interval_sync.running.get() {
         sync(shared, w).await?;
     }
     let seq = w.seq + 1;

@@ -95,10 +95,14 @@ pub(super) struct Shared {
     cfg: LocalStoreConfig,
     st: RefCell<State>,
     wake: Notify,
+    interval_sync: commit::IntervalSync,
     syncs: Cell<u64>,
     /// Tests: make the next fdatasync fail.
     #[cfg(test)]
     fail_next_sync: Cell<bool>,
+    /// Tests: how long each fdatasync takes at least (a slow disk).
+    #[cfg(test)]
+    sync_delay: Cell<Duration>,
     /// Completed when the committer exits.
     stopped: Rc<Done>,
 }
@@ -199,9 +203,12 @@ impl LocalLedgerStore {
                 readers: HashMap::new(),
             }),
             wake: Notify::default(),
+            interval_sync: Default::default(),
             syncs: Cell::new(0),
             #[cfg(test)]
             fail_next_sync: Cell::new(false),
+            #[cfg(test)]
+            sync_delay: Cell::new(Duration::ZERO),
             stopped: Rc::new(Done::default()),
         });
         glommio::spawn_local(commit::run(shared.clone(), writer)).detach();

@@ -247,6 +247,81 @@ fn interval_policy_acks_before_syncing() {
 }
 
 #[test]
+fn interval_sync_runs_beside_appends() {
+    let dir = temp_dir("interval-beside");
+    let (_, part) = recover_one(&dir);
+    let c = LocalStoreConfig { flush: FlushPolicy::Interval(Duration::from_millis(10)), ..cfg(&dir) };
+    let l = run(move || async move {
+        let s = LocalLedgerStore::open(0, c, part).await.unwrap();
+        s.shared.sync_delay.set(Duration::from_millis(400));
+        let l = s.new_ledger();
+        assert_eq!(s.append(l, payload(l, 0, 200)).await.unwrap(), 0);
+        for _ in 0..100 {
+            if s.shared.interval_sync.running.get() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(s.shared.interval_sync.running.get(), "no interval sync started");
+        let before = s.fdatasync_count();
+        // Acknowledged while the slow sync is still in flight: appends do not wait for it.
+        for e in 1..30 {
+            assert_eq!(s.append(l, payload(l, e, 200)).await.unwrap(), e);
+        }
+        assert!(s.shared.interval_sync.running.get(), "the sync ended before the appends did");
+        assert_eq!(s.fdatasync_count(), before);
+        s.shared.sync_delay.set(Duration::ZERO);
+        for _ in 0..200 {
+            if s.fdatasync_count() > before + 1 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(s.fdatasync_count() > before + 1, "the slow sync and the next one ended");
+        s.close().await;
+        l
+    });
+    let (seen, _) = recover_one(&dir);
+    let got: Vec<EntryId> = seen.iter().filter(|(id, _, _)| *id == l).map(|(_, e, _)| *e).collect();
+    assert_eq!(got, (0..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn failed_interval_sync_fails_the_store() {
+    let dir = temp_dir("interval-failed");
+    let (_, part) = recover_one(&dir);
+    let c = LocalStoreConfig {
+        flush: FlushPolicy::Interval(Duration::from_millis(10)),
+        probe_interval: Duration::from_millis(20),
+        ..cfg(&dir)
+    };
+    run(move || async move {
+        let s = LocalLedgerStore::open(0, c, part).await.unwrap();
+        let l = s.new_ledger();
+        s.shared.fail_next_sync.set(true);
+        assert_eq!(s.append(l, payload(l, 0, 10)).await.unwrap(), 0);
+        for _ in 0..200 {
+            if s.failures() > 0 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.failures(), 1, "the failed interval sync failed the store");
+        // The probe succeeds (the disk is fine): the store resumes without a restart.
+        for _ in 0..500 {
+            if s.failure().is_none() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.failure(), None);
+        let l2 = s.new_ledger();
+        assert_eq!(s.append(l2, payload(l2, 0, 10)).await.unwrap(), 0);
+        s.close().await;
+    });
+}
+
+#[test]
 fn backpressure_beyond_max_pending_bytes() {
     let dir = temp_dir("backpressure");
     let (_, part) = recover_one(&dir);
