@@ -218,7 +218,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.message.timestamp.type",       "CreateTime",  "default message.timestamp.type"),
     ("log.retention.keep.unconsumed",    "false",       "default kopd.retention.keep.unconsumed: retention spares data a group's cursor still needs"),
     ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
-    ("log.tail.cache.bytes",             "4194304",     "per-partition bytes of recent batches kept in memory"),
+    ("log.tail.cache.bytes",             "33554432",    "per-core bytes of recent batches kept in memory, shared by the core's partitions (the batch written longest ago goes first)"),
     ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
     ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),

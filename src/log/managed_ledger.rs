@@ -59,7 +59,6 @@ pub struct LogSettings {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub log_append_time: bool,
-    pub tail_cache_bytes: usize,
     /// Retention keeps ledgers holding offsets some durable cursor has not consumed yet.
     pub keep_unconsumed: bool,
 }
@@ -163,6 +162,7 @@ impl ManagedLedger {
         meta: MetadataStoreThread,
         mut recovered: RecoveredLog,
         settings: LogSettings,
+        tail: TailCache,
     ) -> Result<Rc<ManagedLedger>, LogError> {
         let started = Instant::now();
         if recovered.unread {
@@ -197,7 +197,7 @@ impl ManagedLedger {
                 durable_producers: producers.clone(),
                 producers,
                 pending_producers: VecDeque::new(),
-                tail: TailCache::new(settings.tail_cache_bytes),
+                tail,
                 rolling: true,
                 failed: None,
                 fenced: false,

@@ -29,6 +29,7 @@ use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, LedgerStore};
 use managed_ledger::{LogError, LogSettings, ManagedLedger, RecoveredLog};
 pub use recovery::PartitionKey;
+use tail_cache::{TailBudget, TailCache};
 
 /// Pulsar's default ledger rollover by entry count (managedLedgerMaxEntriesPerLedger).
 const LEDGER_MAX_ENTRIES: u64 = 50_000;
@@ -51,7 +52,6 @@ pub fn settings_for(config: &Config, topic: &TopicEntry) -> LogSettings {
         retention_ms: int("retention.ms", 604_800_000),
         retention_bytes: int("retention.bytes", -1),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
-        tail_cache_bytes: config.tail_cache_bytes,
         keep_unconsumed: get("kopd.retention.keep.unconsumed") == "true",
     }
 }
@@ -74,6 +74,8 @@ pub struct PartitionLogs {
     open: RefCell<HashMap<PartitionKey, Slot>>,
     opening: RefCell<HashMap<PartitionKey, Rc<Event>>>,
     recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
+    /// The core's `log.tail.cache.bytes`, shared by its partitions' tail caches.
+    tail_budget: Rc<TailBudget>,
 }
 
 impl PartitionLogs {
@@ -85,6 +87,7 @@ impl PartitionLogs {
         clustered: bool,
     ) -> Self {
         Self {
+            tail_budget: TailBudget::new(config.tail_cache_bytes),
             config,
             store,
             meta,
@@ -169,6 +172,7 @@ impl PartitionLogs {
             self.meta.clone(),
             recovered,
             settings_for(&self.config, topic),
+            TailCache::new(self.tail_budget.clone()),
         )
         .await;
         self.opening.borrow_mut().remove(&key);
@@ -251,9 +255,17 @@ impl PartitionLogs {
                 None => {
                     let rec = self.recovered.borrow_mut().remove(&key).unwrap_or_default();
                     let settings = settings_for(&self.config, &orphan(&key));
-                    let opened =
-                        ManagedLedger::open(key.0.clone(), key.1, self.store.clone(), self.meta.clone(), rec, settings)
-                            .await;
+                    let tail = TailCache::new(self.tail_budget.clone());
+                    let opened = ManagedLedger::open(
+                        key.0.clone(),
+                        key.1,
+                        self.store.clone(),
+                        self.meta.clone(),
+                        rec,
+                        settings,
+                        tail,
+                    )
+                    .await;
                     if let Ok(log) = opened {
                         let _ = log.delete().await;
                     }
