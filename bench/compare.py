@@ -356,6 +356,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use target/release/kopd as it is")
     ap.add_argument("--timeout", type=int, default=600, help="bound on any single client run, s")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--tag", default="", help="appended to the results file's name (bench/sweep.py names its runs)")
     args = ap.parse_args()
     if args.quick:
         args.records, args.latency_seconds, args.e2e_records, args.rounds = 20_000, 2, 200, 1
@@ -510,7 +511,8 @@ def write_report(args, modes, names, results, elapsed):
     now = dt.datetime.now(dt.timezone.utc)
     stamp = now.strftime("%Y-%m-%dT%H%M%SZ")
     os.makedirs(args.out_dir, exist_ok=True)
-    md_path = os.path.join(args.out_dir, f"{stamp}{'-quick' if args.quick else ''}.md")
+    tag = "".join(c for c in args.tag if c.isalnum() or c in "-_")
+    md_path = os.path.join(args.out_dir, f"{stamp}{'-quick' if args.quick else ''}{'-' + tag if tag else ''}.md")
     png_path = md_path[:-3] + ".png"
     kver = run(["git", "rev-parse", "--short", "HEAD"], timeout=10, check=False).stdout.strip()
     table = "\n".join(table_lines(args, modes, names, results))

@@ -128,7 +128,7 @@ pub fn unsupported_version(correlation_id: i32, out: &mut BytesMut) {
         // v0 has only fixed-size fields; encoding cannot fail. Keep the frame well-formed anyway.
         out.truncate(at + 8);
     }
-    finish_frame(out, at);
+    finish_frame(out, at, 0);
 }
 
 #[cfg(test)]

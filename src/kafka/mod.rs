@@ -23,7 +23,7 @@ mod reassignments;
 mod splice;
 mod topics;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use thiserror::Error;
@@ -33,6 +33,7 @@ use crate::net::frame::{finish_frame, start_frame};
 
 pub use api_versions::SUPPORTED_APIS;
 pub use producer_id::ProducerIdBlock;
+pub use splice::ResponseBuf;
 
 #[derive(Debug, Error)]
 pub enum ProtocolError {
@@ -67,7 +68,7 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
 pub async fn handle_request(
     broker: &Broker,
     mut frame: Bytes,
-    out: &mut BytesMut,
+    out: &mut ResponseBuf,
     client_host: &str,
 ) -> Result<(), ProtocolError> {
     if frame.len() < 8 {
@@ -81,7 +82,7 @@ pub async fn handle_request(
     if !in_range {
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            api_versions::unsupported_version(correlation_id, out);
+            api_versions::unsupported_version(correlation_id, &mut out.bytes);
             return Ok(());
         }
         return Err(ProtocolError::UnsupportedVersion { api, version });
@@ -108,11 +109,12 @@ pub async fn handle_request(
     if silent {
         return Ok(());
     }
-    let at = start_frame(out);
+    let at = start_frame(&mut out.bytes);
+    let spliced_before = out.spliced_len();
     let encode_err = |e: anyhow::Error| ProtocolError::Encode { api, version, reason: e.to_string() };
     ResponseHeader::default()
         .with_correlation_id(header.correlation_id)
-        .encode(out, api.response_header_version(version))
+        .encode(&mut out.bytes, api.response_header_version(version))
         .map_err(encode_err)?;
     match &response {
         ResponseKind::Fetch(fetch) if !splices.is_empty() => {
@@ -120,9 +122,10 @@ pub async fn handle_request(
             fetch.encode(&mut buf, version).map_err(encode_err)?;
             buf.finish().map_err(|reason| ProtocolError::Encode { api, version, reason })?;
         }
-        _ => response.encode(out, version).map_err(encode_err)?,
+        _ => response.encode(&mut out.bytes, version).map_err(encode_err)?,
     }
-    finish_frame(out, at);
+    let spliced = out.spliced_len() - spliced_before;
+    finish_frame(&mut out.bytes, at, spliced);
     Ok(())
 }
 

@@ -11,13 +11,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 
 use super::frame::FrameDecoder;
 use super::read_buffer::ReadBuffer;
 use crate::broker::{Broker, ResponseShare};
-use crate::kafka;
+use crate::kafka::{self, ResponseBuf};
 use crate::runtime::{self, TcpStream};
 
 /// Smallest read buffer of an active connection; reads grow up to MAX_READ while a large frame arrives.
@@ -45,7 +44,8 @@ pub(super) struct Connection<'a> {
     client_host: &'a str,
     decoder: FrameDecoder,
     inbuf: ReadBuffer,
-    outbuf: BytesMut,
+    /// Unsent responses (fetched batches referenced, not copied).
+    outbuf: ResponseBuf,
     /// `outbuf`'s bytes, counted against the core's bound.
     share: ResponseShare,
     /// Last time a byte was read or a response written.
@@ -63,7 +63,7 @@ impl<'a> Connection<'a> {
             client_host,
             decoder: FrameDecoder::new(broker.config.socket_request_max_bytes),
             inbuf: ReadBuffer::new(),
-            outbuf: BytesMut::new(),
+            outbuf: ResponseBuf::default(),
             share: ResponseShare::new(broker.responses.clone()),
             last_activity: now,
             request_began: Some(now),
@@ -114,7 +114,10 @@ impl<'a> Connection<'a> {
         }
         let idle = self.broker.config.connections.max_idle;
         let written = futures_lite::future::or(
-            async { Some(runtime::timeout(idle, self.stream.write_all(&self.outbuf)).await) },
+            async {
+                let slices = self.outbuf.slices();
+                Some(runtime::timeout(idle, runtime::tcp::write_all_vectored(&mut self.stream, &slices)).await)
+            },
             async {
                 self.broker.shutdown.wait().await;
                 None
@@ -128,11 +131,8 @@ impl<'a> Connection<'a> {
             Some(Some(Ok(()))) => {}
         }
         self.last_activity = Instant::now();
-        self.outbuf.clear();
         // A large response's buffer goes back to the allocator rather than staying with the connection.
-        if self.outbuf.capacity() > self.broker.config.connections.max_unwritten_bytes.max(READ_CHUNK) {
-            self.outbuf = BytesMut::new();
-        }
+        self.outbuf.clear(self.broker.config.connections.max_unwritten_bytes.max(READ_CHUNK));
         self.share.set(0);
         Ok(true)
     }

@@ -69,8 +69,10 @@ pub fn start_frame(out: &mut BytesMut) -> usize {
     at
 }
 
-pub fn finish_frame(out: &mut BytesMut, at: usize) {
-    let size = (out.len() - at - 4) as u32;
+/// Fills in the size of the frame started at `at`: what `out` holds after it, plus
+/// `referenced` bytes sent with it from elsewhere (spliced fetch batches).
+pub fn finish_frame(out: &mut BytesMut, at: usize, referenced: usize) {
+    let size = (out.len() - at - 4 + referenced) as u32;
     out[at..at + 4].copy_from_slice(&size.to_be_bytes());
 }
 
@@ -105,7 +107,7 @@ mod tests {
         let mut out = BytesMut::new();
         let at = start_frame(&mut out);
         out.extend_from_slice(b"xyz");
-        finish_frame(&mut out, at);
+        finish_frame(&mut out, at, 0);
         assert_eq!(&out[..], &[0, 0, 0, 3, b'x', b'y', b'z']);
     }
 }

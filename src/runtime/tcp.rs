@@ -64,62 +64,12 @@ impl TcpWriter {
     /// Writes every slice, in order, with as few syscalls as the socket buffer allows.
     pub async fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
         let fd = self.s.borrow().as_raw_fd();
-        let (mut i, mut off) = (0usize, 0usize);
-        while i < bufs.len() {
-            if off == bufs[i].len() {
-                i += 1;
-                off = 0;
-                continue;
-            }
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity((bufs.len() - i).min(MAX_IOV));
-            for (k, b) in bufs[i..].iter().enumerate().take(MAX_IOV) {
-                let b = if k == 0 { &b[off..] } else { b };
-                if !b.is_empty() {
-                    iov.push(libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() });
-                }
-            }
-            // SAFETY: a zeroed msghdr is valid; the iovecs point into `bufs`, alive for the call.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
-            // SAFETY: sendmsg on a socket this writer owns, with a msghdr built above.
-            let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-            let mut sent = if n >= 0 {
-                n as usize
-            } else {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => 0,
-                    io::ErrorKind::WouldBlock => {
-                        // The socket buffer is full: let the executor wait for room while it
-                        // writes the current slice's next bytes, then go back to batches.
-                        let cur = &bufs[i][off..];
-                        let w = futures_lite::future::poll_fn(|cx| {
-                            let mut s = self.s.borrow_mut();
-                            std::pin::Pin::new(&mut *s).poll_write(cx, cur)
-                        })
-                        .await?;
-                        if w == 0 {
-                            return Err(io::ErrorKind::WriteZero.into());
-                        }
-                        w
-                    }
-                    _ => return Err(e),
-                }
-            };
-            while sent > 0 && i < bufs.len() {
-                let left = bufs[i].len() - off;
-                if sent >= left {
-                    sent -= left;
-                    i += 1;
-                    off = 0;
-                } else {
-                    off += sent;
-                    sent = 0;
-                }
-            }
-        }
-        Ok(())
+        let s = &self.s;
+        send_all(fd, bufs, |cx, cur| {
+            let mut s = s.borrow_mut();
+            std::pin::Pin::new(&mut *s).poll_write(cx, cur)
+        })
+        .await
     }
 
     /// Shuts the connection down both ways, which also ends a read pending on the other half.
@@ -131,4 +81,73 @@ impl TcpWriter {
 fn shutdown(s: &RefCell<TcpStream>) {
     // SAFETY: shutdown(2) on a socket these halves own; errors (already closed) don't matter.
     unsafe { libc::shutdown(s.borrow().as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// Writes every slice of `bufs` to `stream`, in order, with as few syscalls as the socket
+/// buffer allows (a server's response frames with stored batches referenced, not copied).
+pub async fn write_all_vectored(stream: &mut TcpStream, bufs: &[&[u8]]) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    send_all(fd, bufs, |cx, cur| std::pin::Pin::new(&mut *stream).poll_write(cx, cur)).await
+}
+
+/// `sendmsg` of up to [`MAX_IOV`] slices at a time, non-blocking; when the socket buffer is
+/// full, `wait_write` writes the current slice's next bytes once there is room.
+async fn send_all(
+    fd: std::os::fd::RawFd,
+    bufs: &[&[u8]],
+    mut wait_write: impl FnMut(&mut std::task::Context<'_>, &[u8]) -> std::task::Poll<io::Result<usize>>,
+) -> io::Result<()> {
+    let (mut i, mut off) = (0usize, 0usize);
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(bufs.len().min(MAX_IOV));
+    while i < bufs.len() {
+        if off == bufs[i].len() {
+            i += 1;
+            off = 0;
+            continue;
+        }
+        iov.clear();
+        for (k, b) in bufs[i..].iter().enumerate().take(MAX_IOV) {
+            let b = if k == 0 { &b[off..] } else { b };
+            if !b.is_empty() {
+                iov.push(libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() });
+            }
+        }
+        // SAFETY: a zeroed msghdr is valid; the iovecs point into `bufs`, alive for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: sendmsg on a socket the caller owns, with a msghdr built above.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let mut sent = if n >= 0 {
+            n as usize
+        } else {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => 0,
+                io::ErrorKind::WouldBlock => {
+                    // The socket buffer is full: let the executor wait for room while it
+                    // writes the current slice's next bytes, then go back to batches.
+                    let cur = &bufs[i][off..];
+                    let w = futures_lite::future::poll_fn(|cx| wait_write(cx, cur)).await?;
+                    if w == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    w
+                }
+                _ => return Err(e),
+            }
+        };
+        while sent > 0 && i < bufs.len() {
+            let left = bufs[i].len() - off;
+            if sent >= left {
+                sent -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += sent;
+                sent = 0;
+            }
+        }
+    }
+    Ok(())
 }
