@@ -10,6 +10,8 @@
 #   perf/callgrind.sh [--records N] [--size BYTES] [--partitions P] [--batch-bytes B]
 #                     [--flush always|interval] [--top K] [--profile profiling|release] [--no-build]
 #                     [--commit C   (with --no-build: the commit the binary was built from)]
+#                     [--tail-cache BYTES   (log.tail.cache.bytes; 0 by default, so the fetch
+#                                            phase measures reads from the ledger store)]
 #
 # Why the knob `io.spin.before.park.us`: valgrind runs one thread at a time and keeps its lock
 # while a thread blocks in io_uring_enter (valgrind 3.19 does not mark that syscall as blocking).
@@ -20,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-RECORDS=20000 SIZE=1024 PARTITIONS=1 BATCH=65536 FLUSH=always TOP=25 PROFILE=profiling BUILD=1 PORT=29392
+RECORDS=20000 SIZE=1024 PARTITIONS=1 BATCH=65536 FLUSH=always TAIL_CACHE=0 TOP=25 PROFILE=profiling BUILD=1 PORT=29392
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) RECORDS=$2; shift 2 ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --port) PORT=$2; shift 2 ;;
     --commit) COMMIT_OF_BINARY=$2; shift 2 ;;
+    --tail-cache) TAIL_CACHE=$2; shift 2 ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -65,7 +68,7 @@ RUST_LOG=warn valgrind --tool=callgrind --collect-atstart=no \
   --toggle-collect='glommio::task::raw::RawTask*::run*' \
   --callgrind-out-file="$WORK/cg.out" \
   "$KOPD" serve --listen "127.0.0.1:$PORT" --cores 1 --data-dir "$WORK/data" \
-  --set "flush=$FLUSH" --set io.spin.before.park.us=30000000 >"$WORK/kopd.log" 2>&1 &
+  --set "flush=$FLUSH" --set "log.tail.cache.bytes=$TAIL_CACHE" --set io.spin.before.park.us=30000000 >"$WORK/kopd.log" 2>&1 &
 VG_PID=$!
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { cat "$WORK/kopd.log" >&2; exit 1; }
@@ -115,7 +118,7 @@ F_PER=$((F_IR / RECORDS))
 
 REPORT="$OUT/callgrind-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
-  echo "kopd callgrind: commit $COMMIT (uncommitted changes: $DIRTY), $RECORDS records x $SIZE B, $PARTITIONS partition(s), batch.size=$BATCH, flush=$FLUSH, 1 core"
+  echo "kopd callgrind: commit $COMMIT (uncommitted changes: $DIRTY), $RECORDS records x $SIZE B, $PARTITIONS partition(s), batch.size=$BATCH, flush=$FLUSH, log.tail.cache.bytes=$TAIL_CACHE, 1 core"
   echo "produce: $P_IR Ir = $P_PER Ir/record"
   echo "fetch:   $F_IR Ir = $F_PER Ir/record"
   for ph in produce fetch; do
@@ -132,8 +135,8 @@ cp "$WORK/fetch.cg" "$OUT/callgrind.fetch.out"
 # The tracked history (committed with the change it measures): one line per run.
 RESULTS="$ROOT/perf/results/callgrind.jsonl"
 mkdir -p "$(dirname "$RESULTS")"
-printf '{"time":"%s","commit":"%s","dirty":%s,"binary":"%s","records":%d,"size":%d,"partitions":%d,"batch_bytes":%d,"flush":"%s","produce_ir_per_record":%d,"fetch_ir_per_record":%d}\n' \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$COMMIT" "$DIRTY" "$PROFILE" "$RECORDS" "$SIZE" "$PARTITIONS" "$BATCH" "$FLUSH" "$P_PER" "$F_PER" \
+printf '{"time":"%s","commit":"%s","dirty":%s,"binary":"%s","records":%d,"size":%d,"partitions":%d,"batch_bytes":%d,"flush":"%s","tail_cache":%d,"produce_ir_per_record":%d,"fetch_ir_per_record":%d}\n' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$COMMIT" "$DIRTY" "$PROFILE" "$RECORDS" "$SIZE" "$PARTITIONS" "$BATCH" "$FLUSH" "$TAIL_CACHE" "$P_PER" "$F_PER" \
   >>"$RESULTS"
 cat "$REPORT"
 echo
