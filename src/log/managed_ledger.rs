@@ -23,7 +23,7 @@ use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
 use crate::meta::store::{MetadataStoreThread, StoreError, StoreOp};
 use crate::meta::topic_name::TopicName;
-use crate::storage::{Backend, LedgerId, LedgerStore, StorageError, entry};
+use crate::storage::{Backend, KnownCrc, LedgerId, LedgerStore, StorageError, entry};
 
 mod read;
 mod resume;
@@ -85,6 +85,8 @@ pub struct RecoveredLog {
 /// An append after its synchronous half.
 struct Prepared {
     entry_bytes: Bytes,
+    /// The checksum of the batch inside the entry (validated), for the store to build on.
+    known_crc: KnownCrc,
     expected_entry: u64,
     base: i64,
     last: i64,
@@ -479,6 +481,11 @@ impl ManagedLedger {
             }
         }
         let entry_bytes = entry_bytes.freeze();
+        // A validated batch always has its CRC field; else no tail is known (an empty one).
+        let known_crc = record_batch::crc_field(&entry_bytes[payload_at..]).map_or(
+            KnownCrc { from: entry_bytes.len(), crc: 0 },
+            |(from, crc)| KnownCrc { from: payload_at + from, crc },
+        );
         let expected_entry = st.current_entries;
         st.next_offset = last + 1;
         st.current_entries += 1;
@@ -500,7 +507,7 @@ impl ManagedLedger {
         if rollover {
             st.rolling = true;
         }
-        Ok(Step::Append(Prepared { entry_bytes, expected_entry, base, last, append_time, rollover }))
+        Ok(Step::Append(Prepared { entry_bytes, known_crc, expected_entry, base, last, append_time, rollover }))
     }
 
     /// Appends one validated batch. `batch` is the client's bytes; offsets are assigned here.
@@ -516,7 +523,7 @@ impl ManagedLedger {
         if !self.store.has_room(batch.len() + 256) {
             return Err(LogError::Storage(StorageError::Backpressure));
         }
-        let Prepared { entry_bytes, expected_entry, base, last, append_time, rollover } =
+        let Prepared { entry_bytes, known_crc, expected_entry, base, last, append_time, rollover } =
             match self.prepare(ledger, batch, validated, leader_epoch)? {
                 Step::Append(p) => p,
                 Step::Duplicate(b, log_start) => {
@@ -530,7 +537,7 @@ impl ManagedLedger {
                 }
             };
         // Called in the same poll as the offset assignment: store order is offset order.
-        let appended = self.store.append(ledger, entry_bytes);
+        let appended = self.store.append_known(ledger, entry_bytes, known_crc);
         if rollover {
             let ml = self.clone();
             crate::runtime::spawn(async move {

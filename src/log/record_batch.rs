@@ -148,6 +148,13 @@ fn put<const N: usize>(b: &mut [u8], at: usize, v: [u8; N]) -> Result<(), BatchE
     Ok(())
 }
 
+/// A batch's CRC field and where the bytes it covers start (they run to the batch's end).
+/// Only as trustworthy as the batch: [`validate`] has checked it, and the editors here keep
+/// it right.
+pub fn crc_field(b: &[u8]) -> Option<(usize, u32)> {
+    get(b, CRC).ok().map(|c| (ATTRIBUTES, u32::from_be_bytes(c)))
+}
+
 /// Parses the fixed header. Checks only what the header alone tells: the magic, and a
 /// `batchLength` large enough to hold the header.
 pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {

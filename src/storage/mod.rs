@@ -5,6 +5,7 @@
 
 pub mod bookkeeper;
 pub mod codec;
+pub mod crc;
 pub mod entry;
 pub mod local;
 
@@ -50,6 +51,18 @@ pub trait LedgerStore {
     /// before the returned future is first polled; it resolves with the entry's id once the
     /// entry is durable.
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>>;
+    /// [`Self::append`] of an entry part of whose checksum the caller already has: a store
+    /// that checksums entries may derive its checksum from `known` instead of reading those
+    /// bytes again.
+    fn append_known(
+        &self,
+        ledger: LedgerId,
+        entry: Bytes,
+        known: KnownCrc,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+        let _ = known;
+        self.append(ledger, entry)
+    }
     /// Reads one durable entry.
     fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>>;
     /// Seals a ledger this core wrote (rollover): nothing more is appended to it. Called once
@@ -123,6 +136,14 @@ impl Backend {
     }
 }
 
+/// The crc32c of an entry's bytes from `from` to its end, computed (not merely claimed) by
+/// the caller: a Kafka batch's CRC field once the batch was validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownCrc {
+    pub from: usize,
+    pub crc: u32,
+}
+
 impl LedgerStore for Backend {
     fn create_ledger(&self, name: &str) -> impl Future<Output = Result<LedgerId, StorageError>> {
         dispatch!(either self, s => s.create_ledger(name))
@@ -130,6 +151,15 @@ impl LedgerStore for Backend {
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
         dispatch!(either self, s => s.append(ledger, entry))
+    }
+
+    fn append_known(
+        &self,
+        ledger: LedgerId,
+        entry: Bytes,
+        known: KnownCrc,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+        dispatch!(either self, s => s.append_known(ledger, entry, known))
     }
 
     fn read(&self, ledger: LedgerId, entry: EntryId) -> impl Future<Output = Result<Bytes, StorageError>> {

@@ -26,7 +26,7 @@ use super::format::{
 };
 use super::segments::SegInfo;
 use super::{FlushPolicy, Shared};
-use crate::storage::{EntryId, LedgerId, StorageError};
+use crate::storage::{EntryId, KnownCrc, LedgerId, StorageError};
 
 /// Largest single DMA write; bigger windows go out in several writes (one sync still). Small
 /// enough that a few in flight fit the core's registered io_uring buffer pool
@@ -77,7 +77,12 @@ impl Window {
 
     /// The caller has checked `payload.len() <= MAX_PAYLOAD`.
     pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes) {
-        let header = encode_record_header(ledger, entry, &payload);
+        self.push_known(ledger, entry, payload, None);
+    }
+
+    /// [`Self::push`], with the checksum of the payload's tail when the caller has it.
+    pub fn push_known(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes, known: Option<KnownCrc>) {
+        let header = encode_record_header(ledger, entry, &payload, known);
         self.recs.push(Pending { ledger, entry, header, payload });
     }
 }

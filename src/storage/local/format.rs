@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::{EntryId, LedgerId};
+use crate::storage::{EntryId, KnownCrc, LedgerId};
 
 pub(super) const SEG_MAGIC: [u8; 8] = *b"KOPDLEDG";
 pub(super) const SEG_VERSION: u32 = 1;
@@ -115,12 +115,32 @@ pub(super) fn record_crc(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&ids), payload)
 }
 
+/// [`record_crc`] from the checksum of the payload's tail, which the caller computed: only
+/// the bytes before it are read, and the two checksums combined.
+pub(super) fn record_crc_known(ledger: LedgerId, entry: EntryId, payload: &[u8], known: KnownCrc) -> u32 {
+    let Some(head) = payload.get(..known.from) else {
+        return record_crc(ledger, entry, payload);
+    };
+    let head_crc = record_crc(ledger, entry, head);
+    crate::storage::crc::crc32c_combine(head_crc, known.crc, payload.len() - known.from)
+}
+
 /// The header of the record carrying `payload` (which follows it on disk); the caller has
 /// checked `payload.len() <= MAX_PAYLOAD`.
-pub(super) fn encode_record_header(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> [u8; REC_HEADER_LEN] {
+pub(super) fn encode_record_header(
+    ledger: LedgerId,
+    entry: EntryId,
+    payload: &[u8],
+    known: Option<KnownCrc>,
+) -> [u8; REC_HEADER_LEN] {
+    let crc = match known {
+        Some(k) => record_crc_known(ledger, entry, payload, k),
+        None => record_crc(ledger, entry, payload),
+    };
+    debug_assert_eq!(crc, record_crc(ledger, entry, payload), "a known checksum that is wrong");
     let mut h = [0u8; REC_HEADER_LEN];
     h[0..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    h[4..8].copy_from_slice(&record_crc(ledger, entry, payload).to_be_bytes());
+    h[4..8].copy_from_slice(&crc.to_be_bytes());
     h[8..16].copy_from_slice(&ledger.to_be_bytes());
     h[16..24].copy_from_slice(&entry.to_be_bytes());
     h
@@ -152,8 +172,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_known_tail_checksum_gives_the_same_record_checksum() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for from in [0, 1, 21, 100, 4095, 4999, 5000] {
+            let known = KnownCrc { from, crc: crc32c::crc32c(&payload[from..]) };
+            assert_eq!(record_crc_known(9, 4, &payload, known), record_crc(9, 4, &payload), "from {from}");
+        }
+        // Past the end: falls back to reading everything.
+        let known = KnownCrc { from: 6000, crc: 0 };
+        assert_eq!(record_crc_known(9, 4, &payload, known), record_crc(9, 4, &payload));
+    }
+
+    #[test]
     fn record_and_header_round_trip() {
-        let h = RecHeader::parse(&encode_record_header(7, 3, b"hello"));
+        let h = RecHeader::parse(&encode_record_header(7, 3, b"hello", None));
         assert_eq!((h.len, h.ledger, h.entry), (5, 7, 3));
         assert!(h.crc_ok(b"hello"));
         assert!(!h.crc_ok(b"hellp"));

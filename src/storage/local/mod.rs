@@ -42,7 +42,7 @@ pub use self::format::core_dir;
 use self::format::{DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, ledger_id, seg_path};
 pub use self::recover::{RecoveredLedgers, RecoveredStore, Scanned, recover, scan};
 use self::segments::{SegInfo, removable};
-use super::{EntryId, LedgerId, LedgerStore, StorageError};
+use super::{EntryId, KnownCrc, LedgerId, LedgerStore, StorageError};
 
 /// Ledger seqs are made durable (reserved) this many at a time, so ids are never reused
 /// after a restart even for ledgers that never got an entry.
@@ -252,7 +252,12 @@ impl LocalLedgerStore {
     }
 
     /// Queues one record; returns the window to wait on and the assigned entry id.
-    fn enqueue(&self, ledger: LedgerId, payload: Bytes) -> Result<(Rc<Done>, EntryId), StorageError> {
+    fn enqueue(
+        &self,
+        ledger: LedgerId,
+        payload: Bytes,
+        known: Option<KnownCrc>,
+    ) -> Result<(Rc<Done>, EntryId), StorageError> {
         let mut guard = self.shared.st.borrow_mut();
         let st = &mut *guard;
         check_open(st)?;
@@ -270,7 +275,7 @@ impl LocalLedgerStore {
         }
         let id = ix.next_entry;
         ix.next_entry += 1;
-        st.queue.push(ledger, id, payload);
+        st.queue.push_known(ledger, id, payload, known);
         st.queue.entry_bytes += size;
         st.pending_bytes += size;
         let done = st.queue.done.clone();
@@ -404,7 +409,21 @@ impl LedgerStore for LocalLedgerStore {
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
         // Queued now, not at first poll: ids and log order follow call order.
-        let queued = self.enqueue(ledger, entry);
+        let queued = self.enqueue(ledger, entry, None);
+        async move {
+            let (done, id) = queued?;
+            done.wait().await?;
+            Ok(id)
+        }
+    }
+
+    fn append_known(
+        &self,
+        ledger: LedgerId,
+        entry: Bytes,
+        known: KnownCrc,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+        let queued = self.enqueue(ledger, entry, Some(known));
         async move {
             let (done, id) = queued?;
             done.wait().await?;
