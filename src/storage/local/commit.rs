@@ -1,13 +1,8 @@
 //! The write path: one committer task per core drains the current commit window, writes it
-//! with O_DIRECT and (under `FlushPolicy::Always`) fdatasyncs once for the whole window.
-//! Under `FlushPolicy::Interval` the periodic fdatasync runs beside the committer
-//! ([`sync_behind`]): a sync can take tens of milliseconds, and windows written meanwhile are
-//! acknowledged at once instead of waiting for it.
-//!
-//! DMA writes must start and end on the device's block boundary. The writer keeps an in-memory
-//! copy of the active segment's last partial block (`tail`); each write starts at that block,
-//! re-sends its bytes followed by the new records, and zero-pads to the next boundary. The
-//! padding is overwritten by the next write; recovery treats an all-zero remainder as the end.
+//! (`writer.rs`: O_DIRECT, or the page cache under `FlushPolicy::Interval`) and (under
+//! `FlushPolicy::Always`) fdatasyncs once for the whole window. Under `FlushPolicy::Interval`
+//! the periodic fdatasync runs beside the committer ([`sync_behind`]): a sync can take tens of
+//! milliseconds, and windows written meanwhile are acknowledged at once instead of waiting.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -17,25 +12,16 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 
 use bytes::Bytes;
 
-use super::format::{
-    DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, core_dir, encode_record_header, encode_seg_header, seg_path,
-};
+use super::format::{DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, encode_record_header};
 use super::segments::SegInfo;
+use super::writer::SegmentFile;
+pub(super) use super::writer::Writer;
 use super::{FlushPolicy, Shared};
 use crate::storage::{EntryId, KnownCrc, LedgerId, StorageError};
-
-/// Largest single DMA write; bigger windows go out in several writes (one sync still). Small
-/// enough that a few in flight fit the core's registered io_uring buffer pool
-/// (`io.memory.per.core`, default 512 KiB), so write buffers are neither heap-allocated nor
-/// page-faulted per window.
-const MAX_WRITE: usize = 128 << 10;
-/// DMA writes of one window in flight at once. They cover disjoint whole blocks (only the last
-/// one of a batch ends in a partial block), so their completion order does not matter.
-const WRITES_IN_FLIGHT: usize = 4;
 
 /// Records waiting for the committer. Appends join the open window; the committer takes it
 /// whole, so everything arriving while it writes or syncs forms the next window.
@@ -143,140 +129,6 @@ impl Notify {
     }
 }
 
-/// The active segment, open for O_DIRECT writes.
-pub(super) struct Writer {
-    /// Shared with an interval sync in flight ([`sync_behind`]), which may outlive the writer.
-    file: Rc<DmaFile>,
-    pub seg: u32,
-    pub seq: u64,
-    /// Logical end: everything before it has been written.
-    pub len: u64,
-    /// Bytes of the block containing `len`, from the block start up to `len`.
-    tail: Vec<u8>,
-    align: u64,
-    /// Written since the last fdatasync was issued.
-    pub dirty: bool,
-    /// Everything before this is durable (fdatasync'd).
-    pub synced: u64,
-}
-
-impl Writer {
-    /// Creates a new segment and makes its header and directory entry durable.
-    pub async fn create(root: &Path, core: usize, seq: u64, seg: u32, floor: u64) -> io::Result<Self> {
-        let file =
-            OpenOptions::new().read(true).write(true).create_new(true).dma_open(seg_path(root, core, seq)).await?;
-        let mut w = Writer::new(file, seg, seq, 0, Vec::new());
-        w.write(&encode_seg_header(core, floor)).await?;
-        w.file.fdatasync().await?;
-        w.dirty = false;
-        w.synced = w.len;
-        sync_dir(&core_dir(root, core)).await?;
-        Ok(w)
-    }
-
-    /// Continues an existing segment whose valid data ends at `len`.
-    pub async fn reopen(path: &Path, seg: u32, seq: u64, len: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
-        let align = alignment(&file);
-        let start = len / align * align;
-        let mut tail = Vec::new();
-        if len > start {
-            let want = (len - start) as usize;
-            let block = file.read_at_aligned(start, align as usize).await?;
-            if block.len() < want {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shrank"));
-            }
-            tail.extend_from_slice(&block[..want]);
-        }
-        Ok(Writer::new(file, seg, seq, len, tail))
-    }
-
-    fn new(file: DmaFile, seg: u32, seq: u64, len: u64, tail: Vec<u8>) -> Self {
-        let align = alignment(&file);
-        Writer { file: Rc::new(file), seg, seq, len, tail, align, dirty: false, synced: len }
-    }
-
-    pub async fn write(&mut self, src: &[u8]) -> io::Result<()> {
-        self.write_parts(&[src]).await
-    }
-
-    /// Appends the concatenation of `parts`. Each DMA write starts at the block holding the
-    /// current end (re-sending its bytes from `tail`); every write but the last of a batch ends
-    /// on a block boundary, so the writes of a batch never overlap and may run concurrently.
-    pub async fn write_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let align = self.align as usize;
-        let max = MAX_WRITE.max(2 * align);
-        let mut left: usize = parts.iter().map(|p| p.len()).sum();
-        let (mut part, mut off) = (0usize, 0usize);
-        while left > 0 {
-            let mut batch = Vec::with_capacity(WRITES_IN_FLIGHT);
-            while left > 0 && batch.len() < WRITES_IN_FLIGHT {
-                let start = self.len - self.tail.len() as u64;
-                let head = self.tail.len();
-                let mut take = left.min(max - head);
-                if take < left {
-                    // Not the end of the data: stop on a block boundary.
-                    take = (head + take) / align * align - head;
-                }
-                let total = head + take;
-                let padded = total.div_ceil(align) * align;
-                // Buffers past the registered io_uring pool come from the heap (still aligned).
-                let mut buf = self.file.alloc_dma_buffer(padded);
-                let b = buf.as_bytes_mut();
-                b[..head].copy_from_slice(&self.tail);
-                let mut at = head;
-                while at < total {
-                    let Some(p) = parts.get(part) else { break };
-                    let n = (p.len() - off).min(total - at);
-                    b[at..at + n].copy_from_slice(&p[off..off + n]);
-                    at += n;
-                    off += n;
-                    if off == p.len() {
-                        part += 1;
-                        off = 0;
-                    }
-                }
-                b[total..].fill(0);
-                let new_len = self.len + take as u64;
-                let keep = (new_len / self.align * self.align - start) as usize;
-                self.tail.clear();
-                self.tail.extend_from_slice(&b[keep..total]);
-                self.len = new_len;
-                left -= take;
-                batch.push((buf, start, padded));
-            }
-            // From here on the file is dirty even if a write fails (the store then fails).
-            self.dirty = true;
-            let writes = batch.into_iter().map(|(buf, start, padded)| {
-                let file = &self.file;
-                async move {
-                    let n = file.write_at(buf, start).await?;
-                    if n != padded {
-                        return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
-                    }
-                    Ok(())
-                }
-            });
-            for r in futures_util::future::join_all(writes).await {
-                r?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes the file, or leaves that to an interval sync still using it.
-    pub async fn close(self) -> io::Result<()> {
-        match Rc::try_unwrap(self.file) {
-            Ok(f) => Ok(f.close().await?),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-fn alignment(file: &DmaFile) -> u64 {
-    file.alignment().max(4096)
-}
-
 /// glommio decides per device and thread whether to use io_uring polling by reading from the
 /// first DMA file opened there. If that file is empty the read trivially succeeds, polling is
 /// wrongly turned on, and every later read fails with EOPNOTSUPP (glommio issue #605). So the
@@ -298,7 +150,7 @@ pub(super) async fn sync_dir(dir: &Path) -> io::Result<()> {
 
 // `shared` carries the tests' fault hooks.
 #[cfg_attr(not(test), allow(unused_variables))]
-async fn fdatasync(shared: &Shared, file: &DmaFile) -> io::Result<()> {
+async fn fdatasync(shared: &Shared, file: &SegmentFile) -> io::Result<()> {
     #[cfg(test)]
     if shared.fail_next_sync.replace(false) {
         return Err(io::Error::other("injected fdatasync failure"));
@@ -307,7 +159,7 @@ async fn fdatasync(shared: &Shared, file: &DmaFile) -> io::Result<()> {
     if !shared.sync_delay.get().is_zero() {
         glommio::timer::sleep(shared.sync_delay.get()).await;
     }
-    Ok(file.fdatasync().await?)
+    file.fdatasync().await
 }
 
 async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
@@ -331,7 +183,7 @@ pub(super) struct IntervalSync {
 
 /// Makes segment `seg` durable up to `upto` (where its completed writes ended when this was
 /// started) while the committer goes on writing; wakes the committer when done.
-async fn sync_behind(shared: Rc<Shared>, file: Rc<DmaFile>, seg: u32, upto: u64) {
+async fn sync_behind(shared: Rc<Shared>, file: Rc<SegmentFile>, seg: u32, upto: u64) {
     let res = fdatasync(&shared, &file).await;
     // The last holder closes the file if the committer has moved past it.
     drop(file);
@@ -515,7 +367,7 @@ async fn roll(shared: &Shared, w: &mut Writer) -> io::Result<()> {
         st.active = seg;
         (seg, st.reserved)
     };
-    let next = Writer::create(&shared.root, shared.core, seq, seg, floor).await?;
+    let next = Writer::create(&shared.root, shared.core, seq, seg, floor, shared.cfg.flush.buffered()).await?;
     if let Some(s) = shared.st.borrow_mut().segs.get_mut(seg as usize) {
         s.durable = next.synced;
     }

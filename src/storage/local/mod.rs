@@ -25,6 +25,7 @@ mod tests;
 mod tests_checkpoint;
 #[cfg(test)]
 mod tests_recovery;
+mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -53,9 +54,16 @@ pub enum FlushPolicy {
     /// Acknowledge an append only after an fdatasync covering it.
     #[default]
     Always,
-    /// Acknowledge once written (O_DIRECT, so it is on the device, maybe in its cache);
-    /// fdatasync at this interval.
+    /// Acknowledge once written into the page cache (it survives the process, not a power
+    /// loss), as Kafka does by default; fdatasync at this interval.
     Interval(Duration),
+}
+
+impl FlushPolicy {
+    /// Whether segments are written through the page cache rather than with O_DIRECT.
+    pub(super) fn buffered(self) -> bool {
+        matches!(self, FlushPolicy::Interval(_))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -164,13 +172,13 @@ impl LocalLedgerStore {
         let writer = match dir_state.and_then(|d| d.last) {
             Some(last) if last.len < cfg.segment_bytes => {
                 let seq = segs.get(last.seg as usize).map_or(0, |s| s.seq);
-                Writer::reopen(&seg_path(&root, core, seq), last.seg, seq, last.len).await?
+                Writer::reopen(&seg_path(&root, core, seq), last.seg, seq, last.len, cfg.flush.buffered()).await?
             }
             _ => {
                 let seq = dir_state.map_or(0, |d| d.next_seq);
                 let seg = segs.len() as u32;
                 segs.push(SegInfo::new(core, seq));
-                let w = Writer::create(&root, core, seq, seg, next_seq).await?;
+                let w = Writer::create(&root, core, seq, seg, next_seq, cfg.flush.buffered()).await?;
                 if let Some(s) = segs.get_mut(seg as usize) {
                     s.durable = w.synced;
                 }

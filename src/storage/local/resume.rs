@@ -81,7 +81,7 @@ async fn try_resume(shared: &Shared, w: &Writer, good: Good) -> io::Result<Write
     };
     // The segment header carries the ledger-id floor, so reservations lost with the failed
     // window are durable again before any new ledger id is used.
-    let next = match Writer::create(&shared.root, shared.core, seq, seg, floor).await {
+    let next = match Writer::create(&shared.root, shared.core, seq, seg, floor, shared.cfg.flush.buffered()).await {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
