@@ -260,6 +260,21 @@ impl LocalLedgerStore {
     }
 
     /// Queues one record; returns the window to wait on and the assigned entry id.
+    /// Queued now, not at first poll: ids and log order follow call order.
+    fn queue_append(
+        &self,
+        ledger: LedgerId,
+        entry: Bytes,
+        known: Option<KnownCrc>,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
+        let queued = self.enqueue(ledger, entry, known);
+        async move {
+            let (done, id) = queued?;
+            done.wait().await?;
+            Ok(id)
+        }
+    }
+
     fn enqueue(
         &self,
         ledger: LedgerId,
@@ -416,13 +431,7 @@ impl LedgerStore for LocalLedgerStore {
     }
 
     fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
-        // Queued now, not at first poll: ids and log order follow call order.
-        let queued = self.enqueue(ledger, entry, None);
-        async move {
-            let (done, id) = queued?;
-            done.wait().await?;
-            Ok(id)
-        }
+        self.queue_append(ledger, entry, None)
     }
 
     fn append_known(
@@ -431,12 +440,7 @@ impl LedgerStore for LocalLedgerStore {
         entry: Bytes,
         known: KnownCrc,
     ) -> impl Future<Output = Result<EntryId, StorageError>> {
-        let queued = self.enqueue(ledger, entry, Some(known));
-        async move {
-            let (done, id) = queued?;
-            done.wait().await?;
-            Ok(id)
-        }
+        self.queue_append(ledger, entry, Some(known))
     }
 
     async fn read(&self, ledger: LedgerId, entry: EntryId) -> Result<Bytes, StorageError> {
