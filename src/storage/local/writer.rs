@@ -193,36 +193,27 @@ impl Writer {
     }
 
     /// Page-cache writes of up to `MAX_WRITE` bytes each, `WRITES_IN_FLIGHT` at a time (disjoint
-    /// ranges: their order does not matter).
+    /// ranges: their order does not matter). Chunks are filled as their batch goes out, so at
+    /// most `WRITES_IN_FLIGHT` of them exist at once, as on the direct path.
     async fn write_buffered(&mut self, f: &BufferedFile, parts: &[&[u8]]) -> io::Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut chunks = Vec::with_capacity(total.div_ceil(MAX_WRITE));
-        let mut cur = Vec::with_capacity(total.min(MAX_WRITE));
-        for p in parts {
-            let mut p = *p;
-            while !p.is_empty() {
-                let n = p.len().min(MAX_WRITE - cur.len());
-                cur.extend_from_slice(&p[..n]);
-                p = &p[n..];
-                if cur.len() == MAX_WRITE {
-                    chunks.push(std::mem::replace(&mut cur, Vec::with_capacity(MAX_WRITE)));
-                }
-            }
-        }
-        if !cur.is_empty() {
-            chunks.push(cur);
-        }
+        let mut rest = parts.iter().copied().filter(|p| !p.is_empty());
+        let mut cur: &[u8] = rest.next().unwrap_or_default();
         self.dirty = true;
-        let mut at = self.len;
-        let mut chunks = chunks.into_iter().map(|c| {
-            let pos = at;
-            at += c.len() as u64;
-            (c, pos)
-        });
-        loop {
-            let batch: Vec<_> = chunks.by_ref().take(WRITES_IN_FLIGHT).collect();
-            if batch.is_empty() {
-                break;
+        while !cur.is_empty() {
+            let mut batch = Vec::with_capacity(WRITES_IN_FLIGHT);
+            while !cur.is_empty() && batch.len() < WRITES_IN_FLIGHT {
+                let mut chunk = Vec::with_capacity(MAX_WRITE);
+                while !cur.is_empty() && chunk.len() < MAX_WRITE {
+                    let n = cur.len().min(MAX_WRITE - chunk.len());
+                    chunk.extend_from_slice(&cur[..n]);
+                    cur = &cur[n..];
+                    if cur.is_empty() {
+                        cur = rest.next().unwrap_or_default();
+                    }
+                }
+                let pos = self.len;
+                self.len += chunk.len() as u64;
+                batch.push((chunk, pos));
             }
             let writes = batch.into_iter().map(|(c, pos)| async move {
                 let want = c.len();
@@ -236,7 +227,6 @@ impl Writer {
                 r?;
             }
         }
-        self.len += total as u64;
         Ok(())
     }
 
