@@ -108,7 +108,7 @@ pub fn ensure_offsets_topic(catalog: &mut Catalog, config: &Config, brokers: &[u
     }
     let count = config.groups.offsets_topic_partitions.max(1) as usize;
     let start = crate::meta::controller::hash(&name.to_string()) as usize;
-    let owners = assignment::place_on(brokers, catalog.owners(), count, start);
+    let owners = assignment::place_on(brokers, catalog.owners(), std::iter::empty(), count, start);
     let topic = TopicEntry {
         name,
         id: Uuid::new_v4(),

@@ -39,31 +39,40 @@ pub fn owned(broker: &Broker, topic: &TopicEntry, partition: i32) -> Result<Part
     Ok(*owner)
 }
 
-/// `owned`, except that a partition the catalog has just given this core, while its node is
-/// still taking the lease, is waited for (at most `wait`) rather than refused: a producer
-/// sent here by another node's newer Metadata would otherwise see its first batches refused
-/// and later ones taken, a sequence gap it cannot close.
+/// `owned`, except that a partition just given to this core is waited for (at most `wait`;
+/// zero outside a cluster) rather than refused: a producer sent here by another node's newer
+/// Metadata would otherwise see its first batches refused and later ones taken, a sequence
+/// gap it cannot close. "Just given" covers two windows: this node's catalog replica names
+/// this core while the node is still taking the lease, or the replica has not yet followed
+/// the move another node's controller made (so it is compared with the store first).
 pub async fn owned_soon(
     broker: &Broker,
     topic: &TopicEntry,
     partition: i32,
     wait: std::time::Duration,
 ) -> Result<PartitionOwner, ResponseError> {
-    let named_here = usize::try_from(partition)
-        .ok()
-        .and_then(|p| topic.partitions.get(p))
-        .is_some_and(|o| o.broker as i32 == broker.id);
     match owned(broker, topic, partition) {
-        Err(ResponseError::NotLeaderOrFollower) if named_here && !wait.is_zero() => {
-            broker.logs.wait_leased(&topic.name, partition, wait).await;
-            // The catalog may have moved on meanwhile.
-            let current = broker.catalog().get(&topic.name).filter(|t| t.id == topic.id).cloned();
-            match current {
-                Some(t) => owned(broker, &t, partition),
-                None => Err(ResponseError::NotLeaderOrFollower),
-            }
+        Err(ResponseError::NotLeaderOrFollower) if !wait.is_zero() => {}
+        r => return r,
+    }
+    let deadline = std::time::Instant::now() + wait;
+    let names_here = |t: &TopicEntry| {
+        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).is_some_and(|o| o.broker as i32 == broker.id)
+    };
+    // The catalog as this core has it now, if the topic is still the same one.
+    let current = || broker.catalog().get(&topic.name).filter(|t| t.id == topic.id).cloned();
+    if !names_here(topic) {
+        crate::runtime::timeout(wait, broker.controller.catch_up()).await;
+        if !current().is_some_and(|t| names_here(&t)) {
+            return Err(ResponseError::NotLeaderOrFollower);
         }
-        r => r,
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    broker.logs.wait_leased(&topic.name, partition, left).await;
+    // The catalog may have moved on meanwhile.
+    match current() {
+        Some(t) => owned(broker, &t, partition),
+        None => Err(ResponseError::NotLeaderOrFollower),
     }
 }
 

@@ -35,33 +35,40 @@ pub fn load(brokers: &[u32], owners: impl Iterator<Item = u32>) -> Vec<u32> {
     load
 }
 
-/// Picks owners (indices into the broker list) for `count` new partitions given the current
-/// load, updating the load. Ties go to the lowest index after `start`, so topics spread their
-/// first partitions around.
-pub fn place(load: &mut [u32], count: usize, start: usize) -> Vec<usize> {
-    let n = load.len();
+/// Picks owners (indices into the broker list) for `count` new partitions of a topic, given
+/// the topic's own load (`topic`) and every broker's (`total`), updating both. A topic is
+/// spread first (no broker gets a second of its partitions before each has one), then the
+/// least-loaded broker wins; ties go to the lowest index after `start`, so topics spread
+/// their first partitions around. That is the layout [`rebalance`] keeps, so the cluster's
+/// leader does not move partitions right after they were created.
+pub fn place(topic: &mut [u32], total: &mut [u32], count: usize, start: usize) -> Vec<usize> {
+    let n = total.len();
+    debug_assert_eq!(topic.len(), n);
     if n == 0 {
         return Vec::new();
     }
     (0..count)
         .map(|i| {
-            let mut best = (start + i) % n;
-            for k in 0..n {
-                let c = (start + i + k) % n;
-                if load[c] < load[best] {
-                    best = c;
-                }
-            }
-            load[best] += 1;
+            let best = (0..n).map(|k| (start + i + k) % n).min_by_key(|&c| (topic[c], total[c])).unwrap_or(0);
+            topic[best] += 1;
+            total[best] += 1;
             best
         })
         .collect()
 }
 
-/// Owners for `count` new partitions on `brokers` (sorted), given every existing owner.
-pub fn place_on(brokers: &[u32], existing: impl Iterator<Item = u32>, count: usize, start: usize) -> Vec<u32> {
-    let mut l = load(brokers, existing);
-    place(&mut l, count, start % brokers.len().max(1)).into_iter().map(|i| brokers[i]).collect()
+/// Owners for `count` new partitions of a topic on `brokers` (sorted), given every existing
+/// owner (`existing`) and the topic's own (`siblings`, empty for a new topic).
+pub fn place_on(
+    brokers: &[u32],
+    existing: impl Iterator<Item = u32>,
+    siblings: impl Iterator<Item = u32>,
+    count: usize,
+    start: usize,
+) -> Vec<u32> {
+    let mut total = load(brokers, existing);
+    let mut topic = load(brokers, siblings);
+    place(&mut topic, &mut total, count, start % brokers.len().max(1)).into_iter().map(|i| brokers[i]).collect()
 }
 
 /// Rebalances every topic's owners (`topics[t][p]`) onto `brokers` (sorted, not empty), as
@@ -139,15 +146,52 @@ mod tests {
 
     #[test]
     fn placement_is_balanced() {
-        let mut l = vec![0; 3];
-        let p = place(&mut l, 8, 0);
+        let (mut topic, mut total) = (vec![0; 3], vec![0; 3]);
+        let p = place(&mut topic, &mut total, 8, 0);
         assert_eq!(p, vec![0, 1, 2, 0, 1, 2, 0, 1]);
-        assert_eq!(l, vec![3, 3, 2]);
-        // The next topic fills the gap first.
-        assert_eq!(place(&mut l, 1, 0), vec![2]);
-        // By broker id, counting what exists.
-        assert_eq!(place_on(&[1000, 1001, 2000], [1000, 1000, 1001].into_iter(), 2, 0), vec![2000, 1001]);
-        assert!(place_on(&[], std::iter::empty(), 2, 0).is_empty());
+        assert_eq!(total, vec![3, 3, 2]);
+        // The next topic fills the gap first, then spreads.
+        let mut next = vec![0; 3];
+        assert_eq!(place(&mut next, &mut total, 2, 0), vec![2, 1]);
+        // By broker id, counting what exists; a topic's own partitions spread first.
+        assert_eq!(
+            place_on(&[1000, 1001, 2000], [1000, 1000, 1001].into_iter(), std::iter::empty(), 2, 0),
+            vec![2000, 1001]
+        );
+        assert_eq!(place_on(&[1, 2, 3], [1, 1, 2, 2].into_iter(), [1, 1, 2, 2].into_iter(), 3, 0), vec![3, 3, 3]);
+        assert!(place_on(&[], std::iter::empty(), std::iter::empty(), 2, 0).is_empty());
+    }
+
+    #[test]
+    fn new_topics_are_placed_as_rebalancing_would_leave_them() {
+        // Topics created one after another on a balanced layout: the leader's rebalance then
+        // finds nothing to move (it would move the new topic's partitions right after creation,
+        // while producers already write to them).
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..200 {
+            let n = 1 + next(7) as usize;
+            let brokers: Vec<u32> = (0..n as u32).map(|i| 1000 * (i / 2 + 1) + i % 2).collect();
+            let mut topics: Vec<Vec<PartitionOwner>> = Vec::new();
+            for _ in 0..1 + next(6) {
+                let count = 1 + next(60) as usize;
+                let placed = place_on(
+                    &brokers,
+                    topics.iter().flatten().map(|o| o.broker),
+                    std::iter::empty(),
+                    count,
+                    next(1000) as usize,
+                );
+                topics.push(owners(&placed));
+                let mut after = topics.clone();
+                assert_eq!(rebalance(&mut after, &brokers), vec![], "{n} brokers, topics {topics:?}");
+            }
+        }
     }
 
     fn loads(topics: &[Vec<PartitionOwner>], brokers: &[u32]) -> Vec<u32> {

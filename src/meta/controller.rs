@@ -101,6 +101,16 @@ pub enum ControllerRequest {
         /// Told (dropped) once the re-read catalog, if any, has reached every core.
         done: Option<async_channel::Sender<()>>,
     },
+    /// Compares the catalog's version in the store with this controller's and re-reads it if
+    /// they differ; `done` is told (dropped) once any re-read catalog has reached every core.
+    /// For a node about to refuse a request because its replica names another owner: the
+    /// replica may only be behind (another node's controller moved the partition here).
+    /// Requests asked before a check started are answered by that check (a request naming
+    /// many moved partitions costs one store read).
+    CatchUp {
+        asked: std::time::Instant,
+        done: async_channel::Sender<()>,
+    },
     /// The live brokers (sorted) new partitions are placed on; with `rebalance` (the cluster's
     /// leader) partitions of brokers not among them move, and load is evened out.
     Place {
@@ -141,6 +151,15 @@ impl ControllerClient {
     pub async fn reload_and_wait(&self, seen: i64) {
         let (done, finished) = async_channel::bounded(1);
         if self.inbox.send(ControllerRequest::Reload { seen, done: Some(done) }).await.is_ok() {
+            let _ = finished.recv().await;
+        }
+    }
+
+    /// See [`ControllerRequest::CatchUp`].
+    pub async fn catch_up(&self) {
+        let (done, finished) = async_channel::bounded(1);
+        let asked = std::time::Instant::now();
+        if self.inbox.send(ControllerRequest::CatchUp { asked, done }).await.is_ok() {
             let _ = finished.recv().await;
         }
     }
@@ -200,6 +219,8 @@ impl Controller {
 
     /// Serves requests until every client handle is dropped.
     pub async fn run(mut self, inbox: async_channel::Receiver<ControllerRequest>, publish: CatalogPublisher) {
+        // When the last catch-up check started.
+        let mut last_check: Option<std::time::Instant> = None;
         while let Ok(req) = inbox.recv().await {
             match req {
                 ControllerRequest::Admin { ops, reply } => {
@@ -215,6 +236,15 @@ impl Controller {
                     self.brokers = brokers;
                     let r = if rebalance { self.rebalance(&publish).await } else { Ok(()) };
                     let _ = reply.send(r).await;
+                }
+                ControllerRequest::CatchUp { asked, done: _done } => {
+                    if last_check.is_some_and(|started| started > asked) {
+                        continue;
+                    }
+                    last_check = Some(std::time::Instant::now());
+                    if let Err(e) = self.catch_up(&publish).await {
+                        tracing::debug!(error = %e, "cannot compare the catalog with the store");
+                    }
                 }
                 ControllerRequest::Reload { seen, done: _done } => {
                     if (seen == RELOAD_ALWAYS || seen != self.catalog.version)
@@ -300,6 +330,21 @@ impl Controller {
         }
     }
 
+    /// Re-reads the catalog if the store's version differs from this one's.
+    async fn catch_up(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
+        let stored = self
+            .store
+            .with(|s| {
+                s.refresh(super::catalog::VERSION_PATH)?;
+                Catalog::stored_version(s)
+            })
+            .await??;
+        if stored != self.catalog.version || self.stale {
+            self.reload(publish).await?;
+        }
+        Ok(())
+    }
+
     /// Re-reads the catalog from the store and publishes it.
     async fn reload(&mut self, publish: &CatalogPublisher) -> Result<(), StoreError> {
         // A failed re-read may have refreshed part of the store's cache: stale until one succeeds.
@@ -379,7 +424,13 @@ impl Controller {
                     Some(o) => o.clone(),
                     None => {
                         let start = hash(&name.to_string()) as usize;
-                        assignment::place_on(&self.brokers, cat.owners(), *partitions as usize, start)
+                        assignment::place_on(
+                            &self.brokers,
+                            cat.owners(),
+                            std::iter::empty(),
+                            *partitions as usize,
+                            start,
+                        )
                     }
                 };
                 let topic = TopicEntry {
@@ -440,7 +491,13 @@ impl Controller {
                 self.check_owners(owners, added)?;
                 let new_brokers = match owners {
                     Some(o) => o.clone(),
-                    None => assignment::place_on(&self.brokers, cat.owners(), added, current as usize),
+                    None => assignment::place_on(
+                        &self.brokers,
+                        cat.owners(),
+                        existing.partitions.iter().map(|o| o.broker),
+                        added,
+                        current as usize,
+                    ),
                 };
                 let mut topic = (**existing).clone();
                 topic.partitions.extend(new_brokers.into_iter().map(PartitionOwner::new));

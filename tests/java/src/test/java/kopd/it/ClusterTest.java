@@ -93,7 +93,8 @@ class ClusterTest {
      */
     @Test
     void javaClientsAndToolsThroughAnyNode() throws Exception {
-        try (KopdCluster c = KopdCluster.start(root, "java-any", 3)) {
+        KopdCluster c = KopdCluster.start(root, "java-any", 3);
+        try (c) {
             String topic = "spread";
             int partitions = 12;
             try (Admin a0 = c.admin(0); Admin a2 = c.admin(2)) {
@@ -160,6 +161,9 @@ class ClusterTest {
                 assertEquals(partitions, committed.size(), "committed " + committed);
                 assertEquals(n, committed.values().stream().mapToLong(OffsetAndMetadata::offset).sum());
             }
+        } catch (Throwable t) {
+            System.err.println("cluster test failed; the nodes' logs:\n" + c.logs());
+            throw t;
         }
     }
 
@@ -171,7 +175,8 @@ class ClusterTest {
      */
     @Test
     void killNineDuringProductionAndGroupConsumption() throws Exception {
-        try (KopdCluster c = KopdCluster.start(root, "java-kill", 3)) {
+        KopdCluster c = KopdCluster.start(root, "java-kill", 3);
+        try (c) {
             String topic = "failover";
             String group = "survivors";
             int partitions = 6;
@@ -270,6 +275,9 @@ class ClusterTest {
                 consumerThread.join(30_000);
             }
             assertEquals(List.of(), consumerErrors, "group consumer errors");
+        } catch (Throwable t) {
+            System.err.println("cluster test failed; the nodes' logs:\n" + c.logs());
+            throw t;
         }
     }
 
@@ -280,7 +288,8 @@ class ClusterTest {
      */
     @Test
     void rollingRestartUnderLoad() throws Exception {
-        try (KopdCluster c = KopdCluster.start(root, "java-rolling", 3)) {
+        KopdCluster c = KopdCluster.start(root, "java-rolling", 3);
+        try (c) {
             String topic = "rolling";
             int partitions = 6;
             try (Admin admin = c.admin(0)) {
@@ -331,6 +340,9 @@ class ClusterTest {
                 System.out.println("rolling restart under load (" + load.acked() + " records acknowledged):");
                 figures.forEach(f -> System.out.println("  " + f));
             }
+        } catch (Throwable t) {
+            System.err.println("cluster test failed; the nodes' logs:\n" + c.logs());
+            throw t;
         }
     }
 
@@ -342,7 +354,8 @@ class ClusterTest {
      */
     @Test
     void reassignAndElectWithTheKafkaTools() throws Exception {
-        try (KopdCluster c = KopdCluster.start(root, "java-reassign", 3)) {
+        KopdCluster c = KopdCluster.start(root, "java-reassign", 3);
+        try (c) {
             String topic = "moved";
             try (Admin admin = c.admin(0)) {
                 get(admin.createTopics(List.of(new NewTopic(topic, 6, (short) 1))).all());
@@ -419,6 +432,9 @@ class ClusterTest {
                     "--bootstrap-server", c.nodes.get(0).bootstrap(), "--election-type", "PREFERRED",
                     "--all-topic-partitions"));
             assertEquals(0, r.status(), r.describe());
+        } catch (Throwable t) {
+            System.err.println("cluster test failed; the nodes' logs:\n" + c.logs());
+            throw t;
         }
     }
 }
