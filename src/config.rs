@@ -94,6 +94,9 @@ pub struct ConnectionSettings {
     /// Unsent response bytes one connection may hold before kopd stops handling its requests
     /// (and so stops reading its socket) until the client has read them.
     pub max_unwritten_bytes: usize,
+    /// Produce requests of one connection taken (offsets assigned, entries queued) while
+    /// earlier ones still await durability; 1 handles a connection's requests one at a time.
+    pub max_pipelined_produce: usize,
     /// Unsent response bytes of all connections on a core; past it, fetches answer with less.
     pub queued_max_response_bytes: usize,
 }
@@ -202,6 +205,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("connections.max.idle.ms",          "600000",      "close a connection with no bytes read or written for this long"),
     ("connections.request.read.timeout.ms", "30000",    "close a connection whose request (or first request) has not arrived whole this long after it began"),
     ("connection.max.unwritten.bytes",   "1048576",     "unsent response bytes a connection may hold before kopd stops reading its requests until the client reads"),
+    ("connection.max.pipelined.produce", "5",           "produce requests of one connection taken while earlier ones still await durability (answers stay in order; 1: one at a time)"),
     ("queued.max.response.bytes",        "67108864",    "unsent response bytes of all connections of a core; beyond it fetches return less"),
     ("fetch.max.bytes",                  "57671680",    "most record bytes one Fetch response carries, whatever the client asks"),
     ("io.memory.per.core",               "524288",      "io_uring registered buffer bytes per core (memlock)"),
@@ -491,6 +495,7 @@ impl ConfigSources {
             max_idle: ms("connections.max.idle.ms", 1)?,
             request_read_timeout: ms("connections.request.read.timeout.ms", 1)?,
             max_unwritten_bytes: self.int("connection.max.unwritten.bytes", 1024, 1 << 40)? as usize,
+            max_pipelined_produce: self.int("connection.max.pipelined.produce", 1, 1024)? as usize,
             queued_max_response_bytes: self.int("queued.max.response.bytes", 1 << 20, 1 << 40)? as usize,
         })
     }

@@ -23,7 +23,7 @@ mod reassignments;
 mod splice;
 mod topics;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use thiserror::Error;
@@ -63,14 +63,17 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
     }
 }
 
-/// Handles one request frame, appending its response frame (if any) to `out`.
-/// `client_host` is the peer's address as Kafka reports it ("/127.0.0.1").
-pub async fn handle_request(
-    broker: &Broker,
-    mut frame: Bytes,
-    out: &mut ResponseBuf,
-    client_host: &str,
-) -> Result<(), ProtocolError> {
+/// A request frame decoded.
+struct Decoded {
+    api: ApiKey,
+    version: i16,
+    header: RequestHeader,
+    request: RequestKind,
+}
+
+/// Decodes a request frame. `Ok(None)`: answered already (ApiVersions at a version kopd does
+/// not serve gets a v0 response carrying UNSUPPORTED_VERSION and the supported ranges).
+fn decode(mut frame: Bytes, out: &mut ResponseBuf) -> Result<Option<Decoded>, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Truncated(frame.len()));
     }
@@ -83,7 +86,7 @@ pub async fn handle_request(
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             api_versions::unsupported_version(correlation_id, &mut out.bytes);
-            return Ok(());
+            return Ok(None);
         }
         return Err(ProtocolError::UnsupportedVersion { api, version });
     }
@@ -94,6 +97,20 @@ pub async fn handle_request(
     if frame.has_remaining() {
         tracing::debug!(?api, version, extra = frame.remaining(), "request has trailing bytes");
     }
+    Ok(Some(Decoded { api, version, header, request }))
+}
+
+/// Handles one request frame, appending its response frame (if any) to `out`.
+/// `client_host` is the peer's address as Kafka reports it ("/127.0.0.1").
+pub async fn handle_request(
+    broker: &Broker,
+    frame: Bytes,
+    out: &mut ResponseBuf,
+    client_host: &str,
+) -> Result<(), ProtocolError> {
+    let Some(Decoded { api, version, header, request }) = decode(frame, out)? else {
+        return Ok(());
+    };
     // acks=0: the producer expects no response at all.
     let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
     let mut splices = splice::Splices::default();
@@ -127,6 +144,52 @@ pub async fn handle_request(
     let spliced = out.spliced_len() - spliced_before;
     finish_frame(&mut out.bytes, at, spliced);
     Ok(())
+}
+
+/// Whether a request frame is a Produce (see [`begin_produce`]).
+pub fn is_produce(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16
+}
+
+/// A produce taken but not yet answered: resolves to its response frame (`None` for acks=0).
+pub type ProduceInFlight<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, ProtocolError>> + 'a>>;
+
+/// The first half of handling a Produce frame (offsets assigned, entries queued, in the
+/// order produces are begun); the returned future is the rest. A connection may begin its next
+/// produce before this one's answer, so durability is awaited for several at once.
+pub async fn begin_produce(broker: &Broker, frame: Bytes) -> Result<ProduceInFlight<'_>, ProtocolError> {
+    let mut unused = ResponseBuf::default();
+    let decoded = decode(frame, &mut unused)?;
+    let Some(Decoded { api: ApiKey::Produce, version, header, request: RequestKind::Produce(req) }) = decoded else {
+        return Err(ProtocolError::Malformed {
+            api: ApiKey::Produce,
+            version: -1,
+            reason: "not a produce request".into(),
+        });
+    };
+    let silent = req.acks == 0;
+    // Not the header itself: its client id is a slice of the connection's read buffer.
+    let correlation_id = header.correlation_id;
+    drop(header);
+    let in_flight = produce::begin(broker, req, version).await;
+    Ok(Box::pin(async move {
+        let response = in_flight.finish(broker).await;
+        if silent {
+            return Ok(None);
+        }
+        let encode_err =
+            |e: anyhow::Error| ProtocolError::Encode { api: ApiKey::Produce, version, reason: e.to_string() };
+        let mut bytes = BytesMut::new();
+        let at = start_frame(&mut bytes);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut bytes, ApiKey::Produce.response_header_version(version))
+            .map_err(encode_err)?;
+        response.encode(&mut bytes, version).map_err(encode_err)?;
+        finish_frame(&mut bytes, at, 0);
+        Ok(Some(bytes))
+    }))
 }
 
 /// `None` for an API without a handler (kept in step with SUPPORTED_APIS by a test).

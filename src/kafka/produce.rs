@@ -1,6 +1,8 @@
 //! Produce: validate every batch of a partition, then append them to its managed ledger and
 //! answer once they are durable. Partitions of one request are appended concurrently so they
-//! share commit windows.
+//! share commit windows. Handling is in two halves ([`begin`], then [`InFlight::finish`]): the
+//! first assigns offsets and queues the entries, the second awaits durability, so a connection
+//! can begin its next produce while this one's entries are being made durable.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -11,9 +13,49 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::partition::{self, log_error_code};
 use crate::broker::Broker;
+use crate::log::managed_ledger::{Appending, ManagedLedger};
 use crate::log::record_batch::{self, ValidationLimits};
 
-async fn produce_partition(
+/// One partition of a produce once its first half is done.
+enum Started {
+    Answered(PartitionProduceResponse),
+    /// Offsets assigned, entry queued: `resp` is completed once it is durable.
+    Appending {
+        resp: PartitionProduceResponse,
+        log: std::rc::Rc<ManagedLedger>,
+        appending: Appending,
+    },
+}
+
+impl Started {
+    async fn finish(self) -> PartitionProduceResponse {
+        match self {
+            Started::Answered(r) => r,
+            Started::Appending { resp, log, appending } => match appending.await {
+                Ok(r) => resp
+                    .with_base_offset(r.base_offset)
+                    .with_log_append_time_ms(r.log_append_time)
+                    .with_log_start_offset(r.log_start_offset),
+                Err(e) => with_log_start(refused(&resp, log_error_code(&e), Some(e.to_string())), &log),
+            },
+        }
+    }
+}
+
+fn refused(resp: &PartitionProduceResponse, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
+    resp.clone().with_error_code(e.code()).with_error_message(msg.map(StrBytes::from_string))
+}
+
+/// Past the point a partition's log is involved, Kafka reports its log start offset with most
+/// errors; not with corruption, size or storage errors (its append path answers those without).
+fn with_log_start(r: PartitionProduceResponse, log: &ManagedLedger) -> PartitionProduceResponse {
+    let bare = [ResponseError::CorruptMessage, ResponseError::MessageTooLarge, ResponseError::KafkaStorageError]
+        .iter()
+        .any(|e| e.code() == r.error_code);
+    if bare { r } else { r.with_log_start_offset(log.log_start_offset()) }
+}
+
+async fn start_partition(
     broker: &Broker,
     topic: Option<std::sync::Arc<crate::meta::catalog::TopicEntry>>,
     index: i32,
@@ -21,15 +63,13 @@ async fn produce_partition(
     topic_err: Option<ResponseError>,
     version: i16,
     lease_wait: std::time::Duration,
-) -> PartitionProduceResponse {
+) -> Started {
     let resp = PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(-1)
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1);
-    let fail = |e: ResponseError, msg: Option<String>| {
-        resp.clone().with_error_code(e.code()).with_error_message(msg.map(StrBytes::from_string))
-    };
+    let fail = |e: ResponseError, msg: Option<String>| Started::Answered(refused(&resp, e, msg));
     let topic = match (topic, topic_err) {
         (Some(t), None) => t,
         (_, e) => return fail(e.unwrap_or(ResponseError::UnknownTopicOrPartition), None),
@@ -41,12 +81,12 @@ async fn produce_partition(
                 topic.partitions.get(index as usize).and_then(|o| broker.leader_hint(o)).map(|(id, epoch)| {
                     LeaderIdAndEpoch::default().with_leader_id(BrokerId(id)).with_leader_epoch(epoch)
                 });
-            let mut r = fail(e, None);
+            let mut r = refused(&resp, e, None);
             // current_leader (KIP-951) exists from v10.
             if let Some(l) = leader.filter(|_| version >= 10) {
                 r = r.with_current_leader(l);
             }
-            return r;
+            return Started::Answered(r);
         }
     };
     // Kafka leaves such a request unanswered; a clear refusal serves the client better.
@@ -61,12 +101,12 @@ async fn produce_partition(
     let limits = ValidationLimits { max_message_bytes, ..ValidationLimits::default() };
     let batch_error = |e: record_batch::BatchError| {
         let code = ResponseError::try_from_code(e.kafka_code()).unwrap_or(ResponseError::CorruptMessage);
-        fail(code, Some(e.to_string()))
+        refused(&resp, code, Some(e.to_string()))
     };
     // Checks Kafka makes before the log is involved: answered without the log start offset.
     let mut batches = match record_batch::split_batches(records) {
         Ok(b) => b,
-        Err(e) => return batch_error(e),
+        Err(e) => return Started::Answered(batch_error(e)),
     };
     if batches.iter().any(|b| record_batch::is_transactional(b)) {
         // kopd has no transaction coordinator yet: no producer can hold a transactional id.
@@ -96,28 +136,31 @@ async fn produce_partition(
         Ok(l) => l,
         Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
     };
-    // Past this point Kafka reports the partition's log start offset with most errors; not
-    // with corruption, size or storage errors (its append path answers those without it).
-    let with_log_start = |r: PartitionProduceResponse| {
-        let bare = [ResponseError::CorruptMessage, ResponseError::MessageTooLarge, ResponseError::KafkaStorageError]
-            .iter()
-            .any(|e| e.code() == r.error_code);
-        if bare { r } else { r.with_log_start_offset(log.log_start_offset()) }
-    };
     let validated = match record_batch::validate(&batch, &limits) {
         Ok(v) => v,
-        Err(e) => return with_log_start(batch_error(e)),
+        Err(e) => return Started::Answered(with_log_start(batch_error(e), &log)),
     };
-    match log.append(&batch, &validated, owner.epoch).await {
-        Ok(r) => resp
-            .with_base_offset(r.base_offset)
-            .with_log_append_time_ms(r.log_append_time)
-            .with_log_start_offset(r.log_start_offset),
-        Err(e) => with_log_start(fail(log_error_code(&e), Some(e.to_string()))),
+    match log.begin_append(&batch, &validated, owner.epoch).await {
+        Ok(appending) => Started::Appending { resp, log, appending },
+        Err(e) => Started::Answered(with_log_start(refused(&resp, log_error_code(&e), Some(e.to_string())), &log)),
     }
 }
 
-pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> ProduceResponse {
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
+    begin(broker, req, version).await.finish(broker).await
+}
+
+/// A produce whose entries are queued, awaiting durability.
+pub struct InFlight {
+    /// Per topic of the request: name, id, partition count (in `started`'s order).
+    topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, usize)>,
+    started: Vec<Started>,
+    version: i16,
+}
+
+/// The first half of a produce: every partition's batch validated, given its offsets and
+/// queued in its log (or answered already).
+pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> InFlight {
     let catalog = broker.catalog();
     // A partition named twice is produced to once, with the last data given.
     partition::keep_last_of_each(
@@ -138,12 +181,33 @@ pub async fn handle(broker: &Broker, mut req: ProduceRequest, version: i16) -> P
             Err(e) => (None, Some(e)),
         };
         let err = if valid_acks { err } else { Some(ResponseError::InvalidRequiredAcks) };
-        topics.push((td.name, td.topic_id, td.partition_data.len()));
+        // Copied: the request's bytes are a slice of the connection's read buffer, which an
+        // answer awaiting durability should not keep from being reused.
+        let name = kafka_protocol::messages::TopicName(StrBytes::from_string(td.name.as_str().to_string()));
+        topics.push((name, td.topic_id, td.partition_data.len()));
         for pd in td.partition_data {
-            futures.push(produce_partition(broker, topic.clone(), pd.index, pd.records, err, version, lease_wait));
+            futures.push(start_partition(broker, topic.clone(), pd.index, pd.records, err, version, lease_wait));
         }
     }
-    let mut results = futures_util::future::join_all(futures).await.into_iter();
+    InFlight { topics, started: futures_util::future::join_all(futures).await, version }
+}
+
+impl InFlight {
+    /// The second half: the answer once every queued entry is durable (or failed).
+    pub async fn finish(self, broker: &Broker) -> ProduceResponse {
+        let InFlight { topics, started, version } = self;
+        let results = futures_util::future::join_all(started.into_iter().map(Started::finish)).await;
+        respond(broker, topics, results, version)
+    }
+}
+
+fn respond(
+    broker: &Broker,
+    topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, usize)>,
+    results: Vec<PartitionProduceResponse>,
+    version: i16,
+) -> ProduceResponse {
+    let mut results = results.into_iter();
     let mut not_leader = false;
     let responses = topics
         .into_iter()

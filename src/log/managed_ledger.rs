@@ -23,7 +23,7 @@ use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
 use crate::meta::store::{MetadataStoreThread, StoreError, StoreOp};
 use crate::meta::topic_name::TopicName;
-use crate::storage::{Backend, KnownCrc, LedgerId, LedgerStore, StorageError, entry};
+use crate::storage::{Backend, EntryId, KnownCrc, LedgerId, LedgerStore, StorageError, entry};
 
 mod read;
 mod resume;
@@ -517,23 +517,39 @@ impl ManagedLedger {
         validated: &Validated,
         leader_epoch: i32,
     ) -> Result<AppendResult, LogError> {
+        self.begin_append(batch, validated, leader_epoch).await?.await
+    }
+
+    /// The first half of [`Self::append`]: assigns the batch its offsets and queues it in the
+    /// store, then returns what awaits its durability. Batches begun one after another keep
+    /// that order (offsets and store order), however their durability is awaited, so a
+    /// connection may take its next produce before answering this one.
+    pub async fn begin_append(
+        self: &Rc<Self>,
+        batch: &[u8],
+        validated: &Validated,
+        leader_epoch: i32,
+    ) -> Result<Appending, LogError> {
         let ledger = self.ready().await?;
         // Refused before offsets are assigned, so backpressure leaves nothing to undo. The
         // margin covers the entry's Pulsar metadata.
         if !self.store.has_room(batch.len() + 256) {
             return Err(LogError::Storage(StorageError::Backpressure));
         }
+        let ml = self.clone();
         let Prepared { entry_bytes, known_crc, expected_entry, base, last, append_time, rollover } =
             match self.prepare(ledger, batch, validated, leader_epoch)? {
                 Step::Append(p) => p,
                 Step::Duplicate(b, log_start) => {
-                    self.durable(b.last_offset).await?;
-                    // Kafka answers a duplicate with the original batch's timestamp.
-                    return Ok(AppendResult {
-                        base_offset: b.base_offset,
-                        log_append_time: b.max_timestamp,
-                        log_start_offset: log_start,
-                    });
+                    return Ok(Box::pin(async move {
+                        ml.durable(b.last_offset).await?;
+                        // Kafka answers a duplicate with the original batch's timestamp.
+                        Ok(AppendResult {
+                            base_offset: b.base_offset,
+                            log_append_time: b.max_timestamp,
+                            log_start_offset: log_start,
+                        })
+                    }));
                 }
             };
         // Called in the same poll as the offset assignment: store order is offset order.
@@ -546,7 +562,25 @@ impl ManagedLedger {
                 }
             });
         }
-        match appended.await {
+        Ok(Box::pin(async move {
+            let stored = appended.await;
+            ml.appended(stored, expected_entry, last).map(|log_start_offset| AppendResult {
+                base_offset: base,
+                log_append_time: append_time,
+                log_start_offset,
+            })
+        }))
+    }
+
+    /// Books the store's answer to an append of offsets up to `last`: the high watermark and
+    /// producer states move on, or the log is fenced or broken. The log start offset on success.
+    fn appended(
+        &self,
+        stored: Result<EntryId, StorageError>,
+        expected_entry: EntryId,
+        last: i64,
+    ) -> Result<i64, LogError> {
+        match stored {
             Ok(_) if self.state.borrow().fenced => Err(LogError::Fenced),
             Ok(id) => {
                 debug_assert_eq!(id, expected_entry, "entry ids contiguous");
@@ -562,7 +596,7 @@ impl ManagedLedger {
                     st.log_start
                 };
                 self.progress.notify(usize::MAX);
-                Ok(AppendResult { base_offset: base, log_append_time: append_time, log_start_offset: log_start })
+                Ok(log_start)
             }
             Err(StorageError::Fenced(ledger)) => {
                 tracing::warn!(topic = %self.topic, partition = self.partition, ledger,
@@ -580,6 +614,10 @@ impl ManagedLedger {
         }
     }
 }
+
+/// An append whose offsets are assigned and whose entry is queued in the store: resolves once
+/// the entry is durable (or the append failed).
+pub type Appending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendResult, LogError>>>>;
 
 fn index_has_ledger(index: &OffsetIndex, ledger: LedgerId) -> bool {
     (0..index.len()).filter_map(|i| index.get(i)).any(|e| e.ledger == ledger)

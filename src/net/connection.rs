@@ -9,6 +9,7 @@
 //! first request after connecting) and read buffers (a connection idle for a moment gives its
 //! read buffer back and waits with a small one).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
@@ -16,7 +17,7 @@ use futures_lite::AsyncReadExt;
 use super::frame::FrameDecoder;
 use super::read_buffer::ReadBuffer;
 use crate::broker::{Broker, ResponseShare};
-use crate::kafka::{self, ResponseBuf};
+use crate::kafka::{self, ProduceInFlight, ResponseBuf};
 use crate::runtime::{self, TcpStream};
 
 /// Smallest read buffer of an active connection; reads grow up to MAX_READ while a large frame arrives.
@@ -73,22 +74,50 @@ impl<'a> Connection<'a> {
     /// Serves the connection until the peer closes it, it misbehaves or overstays a bound, or
     /// shutdown. An `Err` carries the reason to log.
     pub(super) async fn serve(mut self) -> Result<(), String> {
+        let mut in_flight = VecDeque::new();
+        let served = self.serve_requests(&mut in_flight).await;
+        // Produces taken are seen through whatever ends the connection: their entries are
+        // queued, and their logs book durability when the answers resolve.
+        for produce in in_flight {
+            let _ = produce.await;
+        }
+        served
+    }
+
+    async fn serve_requests(&mut self, in_flight: &mut VecDeque<ProduceInFlight<'a>>) -> Result<(), String> {
         let limits = &self.broker.config.connections;
+        let depth = limits.max_pipelined_produce.max(1);
         loop {
             // Handle the requests already here while this connection's unsent bytes are under
             // its bound; past the core's bound, only while it has nothing unsent (so every
             // connection still makes progress).
             while self.outbuf.len() < limits.max_unwritten_bytes
                 && (self.outbuf.is_empty() || self.broker.responses.available() > 0)
+                && in_flight.len() < depth
             {
                 let Some(frame) = self.inbuf.next_frame(&self.decoder).map_err(|e| e.to_string())? else {
                     break;
                 };
                 self.request_began = None;
+                if kafka::is_produce(&frame) {
+                    // Offsets are assigned now, in request order; the answer comes when durable.
+                    in_flight.push_back(kafka::begin_produce(self.broker, frame).await.map_err(|e| e.to_string())?);
+                    continue;
+                }
+                // Answers go out in request order: earlier produces are answered first.
+                while let Some(produce) = in_flight.pop_front() {
+                    self.answer(produce.await)?;
+                }
                 kafka::handle_request(self.broker, frame, &mut self.outbuf, self.client_host)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.share.set(self.outbuf.len());
+            }
+            // Produces already durable join this write.
+            while let Some(head) = in_flight.front_mut() {
+                let Some(answer) = futures_lite::future::poll_once(head).await else { break };
+                in_flight.pop_front();
+                self.answer(answer)?;
             }
             if !self.inbuf.is_empty() && self.request_began.is_none() {
                 // The rest of a request that came with the last read.
@@ -97,14 +126,56 @@ impl<'a> Connection<'a> {
             if !self.write_responses().await? || self.broker.shutdown.is_triggered() {
                 return Ok(());
             }
-            if self.decoder.has_frame(self.inbuf.bytes()).map_err(|e| e.to_string())? {
+            let has_frame = self.decoder.has_frame(self.inbuf.bytes()).map_err(|e| e.to_string())?;
+            if has_frame && in_flight.len() < depth {
                 continue;
             }
-            match self.read().await? {
+            let full = has_frame || in_flight.len() >= depth;
+            let outcome = match in_flight.front_mut() {
+                None => self.read().await?,
+                // No room for another request, or it is here already: the oldest answer first.
+                Some(head) if full => {
+                    let answer = head.await;
+                    in_flight.pop_front();
+                    self.answer(answer)?;
+                    continue;
+                }
+                // Whichever comes first: the oldest answer, or the next request's bytes (a read
+                // given up loses nothing: it copies bytes only once they are there).
+                Some(head) => {
+                    let answered = futures_lite::future::or(async { Err(head.await) }, async { Ok(self.read().await) });
+                    match answered.await {
+                        Err(answer) => {
+                            self.inbuf.abandon_read();
+                            in_flight.pop_front();
+                            self.answer(answer)?;
+                            continue;
+                        }
+                        Ok(outcome) => outcome?,
+                    }
+                }
+            };
+            match outcome {
                 ReadOutcome::Data => {}
-                ReadOutcome::Closed | ReadOutcome::Shutdown => return Ok(()),
+                ReadOutcome::Closed | ReadOutcome::Shutdown => {
+                    // A client that closed only its sending side still gets its answers.
+                    while let Some(produce) = in_flight.pop_front() {
+                        self.answer(produce.await)?;
+                    }
+                    self.write_responses().await?;
+                    return Ok(());
+                }
             }
         }
+    }
+
+    /// Queues a produce's answer (none for acks=0) behind the responses before it.
+    fn answer(&mut self, answer: Result<Option<bytes::BytesMut>, kafka::ProtocolError>) -> Result<(), String> {
+        if let Some(frame) = answer.map_err(|e| e.to_string())? {
+            self.outbuf.bytes.extend_from_slice(&frame);
+            self.share.set(self.outbuf.len());
+        }
+        Ok(())
     }
 
     /// Writes every unsent response. `Ok(false)`: shutdown began while the client was not reading.

@@ -50,7 +50,8 @@ impl ReadBuffer {
 
     /// Takes the whole frame at the front, if it has arrived.
     pub fn next_frame(&mut self, decoder: &FrameDecoder) -> Result<Option<Bytes>, FrameError> {
-        debug_assert_eq!(self.lent, 0, "room lent to a read is not data");
+        // Room lent to a read that was given up (see `abandon_read`) is not data.
+        self.filled(0);
         // Splitting off the front leaves the spare room (and what is known of it) in place.
         decoder.next_frame(&mut self.buf)
     }
@@ -98,6 +99,12 @@ impl ReadBuffer {
         }
         self.lent = want;
         &mut self.buf[len..]
+    }
+
+    /// Forgets the room `spare` lent to a read that was given up before it returned (a read
+    /// raced against something else): none of it is data.
+    pub fn abandon_read(&mut self) {
+        self.filled(0);
     }
 
     /// Keeps `n` bytes of the room `spare` gave (the ones read); the rest stays spare.
@@ -180,5 +187,26 @@ mod tests {
         assert_eq!(&b.bytes()[..], &[0, 0, 0, 5, 1, 2, 3]);
         b.release();
         assert!(b.is_empty() && b.capacity() == 0);
+    }
+
+    #[test]
+    fn a_read_given_up_leaves_only_the_data() {
+        let decoder = FrameDecoder::new(1 << 20);
+        let mut b = ReadBuffer::new();
+        b.extend_from_slice(&frame(b"one")[..5]);
+        // A read is lent room, then dropped before it returns (it lost a race).
+        let room = b.spare(4096);
+        room[..4].copy_from_slice(b"junk");
+        b.abandon_read();
+        assert_eq!(b.bytes().len(), 5, "the lent room is not data");
+        let rest = &frame(b"one")[5..];
+        let room = b.spare(16);
+        room[..rest.len()].copy_from_slice(rest);
+        b.filled(rest.len());
+        assert_eq!(&b.next_frame(&decoder).unwrap().expect("frame")[..], b"one");
+        // Even without abandon_read, taking frames never reads lent room as data.
+        b.spare(64);
+        assert!(b.next_frame(&decoder).unwrap().is_none());
+        assert!(b.is_empty());
     }
 }

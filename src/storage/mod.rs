@@ -50,7 +50,10 @@ pub trait LedgerStore {
     /// Appends one entry to a ledger this core created. The entry is taken in call order,
     /// before the returned future is first polled; it resolves with the entry's id once the
     /// entry is durable.
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>>;
+    /// The future borrows nothing of the store (`use<Self>`), so a caller may keep it beyond
+    /// the call that queued the entry (a produce answered after the next one was taken).
+    fn append(&self, ledger: LedgerId, entry: Bytes)
+    -> impl Future<Output = Result<EntryId, StorageError>> + use<Self>;
     /// [`Self::append`] of an entry part of whose checksum the caller already has: a store
     /// that checksums entries may derive its checksum from `known` instead of reading those
     /// bytes again.
@@ -59,7 +62,7 @@ pub trait LedgerStore {
         ledger: LedgerId,
         entry: Bytes,
         known: KnownCrc,
-    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<Self> {
         let _ = known;
         self.append(ledger, entry)
     }
@@ -149,7 +152,7 @@ impl LedgerStore for Backend {
         dispatch!(either self, s => s.create_ledger(name))
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
+    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         dispatch!(either self, s => s.append(ledger, entry))
     }
 
@@ -158,7 +161,7 @@ impl LedgerStore for Backend {
         ledger: LedgerId,
         entry: Bytes,
         known: KnownCrc,
-    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         dispatch!(either self, s => s.append_known(ledger, entry, known))
     }
 

@@ -191,7 +191,7 @@ impl LedgerStore for BookKeeperStore {
         self.create(name).await
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
+    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         // The entry is handed to the bookies now, so appends keep their call order.
         let rx = match self.writer(ledger) {
             Some(w) => w.append(entry),

@@ -430,7 +430,7 @@ impl LedgerStore for LocalLedgerStore {
         LocalLedgerStore::pending_entries(self, ledger)
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> {
+    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         self.queue_append(ledger, entry, None)
     }
 
@@ -439,7 +439,7 @@ impl LedgerStore for LocalLedgerStore {
         ledger: LedgerId,
         entry: Bytes,
         known: KnownCrc,
-    ) -> impl Future<Output = Result<EntryId, StorageError>> {
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         self.queue_append(ledger, entry, Some(known))
     }
 
