@@ -376,7 +376,13 @@ fn paused_zookeeper_fails_topic_admin_then_recovers() {
     }
     assert_eq!(seen.first(), Some(&SessionState::Disconnected), "{seen:?}");
     assert_eq!(watched.session_state(), SessionState::Connected);
-    assert_eq!(block_on(watched.get("/mine")).unwrap(), None, "the expired session's ephemeral node");
+    // The server deletes an expired session's ephemeral nodes in a transaction of its own,
+    // which may land just after it has told the client the session expired: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some((_, stat)) = block_on(watched.get("/mine")).unwrap() {
+        assert!(Instant::now() < deadline, "the expired session's ephemeral node stays: {stat:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     block_on(watched.create("/mine", Vec::new(), CreateMode::Ephemeral, false)).unwrap();
     // The store's next commit re-reads what the unclear one touched: whichever way it went,
     // the cache and ZooKeeper agree.
