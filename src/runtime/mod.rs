@@ -4,7 +4,10 @@
 //! the executor could be replaced by touching only this module.
 
 pub mod alloc;
+mod core_bytes;
 pub mod tcp;
+
+pub use core_bytes::{core_bytes, leaked_core_buffers};
 
 use std::future::Future;
 use std::io;

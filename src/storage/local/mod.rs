@@ -470,11 +470,11 @@ impl LedgerStore for LocalLedgerStore {
         if h.ledger != ledger || h.entry != entry || h.len != loc.len {
             return Err(corrupt("record header does not match the index"));
         }
-        let payload = &got[REC_HEADER_LEN..want];
-        if !h.crc_ok(payload) {
+        if !h.crc_ok(&got[REC_HEADER_LEN..want]) {
             return Err(corrupt("checksum mismatch"));
         }
-        Ok(Bytes::copy_from_slice(payload))
+        // The read's own buffer, not a copy: a fetch sends these bytes straight from it.
+        Ok(crate::runtime::core_bytes(got).slice(REC_HEADER_LEN..want))
     }
 
     fn last_entry(&self, ledger: LedgerId) -> Option<EntryId> {
