@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use self::writer::SegmentFile;
 use bytes::Bytes;
-use glommio::io::DmaFile;
 
 use self::commit::{Done, Notify, Window, Writer};
 pub use self::format::core_dir;
@@ -132,7 +132,7 @@ pub(super) struct State {
     failures: u64,
     closed: bool,
     /// Read-only handles, opened on first read of a segment.
-    readers: HashMap<u32, Rc<DmaFile>>,
+    readers: HashMap<u32, Rc<SegmentFile>>,
 }
 
 struct LedgerIndex {
@@ -333,7 +333,7 @@ impl LocalLedgerStore {
         }
     }
 
-    async fn reader(&self, seg: u32) -> Result<Rc<DmaFile>, StorageError> {
+    async fn reader(&self, seg: u32) -> Result<Rc<SegmentFile>, StorageError> {
         let path = {
             let st = self.shared.st.borrow();
             if let Some(f) = st.readers.get(&seg) {
@@ -342,7 +342,7 @@ impl LocalLedgerStore {
             let s = st.segs.get(seg as usize).ok_or_else(|| StorageError::Corrupt(format!("no segment {seg}")))?;
             seg_path(&self.shared.root, s.core, s.seq)
         };
-        let f = Rc::new(DmaFile::open(&path).await.map_err(io::Error::from)?);
+        let f = Rc::new(SegmentFile::open_for_reads(&path, self.shared.cfg.flush.buffered()).await?);
         let mut st = self.shared.st.borrow_mut();
         if st.segs.get(seg as usize).is_some_and(|s| !s.gone) {
             Ok(st.readers.entry(seg).or_insert(f).clone())
@@ -454,7 +454,7 @@ impl LedgerStore for LocalLedgerStore {
         };
         let file = self.reader(loc.seg).await?;
         let want = REC_HEADER_LEN + loc.len as usize;
-        let got = file.read_at(loc.offset, want).await.map_err(io::Error::from)?;
+        let got = file.read_at(loc.offset, want).await?;
         let corrupt = |what: &str| {
             StorageError::Corrupt(format!(
                 "ledger {ledger} entry {entry} (segment {} offset {}): {what}",

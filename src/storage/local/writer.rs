@@ -11,7 +11,7 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+use glommio::io::{BufferedFile, DmaFile, OpenOptions, ReadResult};
 
 use super::commit::sync_dir;
 use super::format::{core_dir, encode_seg_header, seg_path};
@@ -39,6 +39,24 @@ pub(super) enum SegmentFile {
 }
 
 impl SegmentFile {
+    /// A segment opened for reads the way its store writes: through the page cache under
+    /// `flush = interval` (where the newest entries sit, maybe not yet on the device: an
+    /// O_DIRECT read would first force them out), else with O_DIRECT.
+    pub async fn open_for_reads(path: &std::path::Path, buffered: bool) -> io::Result<Self> {
+        Ok(if buffered {
+            SegmentFile::Buffered(BufferedFile::open(path).await?)
+        } else {
+            SegmentFile::Direct(DmaFile::open(path).await?)
+        })
+    }
+
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
+        match self {
+            SegmentFile::Direct(f) => Ok(f.read_at(pos, len).await?),
+            SegmentFile::Buffered(f) => Ok(f.read_at(pos, len).await?),
+        }
+    }
+
     pub async fn fdatasync(&self) -> io::Result<()> {
         match self {
             SegmentFile::Direct(f) => Ok(f.fdatasync().await?),
