@@ -532,7 +532,7 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
 (Kafka's stock default), G1.
 
 - fsync: Kafka `log.flush.interval.messages=1`, kopd `flush=always` (ack after fdatasync).
-- no-fsync: Kafka defaults (no explicit flush), kopd `flush=interval` (fdatasync every 1 s).
+- no-fsync: Kafka defaults (no explicit flush), kopd `flush=interval` (fdatasync every `flush.interval.ms`, 200 ms by default).
 - produce max: Kafka's ProducerPerformance `--throughput -1`; latency is send -> ack.
 - produce at 50%: ProducerPerformance `--throughput` = half of Kafka's max in the same round and mode,
   for {args.latency_seconds:g} s (at most {args.records:,} records).

@@ -224,7 +224,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("log.retention.check.interval.ms",  "300000",      "how often retention deletes old ledgers"),
     ("log.tail.cache.bytes",             "33554432",    "per-core bytes of recent batches kept in memory, shared by the core's partitions (the batch written longest ago goes first)"),
     ("flush",                            "always",      "`always`: ack after fdatasync (group commit); `interval`: ack after write"),
-    ("flush.interval.ms",                "1000",        "fdatasync period under `flush = interval`"),
+    ("flush.interval.ms",                "200",         "fdatasync period under `flush = interval`"),
     ("ledger.file.bytes",                "268435456",   "size at which a core's entry-log file rolls over"),
     ("ledger.max.pending.bytes",         "67108864",    "bytes per core queued for the disk before produce backs off"),
     ("log.snapshot.interval.ms",         "30000",       "how often each core snapshots its partitions' offset indexes and producer state (and at clean shutdown); a restart reads only entries written after the last snapshot"),
