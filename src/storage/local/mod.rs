@@ -35,7 +35,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use self::writer::SegmentFile;
 use bytes::Bytes;
 
 use self::commit::{Done, Notify, Window, Writer};
@@ -43,6 +42,7 @@ pub use self::format::core_dir;
 use self::format::{DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, ledger_id, seg_path};
 pub use self::recover::{RecoveredLedgers, RecoveredStore, Scanned, recover, scan};
 use self::segments::{SegInfo, removable};
+use self::writer::SegmentFile;
 use super::{EntryId, KnownCrc, LedgerId, LedgerStore, StorageError};
 
 /// Ledger seqs are made durable (reserved) this many at a time, so ids are never reused

@@ -42,7 +42,7 @@ impl SegmentFile {
     /// A segment opened for reads the way its store writes: through the page cache under
     /// `flush = interval` (where the newest entries sit, maybe not yet on the device: an
     /// O_DIRECT read would first force them out), else with O_DIRECT.
-    pub async fn open_for_reads(path: &std::path::Path, buffered: bool) -> io::Result<Self> {
+    pub async fn open_for_reads(path: &Path, buffered: bool) -> io::Result<Self> {
         Ok(if buffered {
             SegmentFile::Buffered(BufferedFile::open(path).await?)
         } else {
