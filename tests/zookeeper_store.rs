@@ -249,6 +249,53 @@ fn store_commits_atomically_and_reloads() {
     assert_eq!(again.get("/kopd/big").map(<[u8]>::len), Some(900_000));
 }
 
+#[test]
+fn a_pinned_ledger_list_is_never_written_over_a_later_owners() {
+    // A partition's old owner (`old`) and the node that took it over (`new`), each with its own
+    // store and session. Once the new owner has written the ledger list, no re-read on the old
+    // owner's side may let it write there again.
+    let c = shared_cluster();
+    let at = format!("{}/pin-test", c.zk_connect());
+    let ml = "/managed-ledgers/public/default/persistent/p-partition-0";
+    let mut old = ZooKeeperMetadataStore::open(&at, TIMEOUT, 64).unwrap();
+    old.pin(ml);
+    old.commit(vec![put(ml, b"old-1")]).unwrap();
+    old.commit(vec![put(ml, b"old-2")]).unwrap();
+    let mut new = ZooKeeperMetadataStore::open(&at, TIMEOUT, 64).unwrap();
+    new.refresh(ml).unwrap();
+    new.pin(ml);
+    let cursor = format!("{ml}/group");
+    new.commit(vec![put(ml, b"new-1"), put(&cursor, b"new")]).unwrap();
+    // The old owner's cursor write meets the new owner's cursor, and the store re-reads the
+    // cursor with its ancestors, the ledger list among them: its cache now has the new
+    // owner's version, and an unpinned put would go through.
+    assert!(matches!(old.commit(vec![put(&cursor, b"old")]), Err(StoreError::Conflict(_))));
+    assert_eq!(old.get(ml), Some(&b"new-1"[..]));
+    let r = old.commit(vec![put(ml, b"old-3")]);
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    old.refresh(ml).unwrap();
+    let r = old.commit(vec![put(ml, b"old-4")]);
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "still refused after any re-read: {r:?}");
+    let zk = connect(c, "/pin-test");
+    assert_eq!(block_on(zk.get(ml)).unwrap().unwrap().0, b"new-1");
+    // The new owner keeps writing; letting go refuses even its own next put.
+    new.commit(vec![put(ml, b"new-2")]).unwrap();
+    new.release_pin(ml);
+    assert!(matches!(new.commit(vec![put(ml, b"new-3")]), Err(StoreError::Conflict(_))));
+    // Taken back (pinned anew): writes go over what is there now.
+    old.refresh(ml).unwrap();
+    old.pin(ml);
+    old.commit(vec![put(ml, b"old-5")]).unwrap();
+    assert_eq!(block_on(zk.get(ml)).unwrap().unwrap().0, b"old-5");
+    // Pinned while absent: another writer's create wins, the pinned one conflicts.
+    let fresh = "/managed-ledgers/public/default/persistent/p-partition-1";
+    old.refresh(fresh).unwrap();
+    old.pin(fresh);
+    block_on(zk.create(fresh, b"theirs".to_vec(), CreateMode::Persistent, true)).unwrap();
+    assert!(matches!(old.commit(vec![put(fresh, b"mine")]), Err(StoreError::Conflict(_))));
+    assert_eq!(block_on(zk.get(fresh)).unwrap().unwrap().0, b"theirs");
+}
+
 /// The Pulsar-layout JSON of a topic in ZooKeeper, if there.
 fn topic_node(zk: &ZooKeeper, topic: &str) -> Option<serde_json::Value> {
     let path = format!("/admin/partitioned-topics/public/default/persistent/{topic}");

@@ -52,7 +52,8 @@ pub async fn owned_soon(
     wait: std::time::Duration,
 ) -> Result<PartitionOwner, ResponseError> {
     match owned(broker, topic, partition) {
-        Err(ResponseError::NotLeaderOrFollower) if !wait.is_zero() => {}
+        // Unknown: a partition added through another node a moment ago.
+        Err(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) if !wait.is_zero() => {}
         r => return r,
     }
     let deadline = std::time::Instant::now() + wait;
@@ -63,8 +64,10 @@ pub async fn owned_soon(
     let current = || broker.catalog().get(&topic.name).filter(|t| t.id == topic.id).cloned();
     if !names_here(topic) {
         crate::runtime::timeout(wait, broker.controller.catch_up()).await;
-        if !current().is_some_and(|t| names_here(&t)) {
-            return Err(ResponseError::NotLeaderOrFollower);
+        match current() {
+            Some(t) if names_here(&t) => {}
+            Some(t) => return Err(owned(broker, &t, partition).err().unwrap_or(ResponseError::NotLeaderOrFollower)),
+            None => return Err(ResponseError::NotLeaderOrFollower),
         }
     }
     let left = deadline.saturating_duration_since(std::time::Instant::now());

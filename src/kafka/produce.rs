@@ -161,7 +161,7 @@ pub struct InFlight {
 /// The first half of a produce: every partition's batch validated, given its offsets and
 /// queued in its log (or answered already).
 pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> InFlight {
-    let catalog = broker.catalog();
+    let mut catalog = broker.catalog();
     // A partition named twice is produced to once, with the last data given.
     partition::keep_last_of_each(
         &mut req.topic_data,
@@ -172,10 +172,23 @@ pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> In
     let lease_wait = broker.config.cluster.as_ref().map_or(std::time::Duration::ZERO, |c| {
         c.lease_wait.min(std::time::Duration::from_millis(req.timeout_ms.max(0) as u64))
     });
+    let resolve = |catalog: &crate::meta::catalog::Catalog,
+                   td: &kafka_protocol::messages::produce_request::TopicProduceData| {
+        partition::topic(broker, catalog, (version < 13).then(|| td.name.as_str()), td.topic_id)
+    };
+    // A topic this node's catalog replica does not know may only be new (created through
+    // another node a moment ago, and a producer told of it there): in a cluster the replica is
+    // compared with the store once before the request is refused.
+    let unknown =
+        |e: &ResponseError| matches!(e, ResponseError::UnknownTopicOrPartition | ResponseError::UnknownTopicId);
+    if !lease_wait.is_zero() && req.topic_data.iter().any(|td| resolve(&catalog, td).is_err_and(|e| unknown(&e))) {
+        crate::runtime::timeout(lease_wait, broker.controller.catch_up()).await;
+        catalog = broker.catalog();
+    }
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();
     for td in req.topic_data {
-        let resolved = partition::topic(broker, &catalog, (version < 13).then(|| td.name.as_str()), td.topic_id);
+        let resolved = resolve(&catalog, &td);
         let (topic, err) = match resolved {
             Ok(t) => (Some(t), None),
             Err(e) => (None, Some(e)),

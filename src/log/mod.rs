@@ -215,7 +215,15 @@ impl PartitionLogs {
         let key = (topic.clone(), partition);
         self.set_leased(&key, false);
         self.recovered.borrow_mut().remove(&key);
-        let Some(slot) = self.open.borrow_mut().remove(&key) else { return };
+        let slot = self.open.borrow_mut().remove(&key);
+        // From here on this node writes the ledger list no more; the store then refuses
+        // even a write already on its way.
+        let path = ml_metadata::ml_path(topic, partition);
+        let release = self.meta.with(move |s| s.release_pin(&path));
+        let Some(slot) = slot else {
+            let _ = release.await;
+            return;
+        };
         if graceful {
             let sealing = slot.log.hand_over();
             if crate::runtime::timeout(Duration::from_millis(self.config.shutdown_timeout_ms), sealing).await.is_none()
@@ -224,6 +232,7 @@ impl PartitionLogs {
             }
         }
         slot.log.abandon();
+        let _ = release.await;
     }
 
     /// Commits metadata ops (e.g. cursor nodes of many partitions) in one batch.

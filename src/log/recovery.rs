@@ -72,6 +72,8 @@ fn load_metadata(meta: &dyn MetadataStore) -> anyhow::Result<(HashMap<PartitionK
 
 /// One partition's managed ledger and cursors, re-read from a store other writers share (in a
 /// cluster the partition's previous owner wrote them last). Its ledgers are read when it opens.
+/// The ledger list's node is pinned as read: if anyone else writes it from now on (a later
+/// owner), this owner's next write to it conflicts and its log is fenced.
 pub fn reload_partition(
     meta: &mut dyn MetadataStore,
     topic: &TopicName,
@@ -79,6 +81,7 @@ pub fn reload_partition(
 ) -> anyhow::Result<RecoveredLog> {
     let path = super::ml_metadata::ml_path(topic, partition);
     meta.refresh(&path)?;
+    meta.pin(&path);
     let mut log = RecoveredLog::default();
     let Some(value) = meta.get(&path) else { return Ok(log) };
     log.info = ManagedLedgerInfo::from_bytes(value).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;

@@ -6,6 +6,7 @@
 //! ([`MetadataStoreThread`]) and the cores talk to it through a bounded channel.
 
 mod local;
+mod pins;
 mod zookeeper;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,15 @@ pub trait MetadataStore: Send + 'static {
     fn refresh(&mut self, _path: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Makes `path` one writer's (a managed ledger taking its partition over): from now on a
+    /// put to it applies only over the version it has now in this store's view and then over
+    /// the versions this store's own puts give it, never over one a re-read brought in. A
+    /// writer whose node another writer changed meanwhile gets [`StoreError::Conflict`] on
+    /// every later put. A no-op for a store only this process writes.
+    fn pin(&mut self, _path: &str) {}
+    /// The writer of a pinned path let go (its partition moved away): later puts conflict
+    /// until the path is pinned again.
+    fn release_pin(&mut self, _path: &str) {}
 }
 
 /// Applies ops to an in-memory map (shared by store implementations and tests).

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 
+use super::pins::{Expected, Pins};
 use super::{MetadataStore, StoreError, StoreOp};
 use crate::zookeeper::{CreateMode, Op, SessionState, ZkError, ZooKeeper, ancestors, valid_path};
 
@@ -52,6 +53,8 @@ pub struct ZooKeeperMetadataStore {
     versions: BTreeMap<String, i32>,
     /// Paths touched by a commit whose outcome is unknown; re-read before the next commit.
     unsure: BTreeSet<String>,
+    /// Nodes written only over their own writer's versions (see [`MetadataStore::pin`]).
+    pins: Pins,
 }
 
 fn unavailable(e: ZkError) -> StoreError {
@@ -99,8 +102,13 @@ impl Plan {
 }
 
 /// Checks every op, then turns the ops into ZooKeeper operations against the known tree (and
-/// the known versions: a set expects the version last seen).
-fn plan(nodes: &BTreeSet<String>, versions: &BTreeMap<String, i32>, ops: &[StoreOp]) -> Result<Plan, StoreError> {
+/// the known versions: a set expects the version last seen, or a pinned node its pin's).
+fn plan(
+    nodes: &BTreeSet<String>,
+    versions: &BTreeMap<String, i32>,
+    pins: &Pins,
+    ops: &[StoreOp],
+) -> Result<Plan, StoreError> {
     let mut p = Plan::default();
     for op in ops {
         let path = match op {
@@ -118,6 +126,19 @@ fn plan(nodes: &BTreeSet<String>, versions: &BTreeMap<String, i32>, ops: &[Store
                     return Err(StoreError::Rejected(format!(
                         "empty value for `{path}`: a node without data is structure in ZooKeeper"
                     )));
+                }
+                // A pinned node's first put in this commit goes over the pin's version.
+                let touched_here = p.versions.contains_key(path) || p.deleted.contains(path);
+                match pins.expected(path)? {
+                    Expected::Version(Some(v)) if !touched_here => {
+                        p.push(Op::SetData { path: path.clone(), data: value.clone(), version: Some(v) });
+                        p.versions.insert(path.clone(), v.wrapping_add(1));
+                        continue;
+                    }
+                    Expected::Version(None) if !touched_here && p.exists(nodes, path) => {
+                        return Err(StoreError::Conflict(format!("`{path}` was created by another writer")));
+                    }
+                    _ => {}
                 }
                 if p.exists(nodes, path) {
                     let expected = p.versions.get(path).or_else(|| versions.get(path)).copied();
@@ -190,6 +211,7 @@ impl ZooKeeperMetadataStore {
             nodes: BTreeSet::new(),
             versions: BTreeMap::new(),
             unsure: BTreeSet::new(),
+            pins: Pins::default(),
         };
         for root in ROOTS {
             s.reread(root).map_err(unavailable)?;
@@ -318,7 +340,7 @@ impl MetadataStore for ZooKeeperMetadataStore {
             return Ok(());
         }
         // Checked before anything is sent, so a commit that can never succeed says so at once.
-        plan(&self.nodes, &self.versions, &ops)?;
+        plan(&self.nodes, &self.versions, &Pins::default(), &ops)?;
         if self.zk.session_state() != SessionState::Connected {
             return Err(StoreError::Unavailable("no ZooKeeper session".into()));
         }
@@ -328,6 +350,11 @@ impl MetadataStore for ZooKeeperMetadataStore {
                 self.unsure = unsure;
                 return Err(unavailable(e));
             }
+            let (nodes, versions, values) = (&self.nodes, &self.versions, &self.values);
+            self.pins.settle(|path| {
+                let version = nodes.contains(path).then(|| versions.get(path).copied()).flatten();
+                (version, values.get(path).map(Vec::as_slice))
+            });
         }
         let touched: BTreeSet<String> = ops
             .iter()
@@ -338,9 +365,10 @@ impl MetadataStore for ZooKeeperMetadataStore {
         let puts = ops.iter().any(|op| matches!(op, StoreOp::Put { .. }));
         let mut retried = false;
         loop {
-            let p = plan(&self.nodes, &self.versions, &ops)?;
+            let p = plan(&self.nodes, &self.versions, &self.pins, &ops)?;
             match block_on(self.zk.multi(p.ops.clone())) {
                 Ok(()) => {
+                    self.pins.applied(&p.versions, p.deleted.iter());
                     self.apply(p, &ops);
                     return Ok(());
                 }
@@ -361,6 +389,18 @@ impl MetadataStore for ZooKeeperMetadataStore {
                     retried = true;
                 }
                 Err(e) if e.outcome_unknown() => {
+                    // The last value put to each path that the commit leaves in place.
+                    let mut last: BTreeMap<&String, &Vec<u8>> = BTreeMap::new();
+                    for op in &ops {
+                        match op {
+                            StoreOp::Put { path, value } => last.insert(path, value),
+                            StoreOp::Delete { path } => last.remove(path),
+                        };
+                    }
+                    for d in &p.deleted {
+                        self.pins.release(d);
+                    }
+                    self.pins.unknown(last.into_iter(), &p.versions);
                     self.unsure.extend(touched);
                     return Err(unavailable(e));
                 }
@@ -377,6 +417,15 @@ impl MetadataStore for ZooKeeperMetadataStore {
             return Err(StoreError::Unavailable("no ZooKeeper session".into()));
         }
         self.reread(path).map_err(unavailable)
+    }
+
+    fn pin(&mut self, path: &str) {
+        let version = self.nodes.contains(path).then(|| self.versions.get(path).copied()).flatten();
+        self.pins.pin(path, version);
+    }
+
+    fn release_pin(&mut self, path: &str) {
+        self.pins.release(path);
     }
 }
 
@@ -411,8 +460,13 @@ mod tests {
     #[test]
     fn put_creates_missing_ancestors_then_sets_existing_nodes() {
         let nodes = tree(&["/kopd"]);
-        let p = plan(&nodes, &BTreeMap::new(), &[put("/kopd/assignment/a/b", b"1"), put("/kopd/assignment/a/c", b"2")])
-            .unwrap();
+        let p = plan(
+            &nodes,
+            &BTreeMap::new(),
+            &Pins::default(),
+            &[put("/kopd/assignment/a/b", b"1"), put("/kopd/assignment/a/c", b"2")],
+        )
+        .unwrap();
         assert_eq!(
             kinds(&p),
             [
@@ -427,6 +481,7 @@ mod tests {
         let p = plan(
             &tree(&["/kopd", "/kopd/cluster"]),
             &versions,
+            &Pins::default(),
             &[put("/kopd/cluster", b"x"), put("/kopd/cluster", b"y")],
         )
         .unwrap();
@@ -444,24 +499,59 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_node_is_set_over_its_pin_not_over_a_refreshed_version() {
+        let ml = "/managed-ledgers/t/n/persistent/x-partition-0";
+        let nodes = tree(&["/managed-ledgers", ml]);
+        // The cache was re-read after another writer's change (version 5); the pin is older.
+        let versions = BTreeMap::from([(ml.to_string(), 5)]);
+        let mut pins = Pins::default();
+        pins.pin(ml, Some(3));
+        let p = plan(&nodes, &versions, &pins, &[put(ml, b"a"), put(ml, b"b")]).unwrap();
+        let sent: Vec<Option<i32>> = p
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::SetData { version, .. } => *version,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [Some(3), Some(4)]);
+        // Pinned while absent: another writer's node is a conflict, not a set.
+        pins.pin(ml, None);
+        assert!(matches!(plan(&nodes, &versions, &pins, &[put(ml, b"a")]), Err(StoreError::Conflict(_))));
+        let created = plan(&tree(&["/managed-ledgers"]), &versions, &pins, &[put(ml, b"a")]).unwrap();
+        assert_eq!(kinds(&created).last(), Some(&format!("create {ml}")));
+        pins.release(ml);
+        assert!(matches!(plan(&nodes, &versions, &pins, &[put(ml, b"a")]), Err(StoreError::Conflict(_))));
+    }
+
+    #[test]
     fn delete_takes_the_subtree_deepest_first_and_skips_absent_nodes() {
         let ml = "/managed-ledgers/t/n/persistent/x";
         let nodes = tree(&["/managed-ledgers", ml, &format!("{ml}/kopd-group"), &format!("{ml}/pulsar-sub")]);
         // kopd deletes its own cursor, then the ledger; Pulsar's cursor goes with the ledger.
-        let p =
-            plan(&nodes, &BTreeMap::new(), &[del(&format!("{ml}/kopd-group")), del(ml), del("/managed-ledgers/none")])
-                .unwrap();
+        let p = plan(
+            &nodes,
+            &BTreeMap::new(),
+            &Pins::default(),
+            &[del(&format!("{ml}/kopd-group")), del(ml), del("/managed-ledgers/none")],
+        )
+        .unwrap();
         assert_eq!(
             kinds(&p),
             [format!("delete {ml}/kopd-group"), format!("delete {ml}/pulsar-sub"), format!("delete {ml}")]
         );
         // Delete then put again in one commit: the node is created anew.
-        let p = plan(&nodes, &BTreeMap::new(), &[del(ml), put(ml, b"v")]).unwrap();
+        let p = plan(&nodes, &BTreeMap::new(), &Pins::default(), &[del(ml), put(ml, b"v")]).unwrap();
         assert_eq!(kinds(&p).last().map(String::as_str), Some(format!("create {ml}").as_str()));
         // Put under a path created in the same commit, then delete both.
-        let p =
-            plan(&tree(&["/kopd"]), &BTreeMap::new(), &[put("/kopd/a", b"1"), put("/kopd/a/b", b"2"), del("/kopd/a")])
-                .unwrap();
+        let p = plan(
+            &tree(&["/kopd"]),
+            &BTreeMap::new(),
+            &Pins::default(),
+            &[put("/kopd/a", b"1"), put("/kopd/a/b", b"2"), del("/kopd/a")],
+        )
+        .unwrap();
         assert_eq!(kinds(&p), ["create /kopd/a", "create /kopd/a/b", "delete /kopd/a/b", "delete /kopd/a"]);
         assert!(p.created.is_empty());
     }
@@ -473,15 +563,22 @@ mod tests {
             [put("/elsewhere/x", b"1"), put("/kopd", b"1"), put("/kopd/", b"1"), del("/kopdx/y"), put("/kopd/a", b"")]
         {
             assert!(
-                matches!(plan(&nodes, &BTreeMap::new(), std::slice::from_ref(&bad)), Err(StoreError::Rejected(_))),
+                matches!(
+                    plan(&nodes, &BTreeMap::new(), &Pins::default(), std::slice::from_ref(&bad)),
+                    Err(StoreError::Rejected(_))
+                ),
                 "{bad:?}"
             );
         }
-        assert!(plan(&nodes, &BTreeMap::new(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES - 200])]).is_ok());
-        let e = plan(&nodes, &BTreeMap::new(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES])]).unwrap_err();
+        assert!(
+            plan(&nodes, &BTreeMap::new(), &Pins::default(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES - 200])])
+                .is_ok()
+        );
+        let e = plan(&nodes, &BTreeMap::new(), &Pins::default(), &[put("/kopd/big", &vec![1; MAX_REQUEST_BYTES])])
+            .unwrap_err();
         assert!(e.to_string().contains("jute.maxbuffer"), "{e}");
         // Many small values add up as well.
         let many: Vec<_> = (0..20).map(|i| put(&format!("/kopd/v{i}"), &vec![1; 60_000])).collect();
-        assert!(matches!(plan(&nodes, &BTreeMap::new(), &many), Err(StoreError::Rejected(_))));
+        assert!(matches!(plan(&nodes, &BTreeMap::new(), &Pins::default(), &many), Err(StoreError::Rejected(_))));
     }
 }
