@@ -7,6 +7,10 @@
 //!
 //!   kopd-loadgen --brokers 127.0.0.1:9092 --topic t --size 1024 --producers 1 --consumers 1 \
 //!                --acks all --rate 0 --duration 10 --warmup 2 [--set key=value ...] [--json]
+//!
+//! `--drain N` instead reads the topic from the beginning until N records have arrived (one
+//! consumer, every partition assigned, nothing printed per record) and reports the rate: a
+//! consume measurement where the client, unlike kcat printing each record, is not the limit.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +69,13 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Consume mode: read every partition from the beginning until this many records have
+    /// arrived, then report records/s (no producers, no tail consumers).
+    #[arg(long, default_value_t = 0)]
+    drain: u64,
+    /// Consume mode: give up after this many seconds.
+    #[arg(long, default_value_t = 300.0)]
+    drain_timeout: f64,
 }
 
 fn now_ns() -> u64 {
@@ -131,8 +142,55 @@ fn pct(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// `--drain`: one assigned consumer reads every partition from the beginning until `n`
+/// records (and their value bytes) have arrived.
+fn drain(args: &Args, n: u64) {
+    let c: BaseConsumer = config(args)
+        .set("group.id", "kopd-loadgen-drain")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .expect("consumer");
+    let t0 = Instant::now();
+    let md = c.fetch_metadata(Some(&args.topic), Duration::from_secs(10)).expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(&args.topic, p.id(), Offset::Beginning).unwrap();
+    }
+    assert!(tpl.count() > 0, "topic {} has no partitions (does it exist?)", args.topic);
+    c.assign(&tpl).expect("assign");
+    let deadline = t0 + Duration::from_secs_f64(args.drain_timeout);
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while records < n && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload_len() as u64;
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (rec_s, mb_s) = (records as f64 / secs, bytes as f64 / secs / 1048576.0);
+    if args.json {
+        println!("{{\"records\":{records},\"bytes\":{bytes},\"secs\":{secs:.3},\"records_per_s\":{rec_s:.1},\"mb_per_s\":{mb_s:.2}}}");
+    } else {
+        println!("drain: {records} records, {bytes} value bytes in {secs:.2} s = {rec_s:.0} records/s, {mb_s:.1} MB/s");
+    }
+    if records < n {
+        eprintln!("drain: only {records} of {n} records within {} s", args.drain_timeout);
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let args = Args::parse();
+    if args.drain > 0 {
+        drain(&args, args.drain);
+        return;
+    }
     assert!(args.size >= 8, "--size must be at least 8");
     let warm = Duration::from_secs_f64(args.warmup);
     let run = Duration::from_secs_f64(args.duration);
@@ -263,7 +321,8 @@ fn main() {
     }
     // Consumers: until they have seen every acked record, at most 10 s more.
     let drain_until = Instant::now() + Duration::from_secs(10);
-    while !consumer_threads.is_empty() && consumed.load(Ordering::Relaxed) < acked_total && Instant::now() < drain_until {
+    while !consumer_threads.is_empty() && consumed.load(Ordering::Relaxed) < acked_total && Instant::now() < drain_until
+    {
         thread::sleep(Duration::from_millis(20));
     }
     stop_consumers.store(true, Ordering::Relaxed);

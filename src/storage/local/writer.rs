@@ -24,6 +24,11 @@ const MAX_WRITE: usize = 128 << 10;
 /// DMA writes of one window in flight at once. They cover disjoint whole blocks (only the last
 /// one of a batch ends in a partial block), so their completion order does not matter.
 const WRITES_IN_FLIGHT: usize = 4;
+/// Page-cache writes are handed to the device in steps of this many bytes as they complete
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writeback, do not wait), so the interval
+/// fdatasync finds little left to write. Without it a sync writes everything since the last,
+/// and appends stall behind it the longer the more was written.
+const WRITEBACK_STEP: u64 = 1 << 20;
 
 /// The active segment's file.
 ///
@@ -88,6 +93,8 @@ pub(super) struct Writer {
     pub dirty: bool,
     /// Everything before this is durable (fdatasync'd).
     pub synced: u64,
+    /// Page cache: writeback has been started for everything before this.
+    written_back: u64,
 }
 
 impl Writer {
@@ -132,12 +139,13 @@ impl Writer {
 
     fn new(file: DmaFile, seg: u32, seq: u64, len: u64, tail: Vec<u8>) -> Self {
         let align = alignment(&file);
-        Writer { file: Rc::new(SegmentFile::Direct(file)), seg, seq, len, tail, align, dirty: false, synced: len }
+        let file = Rc::new(SegmentFile::Direct(file));
+        Writer { file, seg, seq, len, tail, align, dirty: false, synced: len, written_back: len }
     }
 
     fn new_buffered(file: BufferedFile, seg: u32, seq: u64, len: u64) -> Self {
         let file = Rc::new(SegmentFile::Buffered(file));
-        Writer { file, seg, seq, len, tail: Vec::new(), align: 1, dirty: false, synced: len }
+        Writer { file, seg, seq, len, tail: Vec::new(), align: 1, dirty: false, synced: len, written_back: len }
     }
 
     pub async fn write(&mut self, src: &[u8]) -> io::Result<()> {
@@ -245,7 +253,29 @@ impl Writer {
                 r?;
             }
         }
+        self.start_writeback(f);
         Ok(())
+    }
+
+    /// Starts writeback of the whole `WRITEBACK_STEP`s written since the last call. Only a
+    /// hint to the kernel: it does not wait for the device (the fdatasync still decides what is
+    /// durable), and a failure is left for that fdatasync to report.
+    fn start_writeback(&mut self, f: &BufferedFile) {
+        let end = self.len / WRITEBACK_STEP * WRITEBACK_STEP;
+        if end <= self.written_back {
+            return;
+        }
+        let (from, n) = (self.written_back, end - self.written_back);
+        self.written_back = end;
+        // SAFETY: plain syscall on a file descriptor this writer holds open.
+        let _ = unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                from as libc::off64_t,
+                n as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
     }
 
     /// Closes the file, or leaves that to an interval sync still using it.
