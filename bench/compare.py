@@ -29,6 +29,7 @@ bookies with journal fsync on, data on the same disk); kopd's metadata in that Z
 """
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import shutil
