@@ -223,7 +223,13 @@ pub fn serve(mut config: Config) -> anyhow::Result<()> {
         (0..config.cores).map(|_| async_channel::bounded::<CoreMessage>(config.control_queue_capacity)).collect();
     let core_senders: Vec<_> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
     let mut controller = Some((
-        Controller::new(catalog.clone(), store.clone(), config.max_partitions_per_topic, own_brokers),
+        Controller::new(
+            catalog.clone(),
+            store.clone(),
+            config.max_partitions_per_topic,
+            own_brokers,
+            config.topic_defaults.clone(),
+        ),
         controller_rx,
     ));
 

@@ -127,3 +127,57 @@ fn internal_offsets_topic_cannot_be_deleted_or_grown() {
     assert_eq!(c.send(3, &grow).unwrap().results[0].error_code, 42);
     assert_eq!(leaders(&mut c, "__consumer_offsets").len(), 50, "still there with its 50 partitions");
 }
+
+/// One IncrementalAlterConfigs SET of a topic config; the resource's error code.
+fn set_topic_config(conn: &mut Conn, topic: &str, key: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::protocol::StrBytes;
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(value.to_string()))),
+            ]),
+    ]);
+    let resp = conn.send(1, &req).unwrap();
+    resp.responses[0].error_code
+}
+
+#[test]
+fn altered_topic_configs_apply_to_the_open_partition() {
+    let dir = temp_dir("alter-configs");
+    let kopd = Kopd::start(&dir, 1, &["--set", "log.retention.check.interval.ms=200"]);
+    let mut c = Conn::connect(kopd.addr(0));
+    // Small ledgers; retention by time off (the test records carry 2023 timestamps).
+    create_topic(&mut c, "altered", 1, &[("segment.bytes", "1024"), ("retention.ms", "-1")]);
+    for i in 0..8 {
+        assert_eq!(produce(&mut c, "altered", 0, batch(20, Compression::None)), (0, i * 20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(list_offset(&mut c, "altered", 0, -2), (0, 0), "nothing deleted while retention is off");
+    // A week's retention: every closed ledger (2023's records) is past it, and goes.
+    assert_eq!(set_topic_config(&mut c, "altered", "retention.ms", "604800000"), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (err, start) = list_offset(&mut c, "altered", 0, -2);
+        assert_eq!(err, 0);
+        if start > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention.ms changed at run time deleted nothing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // max.message.bytes lowered below a batch's size: refused at once, stored nothing.
+    assert_eq!(set_topic_config(&mut c, "altered", "max.message.bytes", "100"), 0);
+    let before = list_offset(&mut c, "altered", 0, -1);
+    assert_eq!(produce(&mut c, "altered", 0, batch(20, Compression::None)).0, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(list_offset(&mut c, "altered", 0, -1), before);
+    // Refusals as Kafka's: an invalid value (INVALID_CONFIG), an unknown topic.
+    assert_eq!(set_topic_config(&mut c, "altered", "retention.ms", "-7"), 40);
+    assert_eq!(set_topic_config(&mut c, "no-such-topic", "retention.ms", "1"), 3);
+}

@@ -4,7 +4,8 @@ use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, ElectLeadersRequest,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
@@ -28,6 +29,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
     (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
     (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
+    (ApiKey::IncrementalAlterConfigs, IncrementalAlterConfigsRequest::VERSIONS),
+    (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS),
     (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
     (ApiKey::Produce, ProduceRequest::VERSIONS),
     (ApiKey::Fetch, FetchRequest::VERSIONS),

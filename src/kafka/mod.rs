@@ -6,6 +6,7 @@
 //! gets a v0 response carrying UNSUPPORTED_VERSION and the supported ranges.
 
 mod acl;
+mod alter_configs;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -209,6 +210,10 @@ async fn dispatch(
             ResponseKind::CreatePartitions(topics::create_partitions(broker, r, v).await)
         }
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(alter_configs::incremental(broker, r).await)
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::legacy(broker, r).await),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, v).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v, false).await.0),

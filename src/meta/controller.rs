@@ -77,6 +77,13 @@ pub enum AdminOp {
         partition: i32,
         broker: u32,
     },
+    /// IncrementalAlterConfigs (`replace`: legacy AlterConfigs) of a topic's overrides.
+    AlterTopicConfigs {
+        name: TopicName,
+        changes: Vec<topic_config::ConfigChange>,
+        replace: bool,
+        validate_only: bool,
+    },
 }
 
 pub type AdminResult = Result<Arc<TopicEntry>, AdminError>;
@@ -186,6 +193,8 @@ impl ControllerClient {
 
 pub struct Controller {
     catalog: Arc<Catalog>,
+    /// Broker defaults of topic configs (list configs are appended to from them).
+    topic_defaults: crate::config::TopicDefaults,
     store: MetadataStoreThread,
     max_partitions: i32,
     /// The brokers new partitions go to (sorted): a single node's cores, or a cluster's live
@@ -199,8 +208,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(catalog: Arc<Catalog>, store: MetadataStoreThread, max_partitions: i32, brokers: Vec<u32>) -> Self {
-        Self { catalog, store, max_partitions, brokers, stale: false }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: MetadataStoreThread,
+        max_partitions: i32,
+        brokers: Vec<u32>,
+        topic_defaults: crate::config::TopicDefaults,
+    ) -> Self {
+        Self { catalog, topic_defaults, store, max_partitions, brokers, stale: false }
     }
 
     /// Re-reads the catalog if an earlier failure left it possibly behind the store.
@@ -465,6 +480,16 @@ impl Controller {
                 cat.insert(topic.clone());
                 Ok(Arc::new(topic))
             }
+            AdminOp::AlterTopicConfigs { name, changes, replace, validate_only } => {
+                let mut topic = (**cat.get(name).ok_or(AdminError::UnknownTopic)?).clone();
+                topic.configs = topic_config::apply_changes(&topic.configs, changes, *replace, &self.topic_defaults)
+                    .map_err(AdminError::InvalidConfig)?;
+                if !validate_only && cat.get(name).is_none_or(|t| t.configs != topic.configs) {
+                    store_ops.extend(Catalog::put_ops(&topic));
+                    cat.insert(topic.clone());
+                }
+                Ok(Arc::new(topic))
+            }
             AdminOp::DeleteTopic(r) => {
                 let name = match r {
                     TopicRef::Name(n) => cat.get(n).ok_or(AdminError::UnknownTopic)?.name.clone(),
@@ -514,9 +539,9 @@ impl Controller {
 impl AdminOp {
     fn validate_only(&self) -> bool {
         match self {
-            AdminOp::CreateTopic { validate_only, .. } | AdminOp::CreatePartitions { validate_only, .. } => {
-                *validate_only
-            }
+            AdminOp::CreateTopic { validate_only, .. }
+            | AdminOp::CreatePartitions { validate_only, .. }
+            | AdminOp::AlterTopicConfigs { validate_only, .. } => *validate_only,
             AdminOp::DeleteTopic(_) | AdminOp::Reassign { .. } => false,
         }
     }

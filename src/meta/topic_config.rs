@@ -177,7 +177,8 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let invalid = || format!("Invalid value {value} for configuration {name}");
     match def.ty {
         ConfigType::Int | ConfigType::Long => {
-            let v: i64 = value.trim().parse().map_err(|_| invalid())?;
+            let kind = if def.ty == ConfigType::Int { "INT" } else { "LONG" };
+            let v: i64 = value.trim().parse().map_err(|_| format!("{}: Not a number of type {kind}", invalid()))?;
             if v < def.min || (def.ty == ConfigType::Int && v > i32::MAX as i64) {
                 return Err(format!("{}: value must be at least {}", invalid(), def.min));
             }
@@ -205,9 +206,126 @@ pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), String> {
     configs.iter().try_for_each(|(k, v)| validate(k, v))
 }
 
+/// One change of an IncrementalAlterConfigs (or a legacy AlterConfigs, which is a set of
+/// `Set`s replacing every override).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    Set(String, String),
+    /// Back to the broker default.
+    Delete(String),
+    /// List configs: items added (those not there yet), in order.
+    Append(String, String),
+    /// List configs: items removed.
+    Subtract(String, String),
+}
+
+impl ConfigChange {
+    fn name(&self) -> &str {
+        match self {
+            ConfigChange::Set(n, _)
+            | ConfigChange::Delete(n)
+            | ConfigChange::Append(n, _)
+            | ConfigChange::Subtract(n, _) => n,
+        }
+    }
+}
+
+/// A topic's overrides after `changes` (`replace`: a legacy AlterConfigs, whose sets are the
+/// whole new override set). Errors are Kafka's INVALID_CONFIG messages.
+pub fn apply_changes(
+    current: &BTreeMap<String, String>,
+    changes: &[ConfigChange],
+    replace: bool,
+    defaults: &TopicDefaults,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut next = if replace { BTreeMap::new() } else { current.clone() };
+    for c in changes {
+        let name = c.name();
+        let list = |op: &str| -> Result<(&'static TopicConfigDef, Vec<String>), String> {
+            let def = lookup(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
+            if def.ty != ConfigType::List {
+                return Err(format!("Can't {op} to key {name} because its type is not LIST."));
+            }
+            let now = next.get(name).cloned().unwrap_or_else(|| default_value(def, defaults));
+            Ok((def, now.split(',').map(str::trim).filter(|i| !i.is_empty()).map(String::from).collect()))
+        };
+        match c {
+            ConfigChange::Set(_, v) => {
+                next.insert(name.to_string(), v.clone());
+            }
+            ConfigChange::Delete(_) => {
+                next.remove(name);
+            }
+            ConfigChange::Append(_, v) => {
+                let (_, mut items) = list("APPEND")?;
+                for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    if !items.iter().any(|i| i == item) {
+                        items.push(item.to_string());
+                    }
+                }
+                next.insert(name.to_string(), items.join(","));
+            }
+            ConfigChange::Subtract(_, v) => {
+                let (_, mut items) = list("SUBTRACT")?;
+                let gone: Vec<&str> = v.split(',').map(str::trim).collect();
+                items.retain(|i| !gone.contains(&i.as_str()));
+                next.insert(name.to_string(), items.join(","));
+            }
+        }
+    }
+    validate_all(&next)?;
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn defaults() -> TopicDefaults {
+        TopicDefaults {
+            retention_ms: 604_800_000,
+            retention_bytes: -1,
+            cleanup_policy: "delete".into(),
+            max_message_bytes: 1_048_588,
+            segment_bytes: 1 << 30,
+            segment_ms: 604_800_000,
+            message_timestamp_type: "CreateTime".into(),
+            keep_unconsumed: false,
+        }
+    }
+
+    #[test]
+    fn changes_apply_as_kafka_applies_them() {
+        let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+        let current = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        let d = defaults();
+        let next = apply_changes(&current, &[set("segment.ms", "60000")], false, &d).unwrap();
+        assert_eq!(next.len(), 2);
+        let next = apply_changes(&current, &[ConfigChange::Delete("retention.ms".into())], false, &d).unwrap();
+        assert!(next.is_empty());
+        // Deleting what is not overridden is no change; a legacy alter replaces everything.
+        assert_eq!(apply_changes(&current, &[ConfigChange::Delete("segment.ms".into())], false, &d).unwrap(), current);
+        let next = apply_changes(&current, &[set("segment.ms", "60000")], true, &d).unwrap();
+        assert_eq!(next.keys().collect::<Vec<_>>(), ["segment.ms"]);
+        // Lists start from the effective value (the default, if not overridden).
+        let next =
+            apply_changes(&current, &[ConfigChange::Append("cleanup.policy".into(), "compact".into())], false, &d)
+                .unwrap();
+        assert_eq!(next["cleanup.policy"], "delete,compact");
+        let next = apply_changes(&next, &[ConfigChange::Subtract("cleanup.policy".into(), "delete".into())], false, &d)
+            .unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        let e = apply_changes(&current, &[ConfigChange::Append("retention.ms".into(), "5".into())], false, &d);
+        assert_eq!(e.unwrap_err(), "Can't APPEND to key retention.ms because its type is not LIST.");
+        assert!(
+            apply_changes(&current, &[set("retention.ms", "-5")], false, &d)
+                .unwrap_err()
+                .starts_with("Invalid value -5")
+        );
+        assert!(
+            apply_changes(&current, &[set("no.such", "1")], false, &d).unwrap_err().contains("Unknown topic config")
+        );
+    }
 
     #[test]
     fn validation() {

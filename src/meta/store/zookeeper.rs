@@ -457,6 +457,17 @@ mod tests {
             .collect()
     }
 
+    /// The version each op of a plan expects (sets only).
+    fn set_versions(p: &Plan) -> Vec<Option<i32>> {
+        p.ops
+            .iter()
+            .map(|op| match op {
+                Op::SetData { version, .. } => *version,
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn put_creates_missing_ancestors_then_sets_existing_nodes() {
         let nodes = tree(&["/kopd"]);
@@ -486,15 +497,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kinds(&p), ["set /kopd/cluster", "set /kopd/cluster"]);
-        let expected: Vec<Option<i32>> = p
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::SetData { version, .. } => *version,
-                _ => None,
-            })
-            .collect();
-        assert_eq!(expected, [Some(4), Some(5)]);
+        assert_eq!(set_versions(&p), [Some(4), Some(5)]);
         assert_eq!(p.versions.get("/kopd/cluster"), Some(&6));
     }
 
@@ -507,15 +510,7 @@ mod tests {
         let mut pins = Pins::default();
         pins.pin(ml, Some(3));
         let p = plan(&nodes, &versions, &pins, &[put(ml, b"a"), put(ml, b"b")]).unwrap();
-        let sent: Vec<Option<i32>> = p
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::SetData { version, .. } => *version,
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sent, [Some(3), Some(4)]);
+        assert_eq!(set_versions(&p), [Some(3), Some(4)]);
         // Pinned while absent: another writer's node is a conflict, not a set.
         pins.pin(ml, None);
         assert!(matches!(plan(&nodes, &versions, &pins, &[put(ml, b"a")]), Err(StoreError::Conflict(_))));

@@ -1,0 +1,206 @@
+//! IncrementalAlterConfigs and the legacy AlterConfigs: topic overrides changed through the
+//! controller (persisted in the catalog, applied to the open partitions when the new catalog
+//! reaches their core). Broker configs cannot change at run time yet; they are refused the way
+//! Kafka refuses a key that is not dynamic.
+
+use std::collections::{BTreeSet, HashMap};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::KafkaError;
+use crate::broker::Broker;
+use crate::meta::controller::{AdminError, AdminOp};
+use crate::meta::topic_config::ConfigChange;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// One resource of either request, reduced to what both have.
+struct Resource {
+    kind: i8,
+    name: StrBytes,
+    /// (name, operation, value); the legacy request's entries are all SET (0).
+    configs: Vec<(StrBytes, i8, Option<StrBytes>)>,
+}
+
+type Outcome = Result<(), KafkaError>;
+
+fn invalid_request(msg: impl Into<String>) -> KafkaError {
+    KafkaError::new(ResponseError::InvalidRequest, msg)
+}
+
+/// The checks Kafka's broker makes before a change goes to its controller.
+fn preprocess(broker: &Broker, r: &Resource, incremental: bool) -> Result<Vec<ConfigChange>, KafkaError> {
+    let mut seen = BTreeSet::new();
+    if !r.configs.iter().all(|(name, _, _)| seen.insert(name.as_str())) {
+        return Err(invalid_request("Error due to duplicate config keys"));
+    }
+    let nulls: Vec<&str> = r
+        .configs
+        .iter()
+        .filter(|(_, op, value)| value.is_none() && !(incremental && *op == 1))
+        .map(|(name, _, _)| name.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err(invalid_request(format!("Null value not supported for : {}", nulls.join(", "))));
+    }
+    if r.kind == RESOURCE_BROKER {
+        let id = r.name.as_str();
+        if !id.is_empty() {
+            let n: i32 =
+                id.parse().map_err(|_| invalid_request(format!("Node id must be an integer, but it is: {id}")))?;
+            if n != broker.id {
+                return Err(invalid_request(format!(
+                    "Unexpected broker id, expected {}, but received {id}",
+                    broker.id
+                )));
+            }
+        }
+        // Nothing of kopd's configuration changes at run time yet.
+        if !r.configs.is_empty() {
+            let keys: Vec<&str> = r.configs.iter().map(|(n, _, _)| n.as_str()).collect();
+            return Err(invalid_request(format!("Cannot update these configs dynamically: Set({})", keys.join(", "))));
+        }
+        return Ok(Vec::new());
+    }
+    if r.kind != RESOURCE_TOPIC {
+        return Err(invalid_request(format!("Unknown resource type {}", r.kind)));
+    }
+    r.configs
+        .iter()
+        .map(|(name, op, value)| {
+            let (name, value) = (name.to_string(), value.as_ref().map(|v| v.to_string()).unwrap_or_default());
+            Ok(match op {
+                0 => ConfigChange::Set(name, value),
+                1 => ConfigChange::Delete(name),
+                2 => ConfigChange::Append(name, value),
+                3 => ConfigChange::Subtract(name, value),
+                other => return Err(invalid_request(format!("Unknown operation type {other}"))),
+            })
+        })
+        .collect()
+}
+
+/// Applies every resource's changes; the outcome of each, in request order.
+async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, validate_only: bool) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = resources.iter().map(|_| None).collect();
+    let mut count: HashMap<(i8, &str), usize> = HashMap::new();
+    for r in resources {
+        *count.entry((r.kind, r.name.as_str())).or_default() += 1;
+    }
+    // Topic resources that passed the checks, as (index, op), committed as one change.
+    let mut ops = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        if count[&(r.kind, r.name.as_str())] > 1 {
+            outcomes[i] = Some(Err(invalid_request("Each resource must appear at most once.")));
+            continue;
+        }
+        let changes = match preprocess(broker, r, incremental) {
+            Ok(c) => c,
+            Err(e) => {
+                outcomes[i] = Some(Err(e));
+                continue;
+            }
+        };
+        if r.kind != RESOURCE_TOPIC {
+            outcomes[i] = Some(Ok(()));
+            continue;
+        }
+        let missing = || {
+            KafkaError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{}' does not exist.", r.name.as_str()),
+            )
+        };
+        if r.name.is_empty() {
+            outcomes[i] = Some(Err(invalid_request("Default topic resources are not allowed.")));
+            continue;
+        }
+        match broker.topic_name(r.name.as_str()) {
+            Ok(name) => {
+                ops.push((i, AdminOp::AlterTopicConfigs { name, changes, replace: !incremental, validate_only }))
+            }
+            Err(_) => outcomes[i] = Some(Err(missing())),
+        }
+    }
+    let (indices, ops): (Vec<usize>, Vec<AdminOp>) = ops.into_iter().unzip();
+    let results = if ops.is_empty() { Vec::new() } else { broker.controller.submit(ops).await };
+    for (i, result) in indices.into_iter().zip(results) {
+        outcomes[i] = Some(match result {
+            Ok(_) => Ok(()),
+            Err(AdminError::UnknownTopic) => Err(KafkaError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{}' does not exist.", resources[i].name.as_str()),
+            )),
+            Err(e) => Err(KafkaError::from(&e)),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(KafkaError::new(ResponseError::UnknownServerError, ""))))
+        .collect()
+}
+
+fn parts(o: Outcome) -> (i16, Option<StrBytes>) {
+    match o {
+        Ok(()) => (0, None),
+        Err(e) => (e.code, e.message),
+    }
+}
+
+pub async fn incremental(broker: &Broker, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    let resources: Vec<Resource> = req
+        .resources
+        .into_iter()
+        .map(|r| Resource {
+            kind: r.resource_type,
+            name: r.resource_name,
+            configs: r.configs.into_iter().map(|c| (c.name, c.config_operation, c.value)).collect(),
+        })
+        .collect();
+    let outcomes = alter(broker, &resources, true, req.validate_only).await;
+    let responses = resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(r, o)| {
+            let (code, message) = parts(o);
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.kind)
+                .with_resource_name(r.name)
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+pub async fn legacy(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let resources: Vec<Resource> = req
+        .resources
+        .into_iter()
+        .map(|r| Resource {
+            kind: r.resource_type,
+            name: r.resource_name,
+            configs: r.configs.into_iter().map(|c| (c.name, 0, c.value)).collect(),
+        })
+        .collect();
+    let outcomes = alter(broker, &resources, false, req.validate_only).await;
+    let responses = resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(r, o)| {
+            let (code, message) = parts(o);
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.kind)
+                .with_resource_name(r.name)
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,156 @@
+package kopd.it;
+
+import static kopd.it.Util.get;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.AlterConfigsOptions;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidRequestException;
+import org.apache.kafka.common.errors.RecordTooLargeException;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Topic config changes at run time: Apache Kafka 4.4.0's kafka-configs.sh --alter and the
+ * AdminClient's incrementalAlterConfigs against kopd. Changes show in --describe, take effect
+ * on the open partition, and survive a restart.
+ */
+class ConfigsToolTest {
+    @TempDir
+    Path dataDir;
+
+    @TempDir
+    Path scratch;
+
+    Kopd kopd;
+
+    @AfterEach
+    void stop() {
+        if (kopd != null) {
+            kopd.close();
+        }
+    }
+
+    List<String> configsTool(String... args) {
+        Path p = Kopd.repo().resolve(".peers/bin/kafka-configs.sh");
+        if (!Files.isExecutable(p)) {
+            fail(p + " is missing: run scripts/install-peers.sh");
+        }
+        List<String> cmd = new ArrayList<>(List.of(p.toString(), "--bootstrap-server", kopd.bootstrap()));
+        cmd.addAll(List.of(args));
+        return cmd;
+    }
+
+    Util.ToolResult configs(String... args) throws Exception {
+        return Util.runTool(scratch, 90, null, configsTool(args));
+    }
+
+    String describeTopic(String topic) throws Exception {
+        Util.ToolResult r = configs("--entity-type", "topics", "--entity-name", topic, "--describe");
+        assertEquals(0, r.status(), "kafka-configs --describe\n" + r.describe());
+        return r.out();
+    }
+
+    /** Sends one record of `size` bytes; the exception it failed with, or null. */
+    Throwable produce(String topic, int size) throws Exception {
+        try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(kopd.producerProps())) {
+            p.send(new ProducerRecord<>(topic, new byte[size])).get(30, TimeUnit.SECONDS);
+            return null;
+        } catch (ExecutionException e) {
+            return e.getCause();
+        }
+    }
+
+    static Throwable failure(Admin admin, ConfigResource r, Collection<AlterConfigOp> ops) throws Exception {
+        return Util.failure(admin.incrementalAlterConfigs(Map.of(r, ops)).all());
+    }
+
+    @Test
+    @Timeout(value = 300, unit = TimeUnit.SECONDS)
+    void alteredTopicConfigsAreDescribedTakeEffectAndSurviveARestart() throws Exception {
+        kopd = Kopd.start(dataDir, 2);
+        int port = kopd.port;
+        try (Admin admin = kopd.admin()) {
+            get(admin.createTopics(List.of(new NewTopic("cfg", 1, (short) 1))).all());
+        }
+        assertEquals(null, produce("cfg", 4096), "a 4 KiB record before any override");
+
+        Util.ToolResult r = configs("--entity-type", "topics", "--entity-name", "cfg", "--alter",
+                "--add-config", "retention.ms=3600000,max.message.bytes=2048");
+        assertEquals(0, r.status(), "kafka-configs --alter --add-config\n" + r.describe());
+        String d = describeTopic("cfg");
+        assertTrue(d.contains("retention.ms=3600000"), d);
+        assertTrue(d.contains("max.message.bytes=2048"), d);
+        assertInstanceOf(RecordTooLargeException.class, produce("cfg", 4096),
+                "the lowered max.message.bytes refuses a larger batch at once");
+
+        r = configs("--entity-type", "topics", "--entity-name", "cfg", "--alter", "--delete-config",
+                "max.message.bytes");
+        assertEquals(0, r.status(), "kafka-configs --alter --delete-config\n" + r.describe());
+        d = describeTopic("cfg");
+        assertFalse(d.contains("max.message.bytes=2048"), d);
+        assertEquals(null, produce("cfg", 4096), "the default applies again");
+
+        // Refused as Kafka refuses them; nothing changes.
+        r = configs("--entity-type", "topics", "--entity-name", "cfg", "--alter", "--add-config", "retention.ms=soon");
+        assertNotEquals(0, r.status(), r.describe());
+        assertTrue((r.out() + r.err()).contains("Invalid value soon for configuration retention.ms"), r.describe());
+        try (Admin admin = kopd.admin()) {
+            ConfigResource cfg = new ConfigResource(ConfigResource.Type.TOPIC, "cfg");
+            assertInstanceOf(InvalidConfigurationException.class, failure(admin, cfg,
+                    List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "5"), AlterConfigOp.OpType.APPEND))),
+                    "APPEND to a non-list config");
+            assertInstanceOf(InvalidConfigurationException.class, failure(admin, cfg,
+                    List.of(new AlterConfigOp(new ConfigEntry("no.such.config", "5"), AlterConfigOp.OpType.SET))));
+            ConfigResource missing = new ConfigResource(ConfigResource.Type.TOPIC, "no-such-topic");
+            assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin, missing,
+                    List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "5"), AlterConfigOp.OpType.SET))));
+            // Lists: APPEND starts from the default, SUBTRACT removes.
+            get(admin.incrementalAlterConfigs(Map.of(cfg, List.of(new AlterConfigOp(
+                    new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all());
+            assertEquals("delete,compact",
+                    get(admin.describeConfigs(List.of(cfg)).all()).get(cfg).get("cleanup.policy").value());
+            get(admin.incrementalAlterConfigs(Map.of(cfg, List.of(new AlterConfigOp(
+                    new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.SUBTRACT)))).all());
+            // validate_only checks without changing.
+            get(admin.incrementalAlterConfigs(Map.of(cfg, List.of(new AlterConfigOp(
+                    new ConfigEntry("segment.ms", "60000"), AlterConfigOp.OpType.SET))),
+                    new AlterConfigsOptions().validateOnly(true)).all());
+            assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG,
+                    get(admin.describeConfigs(List.of(cfg)).all()).get(cfg).get("segment.ms").source());
+            // Broker configs cannot change at run time (yet): refused, not ignored.
+            ConfigResource b0 = new ConfigResource(ConfigResource.Type.BROKER, "0");
+            assertInstanceOf(InvalidRequestException.class, failure(admin, b0,
+                    List.of(new AlterConfigOp(new ConfigEntry("log.retention.ms", "5"), AlterConfigOp.OpType.SET))));
+        }
+
+        assertEquals(0, kopd.stop(), "kopd exit status after SIGTERM\n" + kopd.logTail());
+        kopd = Kopd.start(dataDir, 2, port);
+        d = describeTopic("cfg");
+        assertTrue(d.contains("retention.ms=3600000"), "after a restart\n" + d);
+        assertTrue(d.contains("cleanup.policy=delete"), "after a restart\n" + d);
+    }
+}
