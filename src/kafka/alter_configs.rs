@@ -80,7 +80,14 @@ fn preprocess(broker: &Broker, r: &Resource, incremental: bool) -> Result<Vec<Co
                 1 => ConfigChange::Delete(name),
                 2 => ConfigChange::Append(name, value),
                 3 => ConfigChange::Subtract(name, value),
-                other => return Err(invalid_request(format!("Unknown operation type {other}"))),
+                // Kafka 4.4 answers UNKNOWN_SERVER_ERROR here (its broker fails on the unknown
+                // type rather than refusing it); clients see the same.
+                other => {
+                    return Err(KafkaError::new(
+                        ResponseError::UnknownServerError,
+                        format!("Unknown operation type {other}"),
+                    ));
+                }
             })
         })
         .collect()

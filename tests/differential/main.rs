@@ -12,6 +12,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod configs;
 mod fetch;
 mod groups;
 mod misc;
@@ -67,7 +68,7 @@ pub type CaseFn = fn(&mut Side, &mut T);
 
 fn all_cases() -> Vec<(&'static str, CaseFn)> {
     let mut v = Vec::new();
-    for list in [misc::CASES, topics::CASES, produce::CASES, fetch::CASES, groups::CASES] {
+    for list in [misc::CASES, topics::CASES, configs::CASES, produce::CASES, fetch::CASES, groups::CASES] {
         v.extend_from_slice(list);
     }
     v
