@@ -93,6 +93,10 @@ fn preprocess(broker: &Broker, r: &Resource, incremental: bool) -> Result<Vec<Co
         .collect()
 }
 
+fn no_such_topic(r: &Resource) -> KafkaError {
+    KafkaError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{}' does not exist.", r.name.as_str()))
+}
+
 /// Applies every resource's changes; the outcome of each, in request order.
 async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, validate_only: bool) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = resources.iter().map(|_| None).collect();
@@ -118,12 +122,6 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
             outcomes[i] = Some(Ok(()));
             continue;
         }
-        let missing = || {
-            KafkaError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("The topic '{}' does not exist.", r.name.as_str()),
-            )
-        };
         if r.name.is_empty() {
             outcomes[i] = Some(Err(invalid_request("Default topic resources are not allowed.")));
             continue;
@@ -132,7 +130,7 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
             Ok(name) => {
                 ops.push((i, AdminOp::AlterTopicConfigs { name, changes, replace: !incremental, validate_only }))
             }
-            Err(_) => outcomes[i] = Some(Err(missing())),
+            Err(_) => outcomes[i] = Some(Err(no_such_topic(r))),
         }
     }
     let (indices, ops): (Vec<usize>, Vec<AdminOp>) = ops.into_iter().unzip();
@@ -140,10 +138,7 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
     for (i, result) in indices.into_iter().zip(results) {
         outcomes[i] = Some(match result {
             Ok(_) => Ok(()),
-            Err(AdminError::UnknownTopic) => Err(KafkaError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("The topic '{}' does not exist.", resources[i].name.as_str()),
-            )),
+            Err(AdminError::UnknownTopic) => Err(no_such_topic(&resources[i])),
             Err(e) => Err(KafkaError::from(&e)),
         });
     }
@@ -153,11 +148,20 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
         .collect()
 }
 
-fn parts(o: Outcome) -> (i16, Option<StrBytes>) {
-    match o {
-        Ok(()) => (0, None),
-        Err(e) => (e.code, e.message),
-    }
+/// Each resource's answer, built by `make(type, name, error code, message)`.
+fn answers<R>(
+    resources: Vec<Resource>,
+    outcomes: Vec<Outcome>,
+    make: impl Fn(i8, StrBytes, i16, Option<StrBytes>) -> R,
+) -> Vec<R> {
+    resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(r, o)| match o {
+            Ok(()) => make(r.kind, r.name, 0, None),
+            Err(e) => make(r.kind, r.name, e.code, e.message),
+        })
+        .collect()
 }
 
 pub async fn incremental(broker: &Broker, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
@@ -171,19 +175,13 @@ pub async fn incremental(broker: &Broker, req: IncrementalAlterConfigsRequest) -
         })
         .collect();
     let outcomes = alter(broker, &resources, true, req.validate_only).await;
-    let responses = resources
-        .into_iter()
-        .zip(outcomes)
-        .map(|(r, o)| {
-            let (code, message) = parts(o);
-            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.kind)
-                .with_resource_name(r.name)
-                .with_error_code(code)
-                .with_error_message(message)
-        })
-        .collect();
-    IncrementalAlterConfigsResponse::default().with_responses(responses)
+    IncrementalAlterConfigsResponse::default().with_responses(answers(resources, outcomes, |kind, name, code, msg| {
+        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(kind)
+            .with_resource_name(name)
+            .with_error_code(code)
+            .with_error_message(msg)
+    }))
 }
 
 pub async fn legacy(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -197,17 +195,11 @@ pub async fn legacy(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsRe
         })
         .collect();
     let outcomes = alter(broker, &resources, false, req.validate_only).await;
-    let responses = resources
-        .into_iter()
-        .zip(outcomes)
-        .map(|(r, o)| {
-            let (code, message) = parts(o);
-            alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.kind)
-                .with_resource_name(r.name)
-                .with_error_code(code)
-                .with_error_message(message)
-        })
-        .collect();
-    AlterConfigsResponse::default().with_responses(responses)
+    AlterConfigsResponse::default().with_responses(answers(resources, outcomes, |kind, name, code, msg| {
+        alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(kind)
+            .with_resource_name(name)
+            .with_error_code(code)
+            .with_error_message(msg)
+    }))
 }

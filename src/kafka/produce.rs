@@ -161,7 +161,7 @@ pub struct InFlight {
 /// The first half of a produce: every partition's batch validated, given its offsets and
 /// queued in its log (or answered already).
 pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> InFlight {
-    let mut catalog = broker.catalog();
+    let catalog = broker.catalog();
     // A partition named twice is produced to once, with the last data given.
     partition::keep_last_of_each(
         &mut req.topic_data,
@@ -176,19 +176,25 @@ pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> In
                    td: &kafka_protocol::messages::produce_request::TopicProduceData| {
         partition::topic(broker, catalog, (version < 13).then(|| td.name.as_str()), td.topic_id)
     };
+    let mut resolved: Vec<_> = req.topic_data.iter().map(|td| resolve(&catalog, td)).collect();
     // A topic this node's catalog replica does not know may only be new (created through
     // another node a moment ago, and a producer told of it there): in a cluster the replica is
     // compared with the store once before the request is refused.
-    let unknown =
-        |e: &ResponseError| matches!(e, ResponseError::UnknownTopicOrPartition | ResponseError::UnknownTopicId);
-    if !lease_wait.is_zero() && req.topic_data.iter().any(|td| resolve(&catalog, td).is_err_and(|e| unknown(&e))) {
+    let unknown = |r: &Result<_, ResponseError>| {
+        matches!(r, Err(ResponseError::UnknownTopicOrPartition | ResponseError::UnknownTopicId))
+    };
+    if !lease_wait.is_zero() && resolved.iter().any(unknown) {
         crate::runtime::timeout(lease_wait, broker.controller.catch_up()).await;
-        catalog = broker.catalog();
+        let catalog = broker.catalog();
+        for (r, td) in resolved.iter_mut().zip(&req.topic_data) {
+            if unknown(r) {
+                *r = resolve(&catalog, td);
+            }
+        }
     }
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();
-    for td in req.topic_data {
-        let resolved = resolve(&catalog, &td);
+    for (td, resolved) in req.topic_data.into_iter().zip(resolved) {
         let (topic, err) = match resolved {
             Ok(t) => (Some(t), None),
             Err(e) => (None, Some(e)),

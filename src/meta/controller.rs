@@ -481,10 +481,12 @@ impl Controller {
                 Ok(Arc::new(topic))
             }
             AdminOp::AlterTopicConfigs { name, changes, replace, validate_only } => {
-                let mut topic = (**cat.get(name).ok_or(AdminError::UnknownTopic)?).clone();
-                topic.configs = topic_config::apply_changes(&topic.configs, changes, *replace, &self.topic_defaults)
+                let current = cat.get(name).ok_or(AdminError::UnknownTopic)?;
+                let configs = topic_config::apply_changes(&current.configs, changes, *replace, &self.topic_defaults)
                     .map_err(AdminError::InvalidConfig)?;
-                if !validate_only && cat.get(name).is_none_or(|t| t.configs != topic.configs) {
+                let changed = configs != current.configs;
+                let topic = TopicEntry { configs, ..(**current).clone() };
+                if !validate_only && changed {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());
                 }
