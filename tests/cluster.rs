@@ -449,22 +449,26 @@ fn three_nodes_serve_every_partition_from_any_node() {
     let cluster = Cluster::start("lookup", 3);
     let topic = "spread";
     common::create_topic(&mut cluster.conn(1), topic, 12, &[]);
-    let l = wait_served(&cluster, 2, topic, Duration::from_secs(30));
+    let first = wait_served(&cluster, 2, topic, Duration::from_secs(30));
     // Every node answers with the same brokers (3 nodes x 2 cores) and the same leaders, once
-    // its catalog replica has followed the last change (node 2 may have seen it first).
-    assert_eq!(l.0.len(), 3 * CORES as usize, "brokers: {:?}", l.0);
-    for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut c = cluster.conn(i);
-        loop {
-            let (brokers, leaders) = layout(&mut c, topic).unwrap();
-            if (&brokers, &leaders) == (&l.0, &l.1) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {i}: brokers {brokers:?}, leaders {leaders:?}; node 2: {l:?}");
-            std::thread::sleep(Duration::from_millis(50));
+    // the partitions have settled on all three nodes (node 2 may have answered before the
+    // leader spread them, or before the other replicas followed).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let l = loop {
+        let views: Vec<Option<Layout>> = (0..3).map(|i| layout(&mut cluster.conn(i), topic)).collect();
+        if let Some(Some(v)) = views.first()
+            && views.iter().all(|w| w.as_ref() == Some(v))
+            && partitions_per_node(&cluster, v).len() == 3
+        {
+            break v.clone();
         }
-    }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never agreed on a spread layout: {views:?}; node 2 first: {first:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(l.0.len(), 3 * CORES as usize, "brokers: {:?}", l.0);
     // Broker ids are node id * 1000 + core.
     let mut ids: Vec<i32> = l.0.keys().copied().collect();
     ids.sort();
