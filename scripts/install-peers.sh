@@ -83,6 +83,10 @@ write_wrapper kafka-e2e-latency.sh     org.apache.kafka.tools.EndToEndLatency
 write_wrapper kafka-verifiable-producer.sh org.apache.kafka.tools.VerifiableProducer
 write_wrapper kafka-reassign-partitions.sh org.apache.kafka.tools.reassign.ReassignPartitionsCommand
 write_wrapper kafka-leader-election.sh org.apache.kafka.tools.LeaderElectionCommand
+write_wrapper kafka-log-dirs.sh       org.apache.kafka.tools.LogDirsCommand
+write_wrapper kafka-transactions.sh   org.apache.kafka.tools.TransactionsCommand
+write_wrapper kafka-client-metrics.sh org.apache.kafka.tools.ClientMetricsCommand
+write_wrapper kafka-features.sh       org.apache.kafka.tools.FeatureCommand
 
 # ---- Apache ZooKeeper and BookKeeper ----------------------------------------
 # 4.17.3 is the newest 4.17 that Maven Central serves whole; the bookie's pom pins the

@@ -8,13 +8,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::bookkeeper::BookKeeperCluster;
-use common::{Conn, Kopd, RECORDS, batch_value, free_ports, idempotent_batch, init_producer, name, temp_dir};
+use common::cluster::{CORES, Cluster, SESSION_MS};
+use common::{Conn, RECORDS, batch_value, idempotent_batch, init_producer, name};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -22,121 +22,6 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, GroupId, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-
-const CORES: u16 = 2;
-const SESSION_MS: u64 = 4000;
-
-/// One kopd node of the test cluster.
-struct Node {
-    dir: PathBuf,
-    port: u16,
-    kopd: Option<Kopd>,
-}
-
-struct Cluster {
-    bk: BookKeeperCluster,
-    chroot: String,
-    nodes: Vec<Node>,
-}
-
-impl Cluster {
-    fn start(name: &str, nodes: usize) -> Cluster {
-        if common::test_storage() != "local" {
-            // This suite starts its own ZooKeeper and bookies whatever the pass.
-            eprintln!("running with a cluster of its own (KOPD_TEST_STORAGE is ignored here)");
-        }
-        let bk = BookKeeperCluster::start(3);
-        let mut c = Cluster { bk, chroot: format!("/{name}"), nodes: Vec::new() };
-        for _ in 0..nodes {
-            c.add_node();
-        }
-        c
-    }
-
-    fn args(&self) -> Vec<String> {
-        [
-            "--storage".to_string(),
-            "bookkeeper".into(),
-            "--set".into(),
-            format!("metadata.service.uri={}", self.bk.metadata_service_uri()),
-            "--set".into(),
-            format!("metadata.store=zk://{}{}", self.bk.zk_connect(), self.chroot),
-            "--set".into(),
-            "cluster.name=test".into(),
-            "--set".into(),
-            format!("zookeeper.session.timeout.ms={SESSION_MS}"),
-            "--set".into(),
-            "cluster.poll.interval.ms=100".into(),
-            "--set".into(),
-            "admin.listen=".into(),
-            "--set".into(),
-            "shutdown.timeout.ms=10000".into(),
-        ]
-        .into()
-    }
-
-    fn add_node(&mut self) -> usize {
-        let i = self.nodes.len();
-        let dir = temp_dir(&format!("cluster-{}-n{i}", self.chroot.trim_start_matches('/')));
-        let port = free_ports(CORES);
-        let kopd = Kopd::start_exact(&dir, CORES, port, &self.args());
-        self.nodes.push(Node { dir, port, kopd: Some(kopd) });
-        i
-    }
-
-    /// Starts a stopped node again (on fresh ports: the node is its `node.id`, kept in its
-    /// data directory, and its old ports may have been taken meanwhile).
-    fn restart(&mut self, i: usize) {
-        let args = self.args();
-        let n = &mut self.nodes[i];
-        assert!(n.kopd.is_none());
-        n.port = free_ports(CORES);
-        n.kopd = Some(Kopd::start_exact(&n.dir, CORES, n.port, &args));
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.nodes[i].port))
-    }
-
-    fn conn(&self, i: usize) -> Conn {
-        Conn::connect(self.addr(i))
-    }
-
-    /// Node index of a broker id (by port: core c of node i listens on port + c).
-    fn node_of(&self, brokers: &HashMap<i32, SocketAddr>, broker: i32) -> Option<usize> {
-        let port = brokers.get(&broker)?.port();
-        self.nodes.iter().position(|n| (n.port..n.port + CORES).contains(&port))
-    }
-
-    /// Sends `signal` ("-STOP", "-CONT") to node `i`.
-    fn signal(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i].kopd.as_ref().expect("running").pid();
-        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
-    }
-
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut k) = self.nodes[i].kopd.take() {
-            k.kill9();
-        }
-    }
-
-    fn stop(&mut self, i: usize) -> Duration {
-        let t = Instant::now();
-        if let Some(mut k) = self.nodes[i].kopd.take() {
-            assert!(k.stop().success(), "node {i} did not stop cleanly");
-        }
-        t.elapsed()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill9(i);
-        }
-    }
-}
 
 /// Brokers and, per partition of `topic`, (leader, epoch) from one node's Metadata.
 type Layout = (HashMap<i32, SocketAddr>, Vec<(i32, i32)>);
@@ -750,6 +635,9 @@ fn a_moved_partition_takes_a_new_producers_pipelined_batches_in_order() {
     common::create_topic(&mut cluster.conn(0), topic, 1, &[]);
     let (brokers, mut leaders) = wait_served(&cluster, 0, topic, Duration::from_secs(30));
     let mut expected: Vec<(i64, Bytes)> = Vec::new();
+    // (leader epoch, first offset written under it), per round.
+    let mut epochs: Vec<(i32, i64)> = Vec::new();
+    let first_epoch = leaders[0].1;
     for round in 0..4 {
         let from = leaders[0].0;
         let next_node = (cluster.node_of(&brokers, from).expect("leader's node") + 1) % 3;
@@ -760,10 +648,14 @@ fn a_moved_partition_takes_a_new_producers_pipelined_batches_in_order() {
         let target = brokers[&to];
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut c = Conn::try_connect(target, Duration::from_secs(10)).expect("connect to the new owner");
-        while layout(&mut c, topic).is_none_or(|l| l.1[0].0 != to) {
+        let epoch_here = loop {
+            match layout(&mut c, topic) {
+                Some(l) if l.1[0].0 == to => break l.1[0].1,
+                _ => {}
+            }
             assert!(Instant::now() < deadline, "round {round}: broker {to} never named itself the leader");
             std::thread::sleep(Duration::from_millis(2));
-        }
+        };
         let (pid, epoch) = init_producer(&mut cluster.conn(0));
         let batches: Vec<Bytes> = (0..BATCHES).map(|b| idempotent_batch(pid, epoch, 0, b)).collect();
         let t = Instant::now();
@@ -771,6 +663,7 @@ fn a_moved_partition_takes_a_new_producers_pipelined_batches_in_order() {
         eprintln!("round {round}: moved to broker {to}; {BATCHES} pipelined batches answered in {:?}", t.elapsed());
         assert!(answers.iter().all(|(code, _)| *code == 0), "round {round}: answers {answers:?}");
         let base = answers[0].1;
+        epochs.push((epoch_here, base));
         for (b, (_, offset)) in answers.iter().enumerate() {
             assert_eq!(*offset, base + (b * RECORDS) as i64, "round {round}: batch {b} out of place");
             expected.extend((0..RECORDS).map(|i| (offset + i as i64, batch_value(b, i))));
@@ -780,6 +673,40 @@ fn a_moved_partition_takes_a_new_producers_pipelined_batches_in_order() {
     }
     let (records, _) = common::read_all(&mut Conn::connect(brokers[&leaders[0].0]), topic, 0);
     assert!(records == expected, "every acknowledged batch once, at its offset ({} records read)", records.len());
+
+    // OffsetForLeaderEpoch at the last owner: every earlier epoch ends where the next one's
+    // batches start (KIP-320 consumers compare this with their position), the current one at
+    // the log end; an epoch before any batch ends where the first batch starts.
+    let mut c = Conn::connect(brokers[&leaders[0].0]);
+    let current = epochs.last().expect("rounds").0;
+    let end = expected.len() as i64;
+    assert!(epochs.windows(2).all(|w| w[0].0 < w[1].0), "epochs grow with each move: {epochs:?}");
+    for (i, (epoch, _)) in epochs.iter().enumerate() {
+        let want = if i + 1 < epochs.len() { (*epoch, epochs[i + 1].1) } else { (*epoch, end) };
+        assert_eq!(offset_for_leader_epoch(&mut c, topic, current, *epoch), (0, want.0, want.1), "epoch {epoch}");
+    }
+    assert_eq!(offset_for_leader_epoch(&mut c, topic, current, first_epoch), (0, first_epoch, 0));
+    assert_eq!(offset_for_leader_epoch(&mut c, topic, current, current + 1), (0, -1, -1), "an epoch not yet seen");
+    assert_eq!(offset_for_leader_epoch(&mut c, topic, current - 1, current).0, 74, "FENCED_LEADER_EPOCH");
+}
+
+/// OffsetForLeaderEpoch v4 for partition 0: (error code, epoch, end offset).
+fn offset_for_leader_epoch(c: &mut Conn, topic: &str, current: i32, epoch: i32) -> (i16, i32, i64) {
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            OffsetForLeaderTopic::default().with_topic(name(topic)).with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch),
+            ]),
+        ]);
+    let resp = c.send(4, &req).expect("OffsetForLeaderEpoch");
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
 }
 
 #[test]

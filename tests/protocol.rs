@@ -23,14 +23,16 @@ fn api_versions_advertises_only_served_apis() {
     // APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
     // OffsetFetch, OffsetDelete, DescribeGroups, ListGroups, DeleteGroups; reassignment:
     // AlterPartitionReassignments, ListPartitionReassignments, ElectLeaders, DescribeLogDirs;
-    // IncrementalAlterConfigs, AlterConfigs.
-    for k in
-        [18, 3, 19, 20, 37, 32, 60, 0, 1, 2, 22, 21, 10, 11, 14, 12, 13, 8, 9, 47, 15, 16, 42, 45, 46, 43, 35, 44, 33]
-    {
+    // IncrementalAlterConfigs, AlterConfigs; OffsetForLeaderEpoch, DescribeProducers,
+    // ListConfigResources.
+    for k in [
+        18, 3, 19, 20, 37, 32, 60, 0, 1, 2, 22, 21, 10, 11, 14, 12, 13, 8, 9, 47, 15, 16, 42, 45, 46, 43, 35, 44, 33,
+        23, 61, 74,
+    ] {
         assert!(keys.contains(&k), "API {k} advertised");
     }
     assert!(!keys.contains(&68), "ConsumerGroupHeartbeat (KIP-848) is not implemented");
-    assert_eq!(keys.len(), 29);
+    assert_eq!(keys.len(), 32);
 }
 
 #[test]

@@ -4,8 +4,9 @@ use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, ElectLeadersRequest,
-    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
+    ElectLeadersRequest, IncrementalAlterConfigsRequest, ListConfigResourcesRequest, ListPartitionReassignmentsRequest,
+    OffsetForLeaderEpochRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
@@ -52,6 +53,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListPartitionReassignments, ListPartitionReassignmentsRequest::VERSIONS),
     (ApiKey::ElectLeaders, ElectLeadersRequest::VERSIONS),
     (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
+    (ApiKey::OffsetForLeaderEpoch, OffsetForLeaderEpochRequest::VERSIONS),
+    (ApiKey::DescribeProducers, DescribeProducersRequest::VERSIONS),
+    (ApiKey::ListConfigResources, ListConfigResourcesRequest::VERSIONS),
 ];
 
 fn api_keys() -> Vec<ApiVersion> {

@@ -4,7 +4,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::messages::list_config_resources_response;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, ListConfigResourcesRequest, ListConfigResourcesResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
@@ -135,4 +138,50 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: 
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Kafka's config resource types that ListConfigResources (KIP-1142) lists from v1.
+const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+const RESOURCE_GROUP: i8 = 32;
+const LISTABLE: [i8; 5] =
+    [RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_CLIENT_METRICS, RESOURCE_GROUP];
+
+/// ListConfigResources: v0 (KIP-714's ListClientMetricsResources) lists client-metrics
+/// subscriptions only; v1 the types asked for (all of them if none), in Kafka's order: groups
+/// with configs, client-metrics subscriptions, brokers as loggers, brokers, topics. kopd has
+/// neither group configs nor client-metrics subscriptions, so those types list nothing. A type
+/// outside the listable ones fails the whole request with UNSUPPORTED_VERSION, as on Kafka.
+pub fn list_config_resources(
+    broker: &Broker,
+    req: ListConfigResourcesRequest,
+    version: i16,
+) -> ListConfigResourcesResponse {
+    if version >= 1 && req.resource_types.iter().any(|t| !LISTABLE.contains(t)) {
+        return ListConfigResourcesResponse::default().with_error_code(ResponseError::UnsupportedVersion.code());
+    }
+    let wants = |t: i8| match version {
+        0 => t == RESOURCE_CLIENT_METRICS,
+        _ => req.resource_types.is_empty() || req.resource_types.contains(&t),
+    };
+    let resource = |t: i8, name: String| {
+        list_config_resources_response::ConfigResource::default()
+            .with_resource_type(t)
+            .with_resource_name(StrBytes::from_string(name))
+    };
+    let mut out = Vec::new();
+    let mut broker_ids: Vec<i32> = super::metadata::brokers(broker).into_iter().map(|(id, _, _)| id).collect();
+    broker_ids.sort_unstable();
+    for t in [RESOURCE_BROKER_LOGGER, RESOURCE_BROKER] {
+        if wants(t) {
+            out.extend(broker_ids.iter().map(|id| resource(t, id.to_string())));
+        }
+    }
+    if wants(RESOURCE_TOPIC) {
+        let catalog = broker.catalog();
+        let mut names: Vec<String> = catalog.topics().map(|t| broker.kafka_name(&t.name)).collect();
+        names.sort_unstable();
+        out.extend(names.into_iter().map(|n| resource(RESOURCE_TOPIC, n)));
+    }
+    ListConfigResourcesResponse::default().with_config_resources(out)
 }

@@ -15,11 +15,13 @@ mod errors;
 mod fetch;
 mod group_admin;
 mod groups;
+mod leader_epochs;
 mod list_offsets;
 mod metadata;
 mod partition;
 mod produce;
 mod producer_id;
+mod producers;
 mod reassignments;
 mod splice;
 mod topics;
@@ -238,7 +240,16 @@ async fn dispatch(
         }
         RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(reassignments::list(r)),
         RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(reassignments::elect(broker, r)),
-        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(reassignments::describe_log_dirs(broker, r)),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(reassignments::describe_log_dirs(broker, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(leader_epochs::handle(broker, r).await)
+        }
+        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(producers::handle(broker, r).await),
+        RequestKind::ListConfigResources(r) => {
+            ResponseKind::ListConfigResources(configs::list_config_resources(broker, r, v))
+        }
         _ => return None,
     })
 }

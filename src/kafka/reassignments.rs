@@ -172,9 +172,10 @@ fn offline(p: i32) -> PartitionResult {
         .with_error_message(text("the partition's owner is offline; it moves to a live broker shortly"))
 }
 
-/// DescribeLogDirs, asked of each broker (a core): one "log dir", where this core's partitions
-/// keep their ledgers, with every partition the core owns and serves and its size.
-pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+/// DescribeLogDirs, asked of each broker (a core): one "log dir", the core's ledger directory,
+/// with its filesystem's size and free space and every partition the core owns and serves
+/// with the bytes its ledgers hold.
+pub async fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
         let mut m: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for t in ts {
@@ -183,31 +184,41 @@ pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> Descri
         m
     });
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for log in broker.logs.open_logs() {
-        if log.is_fenced() {
-            continue;
+    // Every partition this core serves, opened if no request has touched it yet (as Kafka
+    // lists a partition as soon as it is created).
+    let catalog = broker.catalog();
+    for topic in catalog.topics() {
+        let name = broker.kafka_name(&topic.name);
+        for (p, owner) in topic.partitions.iter().enumerate() {
+            let p = p as i32;
+            let asked = wanted.as_ref().is_none_or(|w| w.get(&name).is_some_and(|ps| ps.contains(&p)));
+            if !asked || !broker.serves(&topic.name, p, owner) {
+                continue;
+            }
+            let Ok(log) = broker.logs.get(topic, p).await else { continue };
+            if log.is_fenced() {
+                continue;
+            }
+            topics.entry(name.clone()).or_default().push(
+                DescribeLogDirsPartition::default().with_partition_index(p).with_partition_size(log.stored_bytes()),
+            );
         }
-        let name = broker.kafka_name(&log.topic);
-        if let Some(w) = &wanted
-            && !w.get(&name).is_some_and(|ps| ps.contains(&log.partition))
-        {
-            continue;
-        }
-        topics.entry(name).or_default().push(
-            DescribeLogDirsPartition::default()
-                .with_partition_index(log.partition)
-                .with_partition_size(log.stored_bytes()),
-        );
     }
-    let log_dir = match broker.config.storage {
-        StorageKind::Local => broker.config.data_dir.join("ledgers").display().to_string(),
-        StorageKind::BookKeeper => "bookkeeper".to_string(),
+    // The core's own ledger directory; on BookKeeper the bookies' disks hold the data and
+    // their space is not known here (Kafka's "not reported", -1).
+    let (log_dir, space) = match broker.config.storage {
+        StorageKind::Local => {
+            let dir = crate::storage::local::core_dir(&broker.config.data_dir.join("ledgers"), broker.core);
+            let space = crate::storage::local::disk_space(&dir);
+            (dir.display().to_string(), space)
+        }
+        StorageKind::BookKeeper => ("bookkeeper".to_string(), None),
     };
+    let (total, usable) = space.map_or((-1, -1), |(t, u)| (t as i64, u as i64));
     let result = DescribeLogDirsResult::default()
         .with_log_dir(StrBytes::from_string(log_dir))
-        // Unknown here (bookies' disks, or a shared filesystem): Kafka's "not reported".
-        .with_total_bytes(-1)
-        .with_usable_bytes(-1)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable)
         .with_topics(
             topics
                 .into_iter()

@@ -26,6 +26,7 @@ use crate::meta::topic_name::TopicName;
 use crate::storage::{Backend, EntryId, KnownCrc, LedgerId, LedgerStore, StorageError, entry};
 
 mod append;
+mod epochs;
 mod read;
 
 pub use append::Appending;

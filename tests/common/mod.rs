@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bookkeeper;
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

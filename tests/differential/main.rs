@@ -10,6 +10,7 @@
 //! reported, not asserted. The full Kafka/kopd transcripts go to
 //! `target/tmp/differential-report.txt`.
 
+mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod configs;
@@ -68,7 +69,8 @@ pub type CaseFn = fn(&mut Side, &mut T);
 
 fn all_cases() -> Vec<(&'static str, CaseFn)> {
     let mut v = Vec::new();
-    for list in [misc::CASES, topics::CASES, configs::CASES, produce::CASES, fetch::CASES, groups::CASES] {
+    for list in [misc::CASES, topics::CASES, configs::CASES, produce::CASES, fetch::CASES, groups::CASES, admin::CASES]
+    {
         v.extend_from_slice(list);
     }
     v

@@ -203,7 +203,7 @@ fn acks(s: &mut Side, t: &mut T) {
     crate::fetch::list_offsets(s, t, "pr-acks", 0, -1, 0);
 }
 
-fn init_pid(s: &mut Side, t: &mut T) -> (i64, i16) {
+pub fn init_pid(s: &mut Side, t: &mut T) -> (i64, i16) {
     let v = s.ver(ApiKey::InitProducerId, 4);
     // The codec's default transactional id is "" (not null): an empty transactional id.
     let r = s.call(v, &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));

@@ -44,6 +44,20 @@ pub fn core_dir(root: &Path, core: usize) -> PathBuf {
     root.join(format!("core-{core}"))
 }
 
+/// (total, available to kopd) bytes of the filesystem holding `dir`, as DescribeLogDirs
+/// reports them; `None` if the filesystem cannot be asked.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into the struct it is given; `path` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
+}
+
 pub(super) fn parse_core_dir(name: &str) -> Option<usize> {
     let n = name.strip_prefix("core-")?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {

@@ -38,8 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use self::commit::{Done, Notify, Window, Writer};
-pub use self::format::core_dir;
 use self::format::{DELETE, Loc, MAX_PAYLOAD, REC_HEADER_LEN, RESERVE, RecHeader, SEQ_BITS, ledger_id, seg_path};
+pub use self::format::{core_dir, disk_space};
 pub use self::recover::{RecoveredLedgers, RecoveredStore, Scanned, recover, scan};
 use self::segments::{SegInfo, removable};
 use self::writer::SegmentFile;
