@@ -696,14 +696,12 @@ fn offset_for_leader_epoch(c: &mut Conn, topic: &str, current: i32, epoch: i32) 
     use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
     let req = OffsetForLeaderEpochRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_topics(vec![
-            OffsetForLeaderTopic::default().with_topic(name(topic)).with_partitions(vec![
+        .with_topics(vec![OffsetForLeaderTopic::default().with_topic(name(topic)).with_partitions(vec![
                 OffsetForLeaderPartition::default()
                     .with_partition(0)
                     .with_current_leader_epoch(current)
                     .with_leader_epoch(epoch),
-            ]),
-        ]);
+            ])]);
     let resp = c.send(4, &req).expect("OffsetForLeaderEpoch");
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.leader_epoch, p.end_offset)

@@ -89,11 +89,14 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: 
                                 if e.source == SOURCE_DYNAMIC_TOPIC {
                                     synonyms.push(synonym(e.def.name, &e.value, SOURCE_DYNAMIC_TOPIC));
                                 }
-                                synonyms.push(synonym(e.def.broker_key, &e.default, SOURCE_DEFAULT));
+                                if !e.def.broker_key.is_empty() {
+                                    synonyms.push(synonym(e.def.broker_key, &e.default, SOURCE_DEFAULT));
+                                }
                             }
                             DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(e.def.name))
                                 .with_value(Some(s(&e.value)))
+                                .with_read_only(!e.def.honoured)
                                 .with_config_source(e.source)
                                 .with_config_type(e.def.ty.kafka_code())
                                 .with_synonyms(synonyms)

@@ -164,6 +164,7 @@ pub async fn create_topics(broker: &Broker, mut req: CreateTopicsRequest, versio
                                 CreatableTopicConfigs::default()
                                     .with_name(StrBytes::from_static_str(e.def.name))
                                     .with_value(Some(StrBytes::from_string(e.value)))
+                                    .with_read_only(!e.def.honoured)
                                     .with_config_source(e.source)
                             })
                             .collect()

@@ -41,6 +41,12 @@ pub struct TopicConfigDef {
     pub allowed: &'static [&'static str],
     /// Smallest accepted integer value.
     pub min: i64,
+    /// Whether kopd acts on the config. Kafka configs it does not act on (replication
+    /// throttles, remote storage, index tuning...) are still accepted when a topic is created,
+    /// so applications that set them work, and listed read-only; a change is refused.
+    pub honoured: bool,
+    /// Kafka's default, for configs whose default is not a kopd setting.
+    pub kafka_default: &'static str,
 }
 
 const NO_ENUM: &[&str] = &[];
@@ -54,6 +60,25 @@ macro_rules! def {
             doc: $doc,
             allowed: $allowed,
             min: $min,
+            honoured: true,
+            kafka_default: "",
+        }
+    };
+}
+
+/// A Kafka topic config kopd accepts and lists but does not act on: (name, broker synonym or
+/// "", type, smallest value, Kafka's default).
+macro_rules! not_acted_on {
+    ($name:literal, $broker:literal, $ty:ident, $min:expr, $default:literal) => {
+        TopicConfigDef {
+            name: $name,
+            broker_key: $broker,
+            ty: ConfigType::$ty,
+            doc: concat!("Kafka's ", $name, "; kopd does not act on it, so it is read-only here"),
+            allowed: NO_ENUM,
+            min: $min,
+            honoured: false,
+            kafka_default: $default,
         }
     };
 }
@@ -68,6 +93,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &["delete", "compact"],
         "delete old ledgers, or compact by key"
     ),
+    not_acted_on!("compression.gzip.level", "compression.gzip.level", Int, -1, "-1"),
+    not_acted_on!("compression.lz4.level", "compression.lz4.level", Int, 1, "9"),
     def!(
         "compression.type",
         "compression.type",
@@ -76,6 +103,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
         "batches are stored as the producer compressed them"
     ),
+    not_acted_on!("compression.zstd.level", "compression.zstd.level", Int, -131072, "3"),
     def!(
         "delete.retention.ms",
         "log.cleaner.delete.retention.ms",
@@ -84,8 +112,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "how long delete tombstones are kept on compacted topics"
     ),
+    not_acted_on!("errors.deadletterqueue.group.enable", "errors.deadletterqueue.group.enable", Boolean, 0, "false"),
+    not_acted_on!("file.delete.delay.ms", "log.segment.delete.delay.ms", Long, 0, "60000"),
     def!("flush.messages", "log.flush.interval.messages", Long, 1, NO_ENUM, "records between forced flushes"),
     def!("flush.ms", "log.flush.interval.ms", Long, 0, NO_ENUM, "time between forced flushes"),
+    not_acted_on!("follower.replication.throttled.replicas", "", List, 0, ""),
+    not_acted_on!("index.interval.bytes", "log.index.interval.bytes", Int, 0, "4096"),
+    not_acted_on!("leader.replication.throttled.replicas", "", List, 0, ""),
+    not_acted_on!("local.retention.bytes", "log.local.retention.bytes", Long, -2, "-2"),
+    not_acted_on!("local.retention.ms", "log.local.retention.ms", Long, -2, "-2"),
     def!(
         "max.compaction.lag.ms",
         "log.cleaner.max.compaction.lag.ms",
@@ -94,7 +129,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "longest a record stays uncompacted"
     ),
+    not_acted_on!("max.decompressed.message.bytes", "", Int, 0, "2147483639"),
     def!("max.message.bytes", "message.max.bytes", Int, 0, NO_ENUM, "largest record batch accepted"),
+    not_acted_on!("message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms", Long, 0, "3600000"),
+    not_acted_on!(
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+        Long,
+        0,
+        "9223372036854775807"
+    ),
     def!(
         "message.timestamp.type",
         "log.message.timestamp.type",
@@ -103,6 +147,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &["CreateTime", "LogAppendTime"],
         "which timestamp records carry"
     ),
+    not_acted_on!("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", Double, 0, "0.5"),
     def!(
         "min.compaction.lag.ms",
         "log.cleaner.min.compaction.lag.ms",
@@ -119,6 +164,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         NO_ENUM,
         "accepted for compatibility; durability comes from the ledger store"
     ),
+    not_acted_on!("preallocate", "log.preallocate", Boolean, 0, "false"),
+    not_acted_on!("remote.copy.lag.bytes", "", Long, -1, "-1"),
+    not_acted_on!("remote.copy.lag.ms", "", Long, 0, "0"),
+    not_acted_on!("remote.log.copy.disable", "", Boolean, 0, "false"),
+    not_acted_on!("remote.log.delete.on.disable", "", Boolean, 0, "false"),
+    not_acted_on!("remote.storage.enable", "", Boolean, 0, "false"),
     def!(
         "retention.bytes",
         "log.retention.bytes",
@@ -136,7 +187,10 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "age beyond which whole ledgers are deleted (-1: no limit)"
     ),
     def!("segment.bytes", "log.segment.bytes", Int, 14, NO_ENUM, "ledger rollover size"),
+    not_acted_on!("segment.index.bytes", "log.index.size.max.bytes", Int, 4, "10485760"),
+    not_acted_on!("segment.jitter.ms", "log.roll.jitter.ms", Long, 0, "0"),
     def!("segment.ms", "log.roll.ms", Long, 1, NO_ENUM, "ledger rollover age"),
+    not_acted_on!("unclean.leader.election.enable", "unclean.leader.election.enable", Boolean, 0, "false"),
     def!(
         "kopd.retention.keep.unconsumed",
         "log.retention.keep.unconsumed",
@@ -167,7 +221,7 @@ pub fn default_value(def: &TopicConfigDef, d: &TopicDefaults) -> String {
         "segment.bytes" => d.segment_bytes.to_string(),
         "segment.ms" => d.segment_ms.to_string(),
         "kopd.retention.keep.unconsumed" => d.keep_unconsumed.to_string(),
-        _ => String::new(),
+        _ => def.kafka_default.to_string(),
     }
 }
 
@@ -189,6 +243,13 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         ConfigType::String if !def.allowed.is_empty() && !def.allowed.contains(&value) => {
             return Err(format!("{}: must be one of {}", invalid(), def.allowed.join(", ")));
         }
+        ConfigType::Double => {
+            let v: f64 = value.trim().parse().map_err(|_| format!("{}: Not a number of type DOUBLE", invalid()))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{}: value must be between 0 and 1", invalid()));
+            }
+        }
+        ConfigType::List if def.allowed.is_empty() => {}
         ConfigType::List => {
             for item in value.split(',').map(str::trim) {
                 if !def.allowed.contains(&item) {
@@ -274,6 +335,12 @@ pub fn apply_changes(
         }
     }
     validate_all(&next)?;
+    // A legacy replace may drop an override without naming it: every key is compared.
+    for name in current.keys().chain(next.keys()) {
+        if lookup(name).is_some_and(|d| !d.honoured) && next.get(name) != current.get(name) {
+            return Err(format!("Cannot change {name}: kopd does not act on it, so it is read-only here"));
+        }
+    }
     Ok(next)
 }
 
@@ -292,6 +359,31 @@ mod tests {
             message_timestamp_type: "CreateTime".into(),
             keep_unconsumed: false,
         }
+    }
+
+    #[test]
+    fn configs_kopd_does_not_act_on_are_taken_at_creation_but_not_changed() {
+        let mut created = BTreeMap::new();
+        created.insert("unclean.leader.election.enable".to_string(), "false".to_string());
+        created.insert("min.cleanable.dirty.ratio".to_string(), "0.3".to_string());
+        assert!(validate_all(&created).is_ok(), "a topic may be created with them");
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err(), "still validated");
+        assert!(validate("leader.replication.throttled.replicas", "0:1,1:2").is_ok());
+        let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+        let same = apply_changes(&created, &[set("unclean.leader.election.enable", "false")], false, &defaults());
+        assert_eq!(same.as_ref(), Ok(&created), "setting the value it has is no change");
+        for change in [
+            set("unclean.leader.election.enable", "true"),
+            ConfigChange::Delete("min.cleanable.dirty.ratio".into()),
+            set("remote.storage.enable", "true"),
+        ] {
+            let r = apply_changes(&created, std::slice::from_ref(&change), false, &defaults());
+            assert!(r.as_ref().is_err_and(|e| e.contains("read-only")), "{change:?}: {r:?}");
+        }
+        // A legacy replace that leaves one out drops it: a change too.
+        let r = apply_changes(&created, &[set("retention.ms", "1000")], true, &defaults());
+        assert!(r.is_err(), "{r:?}");
+        assert!(lookup("segment.index.bytes").is_some_and(|d| !d.honoured && d.kafka_default == "10485760"));
     }
 
     #[test]

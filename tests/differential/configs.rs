@@ -16,6 +16,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("incremental_alter_configs.topic", incremental_topic),
     ("incremental_alter_configs.refusals", incremental_refusals),
     ("alter_configs.topic_replaces_overrides", legacy_topic),
+    ("describe_configs.every_topic_config", every_topic_config),
 ];
 
 const TOPIC: i8 = 2;
@@ -179,4 +180,42 @@ fn legacy_topic(s: &mut Side, t: &mut T) {
         );
         overrides(s, t, n, KEYS);
     }
+}
+
+/// Every topic config Kafka lists, by name and type; the values of those kopd does not act on
+/// (and so lists read-only, an intended difference not compared here) are Kafka's defaults.
+fn every_topic_config(s: &mut Side, t: &mut T) {
+    let n = "dc-all";
+    ensure(s, n, 1);
+    let v = s.ver(ApiKey::DescribeConfigs, 4);
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(st(n))
+            .with_configuration_keys(None),
+    ]);
+    let r = s.call(v, &req);
+    // kopd's own keys (kopd.*) are not Kafka's; values kopd sets from its own defaults differ.
+    const KOPD_VALUES: &[&str] =
+        &["max.message.bytes", "segment.bytes", "segment.ms", "retention.ms", "retention.bytes", "cleanup.policy"];
+    t.step(
+        format!("DescribeConfigs v{v} {n} (all)"),
+        reply(&r, |r| {
+            let mut items: Vec<String> = r.results[0]
+                .configs
+                .iter()
+                .filter(|c| !c.name.starts_with("kopd."))
+                .map(|c| {
+                    let value = if KOPD_VALUES.contains(&c.name.as_str()) {
+                        "(kopd's)".to_string()
+                    } else {
+                        c.value.as_ref().map_or("null".into(), |v| v.to_string())
+                    };
+                    format!("{}:{}={}", c.name.as_str(), c.config_type, value)
+                })
+                .collect();
+            items.sort();
+            format!("{} {} [{}]", e(r.results[0].error_code), items.len(), items.join(", "))
+        }),
+    );
 }

@@ -125,6 +125,14 @@ class ConfigsToolTest {
                     "APPEND to a non-list config");
             assertInstanceOf(InvalidConfigurationException.class, failure(admin, cfg,
                     List.of(new AlterConfigOp(new ConfigEntry("no.such.config", "5"), AlterConfigOp.OpType.SET))));
+            // A Kafka config kopd does not act on: listed read-only with Kafka's default, and
+            // a change is refused rather than silently ignored.
+            ConfigEntry unclean = get(admin.describeConfigs(List.of(cfg)).all()).get(cfg).get("unclean.leader.election.enable");
+            assertEquals("false", unclean.value());
+            assertTrue(unclean.isReadOnly(), unclean.toString());
+            assertFalse(get(admin.describeConfigs(List.of(cfg)).all()).get(cfg).get("retention.ms").isReadOnly());
+            assertInstanceOf(InvalidConfigurationException.class, failure(admin, cfg, List.of(new AlterConfigOp(
+                    new ConfigEntry("unclean.leader.election.enable", "true"), AlterConfigOp.OpType.SET))));
             ConfigResource missing = new ConfigResource(ConfigResource.Type.TOPIC, "no-such-topic");
             assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin, missing,
                     List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "5"), AlterConfigOp.OpType.SET))));
