@@ -32,7 +32,7 @@ fn api_versions_advertises_only_served_apis() {
         assert!(keys.contains(&k), "API {k} advertised");
     }
     assert!(!keys.contains(&68), "ConsumerGroupHeartbeat (KIP-848) is not implemented");
-    assert_eq!(keys.len(), 32);
+    assert_eq!(keys.len(), 35);
 }
 
 #[test]

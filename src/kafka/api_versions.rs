@@ -4,8 +4,9 @@ use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterPartitionReassignmentsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
-    ElectLeadersRequest, IncrementalAlterConfigsRequest, ListConfigResourcesRequest, ListPartitionReassignmentsRequest,
+    AlterClientQuotasRequest, AlterConfigsRequest, AlterPartitionReassignmentsRequest, DescribeClientQuotasRequest,
+    DescribeLogDirsRequest, DescribeProducersRequest, DescribeUserScramCredentialsRequest, ElectLeadersRequest,
+    IncrementalAlterConfigsRequest, ListConfigResourcesRequest, ListPartitionReassignmentsRequest,
     OffsetForLeaderEpochRequest,
 };
 use kafka_protocol::messages::{
@@ -54,6 +55,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ElectLeaders, ElectLeadersRequest::VERSIONS),
     (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
     (ApiKey::OffsetForLeaderEpoch, OffsetForLeaderEpochRequest::VERSIONS),
+    (ApiKey::DescribeClientQuotas, DescribeClientQuotasRequest::VERSIONS),
+    (ApiKey::AlterClientQuotas, AlterClientQuotasRequest::VERSIONS),
+    (ApiKey::DescribeUserScramCredentials, DescribeUserScramCredentialsRequest::VERSIONS),
     (ApiKey::DescribeProducers, DescribeProducersRequest::VERSIONS),
     (ApiKey::ListConfigResources, ListConfigResourcesRequest::VERSIONS),
 ];

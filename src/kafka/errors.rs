@@ -3,6 +3,7 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
+use crate::meta::client_quotas::QuotaError;
 use crate::meta::controller::AdminError;
 use crate::meta::topic_name::TopicNameError;
 
@@ -30,6 +31,12 @@ impl From<&AdminError> for KafkaError {
             AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
             AdminError::Store(_) => ResponseError::KafkaStorageError,
             AdminError::ControllerUnavailable => ResponseError::NotController,
+            AdminError::Quota(q) => {
+                return match q {
+                    QuotaError::InvalidRequest(m) => KafkaError::new(ResponseError::InvalidRequest, m.clone()),
+                    QuotaError::UnsupportedVersion(m) => KafkaError::new(ResponseError::UnsupportedVersion, m.clone()),
+                };
+            }
         };
         KafkaError::new(code, e.to_string())
     }

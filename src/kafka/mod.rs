@@ -8,6 +8,7 @@
 mod acl;
 mod alter_configs;
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod delete_records;
@@ -23,6 +24,7 @@ mod produce;
 mod producer_id;
 mod producers;
 mod reassignments;
+mod scram;
 mod splice;
 mod topics;
 
@@ -243,6 +245,9 @@ async fn dispatch(
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(reassignments::describe_log_dirs(broker, r).await)
         }
+        RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, r)),
+        RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(client_quotas::alter(broker, r).await),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(scram::describe(r)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(leader_epochs::handle(broker, r).await)
         }

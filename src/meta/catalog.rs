@@ -10,6 +10,8 @@
 //!   (`kafka.topic.id`) and config overrides (`kafka.config.<name>`).
 //! - `/kopd/assignment/{tenant}/{ns}/persistent/{topic}`: `[[broker, leader_epoch], ...]`.
 //! - `/kopd/cluster`: `{"cluster_id": ..., "cores": n}`.
+//! - `/kopd/config/{kind}/{entity}`: `{"config": {...}}`, configs of entities other than topics
+//!   (Kafka's entity configs: client quotas of users, client ids and IPs, under `quotas/`).
 //! - `/kopd/catalog-version`: a counter every catalog change sets (a conditional write), so
 //!   changes from different writers are serialized and other nodes notice them by reading
 //!   one node.
@@ -28,9 +30,11 @@ const TOPICS_PREFIX: &str = "/admin/partitioned-topics/";
 const ASSIGNMENT_PREFIX: &str = "/kopd/assignment/";
 const CLUSTER_PATH: &str = "/kopd/cluster";
 const PRODUCER_IDS_PATH: &str = "/kopd/producer-ids";
+const ENTITY_CONFIGS_PREFIX: &str = "/kopd/config/";
 pub const VERSION_PATH: &str = "/kopd/catalog-version";
 /// Every path of the catalog's content (VERSION_PATH aside), for a store other writers share.
-const CONTENT_PATHS: &[&str] = &["/admin/partitioned-topics", "/kopd/assignment", CLUSTER_PATH, PRODUCER_IDS_PATH];
+const CONTENT_PATHS: &[&str] =
+    &["/admin/partitioned-topics", "/kopd/assignment", CLUSTER_PATH, PRODUCER_IDS_PATH, "/kopd/config"];
 const TOPIC_ID_PROPERTY: &str = "kafka.topic.id";
 const CONFIG_PROPERTY_PREFIX: &str = "kafka.config.";
 
@@ -54,6 +58,13 @@ pub struct Catalog {
     pub version: i64,
     topics: BTreeMap<TopicName, Arc<TopicEntry>>,
     ids: HashMap<Uuid, TopicName>,
+    /// Configs of non-topic entities by key (`quotas/user=alice`); none is empty.
+    pub entity_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntityConfigRecord {
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,8 +127,9 @@ impl Catalog {
     }
 
     /// Whether both hold the same topics, partition owners and configs.
-    pub fn same_topics(&self, other: &Catalog) -> bool {
-        self.topics == other.topics
+    /// Same topics and entity configs (what a re-read compares, whatever the versions say).
+    pub fn same_content(&self, other: &Catalog) -> bool {
+        self.topics == other.topics && self.entity_configs == other.entity_configs
     }
 
     pub fn insert(&mut self, topic: TopicEntry) {
@@ -169,6 +181,19 @@ impl Catalog {
             StoreOp::Delete { path: format!("{TOPICS_PREFIX}{path}") },
             StoreOp::Delete { path: format!("{ASSIGNMENT_PREFIX}{path}") },
         ]
+    }
+
+    /// Sets an entity's configs (none: removes the entity) and returns the store op that
+    /// persists it.
+    pub fn set_entity_config(&mut self, key: &str, config: BTreeMap<String, String>) -> StoreOp {
+        let path = format!("{ENTITY_CONFIGS_PREFIX}{key}");
+        if config.is_empty() {
+            self.entity_configs.remove(key);
+            return StoreOp::Delete { path };
+        }
+        let value = serde_json::to_vec(&EntityConfigRecord { config: config.clone() }).unwrap_or_default();
+        self.entity_configs.insert(key.to_string(), config);
+        StoreOp::Put { path, value }
     }
 
     pub fn cluster_op(&self) -> StoreOp {
@@ -226,6 +251,16 @@ impl Catalog {
             cat.cores = rec.cores;
         }
         cat.next_producer_id = stored_number(store, PRODUCER_IDS_PATH)?;
+        for (path, bytes) in store.scan(ENTITY_CONFIGS_PREFIX) {
+            // Parent nodes a store creates on the way hold nothing.
+            if bytes.is_empty() {
+                continue;
+            }
+            let rec: EntityConfigRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
+            if !rec.config.is_empty() {
+                cat.entity_configs.insert(path[ENTITY_CONFIGS_PREFIX.len()..].to_string(), rec.config);
+            }
+        }
         for (path, bytes) in store.scan(TOPICS_PREFIX) {
             let rel = &path[TOPICS_PREFIX.len()..];
             let name = TopicName::from_metadata_path(rel).ok_or_else(|| corrupt(&path, "not a topic path"))?;

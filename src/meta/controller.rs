@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::assignment::{self, PartitionOwner};
 use super::catalog::{Catalog, TopicEntry};
+use super::client_quotas::{self, QuotaAlteration};
 use super::store::{MetadataStoreThread, StoreError, StoreOp};
 
 /// `ControllerClient::reload`'s `seen` that re-reads whatever the version: a periodic check
@@ -45,6 +46,9 @@ pub enum AdminError {
     Store(String),
     #[error("the controller is not available")]
     ControllerUnavailable,
+    /// A client quota alteration Kafka refuses (INVALID_REQUEST / UNSUPPORTED_VERSION).
+    #[error("{0:?}")]
+    Quota(client_quotas::QuotaError),
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +122,13 @@ pub enum ControllerRequest {
         asked: std::time::Instant,
         done: async_channel::Sender<()>,
     },
+    /// AlterClientQuotas: per entity its ops (`None`: remove the key), applied to the quotas
+    /// the catalog holds when the change is made; one result per alteration.
+    ClientQuotas {
+        alterations: Vec<QuotaAlteration>,
+        validate_only: bool,
+        reply: async_channel::Sender<Vec<Result<(), AdminError>>>,
+    },
     /// The live brokers (sorted) new partitions are placed on; with `rebalance` (the cluster's
     /// leader) partitions of brokers not among them move, and load is evened out.
     Place {
@@ -169,6 +180,21 @@ impl ControllerClient {
         if self.inbox.send(ControllerRequest::CatchUp { asked, done }).await.is_ok() {
             let _ = finished.recv().await;
         }
+    }
+
+    /// See [`ControllerRequest::ClientQuotas`].
+    pub async fn alter_client_quotas(
+        &self,
+        alterations: Vec<QuotaAlteration>,
+        validate_only: bool,
+    ) -> Vec<Result<(), AdminError>> {
+        let n = alterations.len();
+        let (reply, answer) = async_channel::bounded(1);
+        let req = ControllerRequest::ClientQuotas { alterations, validate_only, reply };
+        if self.inbox.send(req).await.is_err() {
+            return vec![Err(AdminError::ControllerUnavailable); n];
+        }
+        answer.recv().await.unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
     }
 
     /// See [`ControllerRequest::Place`].
@@ -242,6 +268,10 @@ impl Controller {
                     let results = self.admin(&ops, &publish).await;
                     let _ = reply.send(results).await;
                 }
+                ControllerRequest::ClientQuotas { alterations, validate_only, reply } => {
+                    let results = self.client_quotas(&alterations, validate_only, &publish).await;
+                    let _ = reply.send(results).await;
+                }
                 ControllerRequest::ProducerIds { count, reply } => {
                     let _ = reply.send(self.allocate_producer_ids(count).await).await;
                 }
@@ -306,6 +336,60 @@ impl Controller {
         }
     }
 
+    /// Applies client quota alterations (each entity once: a later alteration of the same
+    /// entity is refused, as Kafka does) and commits them as one change.
+    async fn client_quotas(
+        &mut self,
+        alterations: &[QuotaAlteration],
+        validate_only: bool,
+        publish: &CatalogPublisher,
+    ) -> Vec<Result<(), AdminError>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Err(e) = self.ensure_fresh(publish).await {
+                return alterations.iter().map(|_| Err(e.clone())).collect();
+            }
+            let mut next = (*self.catalog).clone();
+            let mut store_ops = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let results: Vec<Result<(), AdminError>> = alterations
+                .iter()
+                .map(|(entity, ops)| {
+                    if !seen.insert(entity.clone()) {
+                        return Err(AdminError::Quota(client_quotas::QuotaError::InvalidRequest(
+                            "Ignoring duplicate entity".into(),
+                        )));
+                    }
+                    let key = client_quotas::key_of(entity);
+                    let current = next.entity_configs.get(&key).map(client_quotas::from_config).unwrap_or_default();
+                    let quotas = client_quotas::alter(entity, &current, ops).map_err(AdminError::Quota)?;
+                    if !validate_only && quotas != current {
+                        store_ops.push(next.set_entity_config(&key, client_quotas::to_config(&quotas)));
+                    }
+                    Ok(())
+                })
+                .collect();
+            if store_ops.is_empty() {
+                return results;
+            }
+            store_ops.push(next.version_op());
+            let err = match self.store.commit(store_ops).await {
+                Ok(()) => {
+                    self.catalog = Arc::new(next);
+                    publish(self.catalog.clone()).await;
+                    return results;
+                }
+                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => match self.reload(publish).await {
+                    Ok(()) => continue,
+                    Err(e) => AdminError::Store(e.to_string()),
+                },
+                Err(e) => self.commit_failed(e),
+            };
+            return results.into_iter().map(|r| r.and(Err(err.clone()))).collect();
+        }
+    }
+
     /// Results of a change that was not committed: what would have succeeded failed with `err`.
     fn failed(ops: &[AdminOp], mut results: Vec<AdminResult>, err: AdminError) -> Vec<AdminResult> {
         for (r, op) in results.iter_mut().zip(ops) {
@@ -366,7 +450,7 @@ impl Controller {
         self.stale = true;
         let loaded = self.store.with(Catalog::reload).await??;
         self.stale = false;
-        let differs = !loaded.same_topics(&self.catalog);
+        let differs = !loaded.same_content(&self.catalog);
         if loaded.version == self.catalog.version && differs {
             tracing::warn!(
                 version = loaded.version,

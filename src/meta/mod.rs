@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod catalog;
+pub mod client_quotas;
 pub mod controller;
 pub mod store;
 pub mod topic_config;

@@ -4,7 +4,9 @@
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeProducersRequest, ListConfigResourcesRequest, OffsetForLeaderEpochRequest,
+    AlterClientQuotasRequest, ApiKey, BrokerId, DescribeClientQuotasRequest, DescribeProducersRequest,
+    ListConfigResourcesRequest, OffsetForLeaderEpochRequest, alter_client_quotas_request,
+    describe_client_quotas_request,
 };
 use kafka_protocol::records::Compression;
 
@@ -19,6 +21,8 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("offset_for_leader_epoch", offset_for_leader_epoch),
     ("describe_producers", describe_producers),
     ("list_config_resources", list_config_resources),
+    ("client_quotas", client_quotas),
+    ("describe_user_scram_credentials", describe_scram),
 ];
 
 /// (topic, partition, current leader epoch, requested epoch)
@@ -157,5 +161,212 @@ fn list_config_resources(s: &mut Side, t: &mut T) {
                 }),
             );
         }
+    }
+}
+
+type Entity<'a> = &'a [(&'a str, Option<&'a str>)];
+/// (key, value, remove)
+type Ops<'a> = &'a [(&'a str, f64, bool)];
+
+fn entity_text<'a>(pairs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut v: Vec<String> = pairs.map(|(t, n)| format!("{t}={}", n.unwrap_or("<default>"))).collect();
+    v.sort();
+    v.join(",")
+}
+
+/// One AlterClientQuotas: per entry the entity and its ops (key, value, remove).
+fn alter_quotas(s: &mut Side, t: &mut T, what: &str, entries: &[(Entity, Ops)], validate_only: bool) {
+    let v = s.ver(ApiKey::AlterClientQuotas, 1);
+    let req = AlterClientQuotasRequest::default().with_validate_only(validate_only).with_entries(
+        entries
+            .iter()
+            .map(|(entity, ops)| {
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(
+                        entity
+                            .iter()
+                            .map(|(ty, n)| {
+                                alter_client_quotas_request::EntityData::default()
+                                    .with_entity_type(kafka_protocol::protocol::StrBytes::from_string(ty.to_string()))
+                                    .with_entity_name(
+                                        n.map(|n| kafka_protocol::protocol::StrBytes::from_string(n.to_string())),
+                                    )
+                            })
+                            .collect(),
+                    )
+                    .with_ops(
+                        ops.iter()
+                            .map(|(k, val, remove)| {
+                                alter_client_quotas_request::OpData::default()
+                                    .with_key(kafka_protocol::protocol::StrBytes::from_string(k.to_string()))
+                                    .with_value(*val)
+                                    .with_remove(*remove)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    let r = s.call(v, &req);
+    t.step(
+        format!("AlterClientQuotas v{v} {what} validate_only={validate_only}"),
+        reply(&r, |r| {
+            let mut items: Vec<String> = r
+                .entries
+                .iter()
+                .map(|e| {
+                    let ent = entity_text(e.entity.iter().map(|d| (d.entity_type.as_str(), d.entity_name.as_deref())));
+                    format!("[{ent}]: {}", crate::norm::e(e.error_code))
+                })
+                .collect();
+            items.sort();
+            items.join("; ")
+        }),
+    );
+    // Kafka answers before its brokers' metadata has the change (see configs.rs).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+}
+
+/// One DescribeClientQuotas: components (type, match type, match).
+fn describe_quotas(s: &mut Side, t: &mut T, components: &[(&str, i8, Option<&str>)], strict: bool) {
+    let v = s.ver(ApiKey::DescribeClientQuotas, 1);
+    let req = DescribeClientQuotasRequest::default().with_strict(strict).with_components(
+        components
+            .iter()
+            .map(|(ty, m, name)| {
+                describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(kafka_protocol::protocol::StrBytes::from_string(ty.to_string()))
+                    .with_match_type(*m)
+                    .with_match(name.map(|n| kafka_protocol::protocol::StrBytes::from_string(n.to_string())))
+            })
+            .collect(),
+    );
+    let r = s.call(v, &req);
+    t.step(
+        format!("DescribeClientQuotas v{v} {components:?} strict={strict}"),
+        reply(&r, |r| {
+            let entries = r.entries.as_ref().map(|es| {
+                let mut items: Vec<String> = es
+                    .iter()
+                    .map(|e| {
+                        let ent =
+                            entity_text(e.entity.iter().map(|d| (d.entity_type.as_str(), d.entity_name.as_deref())));
+                        let mut vals: Vec<String> =
+                            e.values.iter().map(|x| format!("{}={}", x.key.as_str(), x.value)).collect();
+                        vals.sort();
+                        format!("[{ent}] {}", vals.join(" "))
+                    })
+                    .collect();
+                items.sort();
+                items.join("; ")
+            });
+            format!("{} {entries:?}", e(r.error_code))
+        }),
+    );
+}
+
+fn client_quotas(s: &mut Side, t: &mut T) {
+    const U: &str = "user";
+    const C: &str = "client-id";
+    const I: &str = "ip";
+    describe_quotas(s, t, &[], false);
+    alter_quotas(
+        s,
+        t,
+        "valid entities",
+        &[
+            (&[(U, Some("alice"))], &[("producer_byte_rate", 1024.0, false), ("consumer_byte_rate", 2048.0, false)]),
+            (&[(U, None)], &[("request_percentage", 50.5, false)]),
+            (&[(U, Some("alice")), (C, Some("c1"))], &[("producer_byte_rate", 100.0, false)]),
+            (&[(C, Some("c2"))], &[("controller_mutation_rate", 3.0, false)]),
+            (&[(I, Some("127.0.0.1"))], &[("connection_creation_rate", 10.0, false)]),
+            (&[(I, None)], &[("connection_creation_rate", 5.0, false)]),
+        ],
+        false,
+    );
+    let one =
+        |e: Entity<'static>, k: &'static str, v: f64| -> (Entity<'static>, &'static [(&'static str, f64, bool)]) {
+            (e, Box::leak(Box::new([(k, v, false)])))
+        };
+    for (what, entry) in [
+        ("empty entity", one(&[], "producer_byte_rate", 1.0)),
+        ("unknown type", one(&[("group", Some("g"))], "producer_byte_rate", 1.0)),
+        ("empty user name", one(&[(U, Some(""))], "producer_byte_rate", 1.0)),
+        ("ip with user", one(&[(I, Some("127.0.0.1")), (U, Some("u"))], "connection_creation_rate", 1.0)),
+        ("bad ip", one(&[(I, Some("not an ip!"))], "connection_creation_rate", 1.0)),
+        ("ip key on a user", one(&[(U, Some("u"))], "connection_creation_rate", 1.0)),
+        ("unknown key", one(&[(U, Some("u"))], "bogus_rate", 1.0)),
+        ("zero", one(&[(U, Some("u"))], "producer_byte_rate", 0.0)),
+        ("negative", one(&[(U, Some("u"))], "request_percentage", -1.0)),
+        ("fractional long", one(&[(U, Some("u"))], "producer_byte_rate", 1.5)),
+        ("fractional int", one(&[(I, Some("10.0.0.1"))], "connection_creation_rate", 2.5)),
+    ] {
+        alter_quotas(s, t, what, &[entry], false);
+    }
+    alter_quotas(
+        s,
+        t,
+        "duplicate key; duplicate entity",
+        &[
+            (&[(U, Some("dupkey"))], &[("producer_byte_rate", 1.0, false), ("producer_byte_rate", 2.0, false)]),
+            (&[(U, Some("bob"))], &[("producer_byte_rate", 1.0, false)]),
+            (&[(U, Some("bob"))], &[("consumer_byte_rate", 1.0, false)]),
+        ],
+        false,
+    );
+    alter_quotas(s, t, "carol", &[(&[(U, Some("carol"))], &[("producer_byte_rate", 7.0, false)])], true);
+    describe_quotas(s, t, &[], false);
+    describe_quotas(s, t, &[], true);
+    for strict in [false, true] {
+        describe_quotas(s, t, &[(U, 0, Some("alice"))], strict);
+        describe_quotas(s, t, &[(U, 1, None)], strict);
+        describe_quotas(s, t, &[(U, 2, None)], strict);
+        describe_quotas(s, t, &[(C, 2, None)], strict);
+        describe_quotas(s, t, &[(U, 0, Some("alice")), (C, 2, None)], strict);
+        describe_quotas(s, t, &[(I, 2, None)], strict);
+        describe_quotas(s, t, &[(I, 0, Some("127.0.0.1"))], strict);
+        describe_quotas(s, t, &[(U, 0, None)], strict);
+    }
+    describe_quotas(s, t, &[(U, 2, None), (U, 0, Some("a"))], false);
+    describe_quotas(s, t, &[("group", 2, None)], false);
+    describe_quotas(s, t, &[(I, 2, None), (U, 2, None)], false);
+    describe_quotas(s, t, &[("", 2, None)], false);
+    alter_quotas(
+        s,
+        t,
+        "removals",
+        &[
+            (&[(U, Some("alice"))], &[("producer_byte_rate", 0.0, true), ("request_percentage", 0.0, true)]),
+            (&[(U, None)], &[("request_percentage", 0.0, true)]),
+            (&[(U, Some("nobody"))], &[("bogus_key", 0.0, true)]),
+        ],
+        false,
+    );
+    describe_quotas(s, t, &[], false);
+}
+
+fn describe_scram(s: &mut Side, t: &mut T) {
+    use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    let v = s.ver(ApiKey::DescribeUserScramCredentials, 0);
+    for users in [None, Some(vec!["alice"]), Some(vec!["alice", "alice", "bob"]), Some(vec![])] {
+        let req = DescribeUserScramCredentialsRequest::default().with_users(users.as_ref().map(|u| {
+            u.iter()
+                .map(|n| UserName::default().with_name(kafka_protocol::protocol::StrBytes::from_string(n.to_string())))
+                .collect()
+        }));
+        let r = s.call(v, &req);
+        t.step(
+            format!("DescribeUserScramCredentials v{v} {users:?}"),
+            reply(&r, |r| {
+                let mut items: Vec<String> = r
+                    .results
+                    .iter()
+                    .map(|x| format!("{}: {} {}", x.user.as_str(), e(x.error_code), x.credential_infos.len()))
+                    .collect();
+                items.sort();
+                format!("{} [{}]", e(r.error_code), items.join(", "))
+            }),
+        );
     }
 }

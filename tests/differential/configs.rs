@@ -178,6 +178,9 @@ fn legacy_topic(s: &mut Side, t: &mut T) {
             format!("AlterConfigs v{v} {what}"),
             reply(&r, |r| r.responses.iter().map(|x| e(x.error_code)).collect::<Vec<_>>().join(", ")),
         );
+        // Kafka answers before its brokers' metadata has the change: a describe at once may
+        // still see the old overrides.
+        std::thread::sleep(std::time::Duration::from_millis(500));
         overrides(s, t, n, KEYS);
     }
 }

@@ -161,4 +161,57 @@ class ConfigsToolTest {
         assertTrue(d.contains("retention.ms=3600000"), "after a restart\n" + d);
         assertTrue(d.contains("cleanup.policy=delete"), "after a restart\n" + d);
     }
+
+    /**
+     * Client quotas through kafka-configs.sh (users, clients, a user's client, --entity-default,
+     * IPs) and the AdminClient: stored, described with Kafka's filters, removed, refused as Kafka
+     * refuses them, and kept across a restart. (kopd does not enforce them yet.)
+     */
+    @Test
+    @Timeout(value = 300, unit = TimeUnit.SECONDS)
+    void clientQuotasAreStoredDescribedAndSurviveARestart() throws Exception {
+        kopd = Kopd.start(dataDir, 2);
+        int port = kopd.port;
+        String[][] alters = {
+            {"--entity-type", "users", "--entity-name", "alice", "--add-config", "producer_byte_rate=1024,consumer_byte_rate=2048"},
+            {"--entity-type", "users", "--entity-default", "--add-config", "request_percentage=50"},
+            {"--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients", "--entity-name", "app",
+                "--add-config", "producer_byte_rate=100"},
+            {"--entity-type", "ips", "--entity-name", "127.0.0.1", "--add-config", "connection_creation_rate=10"},
+        };
+        for (String[] a : alters) {
+            List<String> args = new ArrayList<>(List.of(a));
+            args.add("--alter");
+            Util.ToolResult r = configs(args.toArray(new String[0]));
+            assertEquals(0, r.status(), String.join(" ", a) + "\n" + r.describe());
+        }
+        Util.ToolResult r = configs("--entity-type", "users", "--entity-name", "alice", "--describe");
+        assertEquals(0, r.status(), r.describe());
+        assertTrue(r.out().contains("Quota configs for user-principal 'alice' are consumer_byte_rate=2048.0, producer_byte_rate=1024.0"),
+                r.out());
+        r = configs("--entity-type", "users", "--entity-default", "--describe");
+        assertTrue(r.out().contains("Quota configs for the default user-principal are request_percentage=50.0"), r.out());
+        r = configs("--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients", "--entity-name", "app", "--describe");
+        assertTrue(r.out().contains("producer_byte_rate=100.0"), r.out());
+        r = configs("--entity-type", "users", "--entity-name", "alice", "--alter", "--add-config", "producer_byte_rate=1.5");
+        assertNotEquals(0, r.status(), "a fractional byte rate is refused\n" + r.describe());
+        r = configs("--entity-type", "users", "--entity-name", "alice", "--alter", "--delete-config", "consumer_byte_rate");
+        assertEquals(0, r.status(), r.describe());
+
+        java.util.function.Supplier<Map<org.apache.kafka.common.quota.ClientQuotaEntity, Map<String, Double>>> all = () -> {
+            try (Admin admin = kopd.admin()) {
+                return get(admin.describeClientQuotas(org.apache.kafka.common.quota.ClientQuotaFilter.all()).entities());
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        };
+        Map<org.apache.kafka.common.quota.ClientQuotaEntity, Map<String, Double>> before = all.get();
+        assertEquals(Map.of("producer_byte_rate", 1024.0),
+                before.get(new org.apache.kafka.common.quota.ClientQuotaEntity(Map.of("user", "alice"))), before.toString());
+        assertEquals(4, before.size(), before.toString());
+
+        assertEquals(0, kopd.stop(), "kopd exit status after SIGTERM\n" + kopd.logTail());
+        kopd = Kopd.start(dataDir, 2, port);
+        assertEquals(before, all.get(), "the same quotas after a restart");
+    }
 }
