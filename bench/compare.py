@@ -539,9 +539,8 @@ kopd: `--cores {args.cores or 'all'}`. Kafka: single node KRaft (broker+controll
 - produce max: Kafka's ProducerPerformance `--throughput -1`; latency is send -> ack.
 - produce at 50%: ProducerPerformance `--throughput` = half of Kafka's max in the same round and mode,
   for {args.latency_seconds:g} s (at most {args.records:,} records).
-- consume: bench/loadgen `--drain` (librdkafka, two assigned consumers on their own threads dealing the
-  partitions, nothing printed per record; until 2026-11-27 kcat, which was the limit, then one consumer,
-  whose polling thread was) reading all partitions from the beginning to the end
+- consume: bench/loadgen `--drain` (librdkafka, one consumer assigned every partition, nothing printed per
+  record; until 2026-11-27 kcat, which was the limit) reading all partitions from the beginning to the end
   (the records of both produce runs; mostly served from memory: OS page cache for Kafka, tail cache/page
   cache for kopd). Timed from the client's start, so connection and metadata are included.
 - consume from disk (unless `--no-cold`): after the other workloads, the broker is restarted on the same
