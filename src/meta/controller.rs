@@ -138,6 +138,14 @@ pub enum ControllerRequest {
     },
 }
 
+/// What became of a planned catalog change.
+enum Committed {
+    Yes,
+    /// Another writer changed the catalog first; it was re-read: plan again.
+    Retry,
+    No(AdminError),
+}
+
 /// A core's handle to the controller.
 #[derive(Clone)]
 pub struct ControllerClient {
@@ -318,19 +326,10 @@ impl Controller {
             if store_ops.is_empty() {
                 return results;
             }
-            store_ops.push(next.version_op());
-            let err = match self.store.commit(store_ops).await {
-                Ok(()) => {
-                    tracing::debug!(version = next.version, "catalog changed by topic admin");
-                    self.catalog = Arc::new(next);
-                    publish(self.catalog.clone()).await;
-                    return results;
-                }
-                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => match self.reload(publish).await {
-                    Ok(()) => continue,
-                    Err(e) => AdminError::Store(e.to_string()),
-                },
-                Err(e) => self.commit_failed(e),
+            let err = match self.commit_next(next, store_ops, attempt, publish).await {
+                Committed::Yes => return results,
+                Committed::Retry => continue,
+                Committed::No(err) => err,
             };
             return Self::failed(ops, results, err);
         }
@@ -373,20 +372,38 @@ impl Controller {
             if store_ops.is_empty() {
                 return results;
             }
-            store_ops.push(next.version_op());
-            let err = match self.store.commit(store_ops).await {
-                Ok(()) => {
-                    self.catalog = Arc::new(next);
-                    publish(self.catalog.clone()).await;
-                    return results;
-                }
-                Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => match self.reload(publish).await {
-                    Ok(()) => continue,
-                    Err(e) => AdminError::Store(e.to_string()),
-                },
-                Err(e) => self.commit_failed(e),
+            let err = match self.commit_next(next, store_ops, attempt, publish).await {
+                Committed::Yes => return results,
+                Committed::Retry => continue,
+                Committed::No(err) => err,
             };
             return results.into_iter().map(|r| r.and(Err(err.clone()))).collect();
+        }
+    }
+
+    /// Commits `next` (a change of the catalog, persisted by `store_ops`) with the next
+    /// version and publishes it. Another writer's change in between re-reads the catalog:
+    /// the caller plans again (`Retry`, up to MAX_ATTEMPTS).
+    async fn commit_next(
+        &mut self,
+        mut next: Catalog,
+        mut store_ops: Vec<StoreOp>,
+        attempt: u32,
+        publish: &CatalogPublisher,
+    ) -> Committed {
+        store_ops.push(next.version_op());
+        match self.store.commit(store_ops).await {
+            Ok(()) => {
+                tracing::debug!(version = next.version, "catalog changed by an admin request");
+                self.catalog = Arc::new(next);
+                publish(self.catalog.clone()).await;
+                Committed::Yes
+            }
+            Err(StoreError::Conflict(_)) if attempt < MAX_ATTEMPTS => match self.reload(publish).await {
+                Ok(()) => Committed::Retry,
+                Err(e) => Committed::No(AdminError::Store(e.to_string())),
+            },
+            Err(e) => Committed::No(self.commit_failed(e)),
         }
     }
 
