@@ -794,3 +794,57 @@ fn create_assigned(c: &mut Conn, topic: &str, broker: i32) {
     let resp = c.send(7, &req).expect("CreateTopics");
     assert_eq!(resp.topics[0].error_code, 0, "create {topic}: {:?}", resp.topics[0].error_message);
 }
+
+#[test]
+fn client_quotas_set_through_one_node_are_described_by_every_node() {
+    // Quotas live in the catalog: the node that takes the alteration commits it, the others
+    // follow the catalog (a ZooKeeper watch), and each of their cores answers describes.
+    use kafka_protocol::messages::{
+        AlterClientQuotasRequest, DescribeClientQuotasRequest, alter_client_quotas_request as alter,
+    };
+    let cluster = Cluster::start("quotas", 2);
+    let entity = vec![
+        alter::EntityData::default()
+            .with_entity_type(StrBytes::from_static_str("user"))
+            .with_entity_name(Some(StrBytes::from_static_str("alice"))),
+    ];
+    let set = |value: f64, remove: bool| {
+        AlterClientQuotasRequest::default().with_entries(vec![
+            alter::EntryData::default().with_entity(entity.clone()).with_ops(vec![
+                alter::OpData::default()
+                    .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                    .with_value(value)
+                    .with_remove(remove),
+            ]),
+        ])
+    };
+    // What a broker (port) says alice's producer_byte_rate is.
+    let described = |port: u16| -> Option<f64> {
+        let mut c = Conn::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+        let r = c.send(1, &DescribeClientQuotasRequest::default()).expect("DescribeClientQuotas");
+        assert_eq!(r.error_code, 0);
+        r.entries.unwrap_or_default().iter().find_map(|e| e.values.first().map(|v| v.value))
+    };
+    let wait_all = |want: Option<f64>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &cluster.nodes {
+            for core in 0..CORES {
+                while described(n.port + core) != want {
+                    assert!(
+                        Instant::now() < deadline,
+                        "port {}: {:?}, not {want:?}",
+                        n.port + core,
+                        described(n.port + core)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    let r = cluster.conn(0).send(1, &set(1024.0, false)).expect("AlterClientQuotas");
+    assert_eq!(r.entries[0].error_code, 0, "{r:?}");
+    wait_all(Some(1024.0));
+    let r = cluster.conn(1).send(1, &set(0.0, true)).expect("AlterClientQuotas");
+    assert_eq!(r.entries[0].error_code, 0, "{r:?}");
+    wait_all(None);
+}
