@@ -11,7 +11,6 @@ use std::sync::Arc;
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::assignment::{self, PartitionOwner};
 use super::catalog::{Catalog, TopicEntry};
 use super::client_quotas::{self, QuotaAlteration};
 use super::store::{MetadataStoreThread, StoreError, StoreOp};
@@ -24,6 +23,9 @@ pub const RELOAD_ALWAYS: i64 = -1;
 const MAX_ATTEMPTS: u32 = 8;
 use super::topic_config;
 use super::topic_name::TopicName;
+
+mod quotas;
+mod topic_admin;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AdminError {
@@ -335,52 +337,6 @@ impl Controller {
         }
     }
 
-    /// Applies client quota alterations (each entity once: a later alteration of the same
-    /// entity is refused, as Kafka does) and commits them as one change.
-    async fn client_quotas(
-        &mut self,
-        alterations: &[QuotaAlteration],
-        validate_only: bool,
-        publish: &CatalogPublisher,
-    ) -> Vec<Result<(), AdminError>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Err(e) = self.ensure_fresh(publish).await {
-                return alterations.iter().map(|_| Err(e.clone())).collect();
-            }
-            let mut next = (*self.catalog).clone();
-            let mut store_ops = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            let results: Vec<Result<(), AdminError>> = alterations
-                .iter()
-                .map(|(entity, ops)| {
-                    if !seen.insert(entity.clone()) {
-                        return Err(AdminError::Quota(client_quotas::QuotaError::InvalidRequest(
-                            "Ignoring duplicate entity".into(),
-                        )));
-                    }
-                    let key = client_quotas::key_of(entity);
-                    let current = next.entity_configs.get(&key).map(client_quotas::from_config).unwrap_or_default();
-                    let quotas = client_quotas::alter(entity, &current, ops).map_err(AdminError::Quota)?;
-                    if !validate_only && quotas != current {
-                        store_ops.push(next.set_entity_config(&key, client_quotas::to_config(&quotas)));
-                    }
-                    Ok(())
-                })
-                .collect();
-            if store_ops.is_empty() {
-                return results;
-            }
-            let err = match self.commit_next(next, store_ops, attempt, publish).await {
-                Committed::Yes => return results,
-                Committed::Retry => continue,
-                Committed::No(err) => err,
-            };
-            return results.into_iter().map(|r| r.and(Err(err.clone()))).collect();
-        }
-    }
-
     /// Commits `next` (a change of the catalog, persisted by `store_ops`) with the next
     /// version and publishes it. Another writer's change in between re-reads the catalog:
     /// the caller plans again (`Retry`, up to MAX_ATTEMPTS).
@@ -518,153 +474,9 @@ impl Controller {
         }
         Ok(())
     }
-
-    fn apply(&self, cat: &mut Catalog, op: &AdminOp, store_ops: &mut Vec<StoreOp>) -> AdminResult {
-        match op {
-            AdminOp::CreateTopic { name, partitions, owners, configs, validate_only } => {
-                if cat.get(name).is_some() {
-                    return Err(AdminError::TopicExists(name.to_string()));
-                }
-                if let Some(other) = colliding(cat, name) {
-                    return Err(AdminError::TopicCollision(name.local.clone(), other));
-                }
-                if *partitions < 1 || *partitions > self.max_partitions {
-                    return Err(AdminError::InvalidPartitions(format!(
-                        "Number of partitions must be between 1 and {}",
-                        self.max_partitions
-                    )));
-                }
-                self.check_owners(owners, *partitions as usize)?;
-                topic_config::validate_all(configs).map_err(AdminError::InvalidConfig)?;
-                let brokers = match owners {
-                    Some(o) => o.clone(),
-                    None => {
-                        let start = hash(&name.to_string()) as usize;
-                        assignment::place_on(
-                            &self.brokers,
-                            cat.owners(),
-                            std::iter::empty(),
-                            *partitions as usize,
-                            start,
-                        )
-                    }
-                };
-                let topic = TopicEntry {
-                    name: name.clone(),
-                    id: Uuid::new_v4(),
-                    partitions: brokers.into_iter().map(PartitionOwner::new).collect(),
-                    configs: configs.clone(),
-                };
-                if !validate_only {
-                    store_ops.extend(Catalog::put_ops(&topic));
-                    cat.insert(topic.clone());
-                }
-                Ok(Arc::new(topic))
-            }
-            AdminOp::Reassign { name, partition, broker } => {
-                let mut topic = (**cat.get(name).ok_or(AdminError::UnknownTopic)?).clone();
-                let owner = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|p| topic.partitions.get_mut(p))
-                    .ok_or(AdminError::UnknownTopic)?;
-                if self.brokers.binary_search(broker).is_err() {
-                    return Err(AdminError::InvalidReplicaAssignment(format!("broker {broker} does not exist")));
-                }
-                if owner.broker != *broker {
-                    *owner = PartitionOwner { broker: *broker, epoch: owner.epoch + 1, pinned: true };
-                } else if owner.pinned {
-                    return Ok(Arc::new(topic));
-                } else {
-                    owner.pinned = true;
-                }
-                store_ops.extend(Catalog::put_ops(&topic));
-                cat.insert(topic.clone());
-                Ok(Arc::new(topic))
-            }
-            AdminOp::AlterTopicConfigs { name, changes, replace, validate_only } => {
-                let current = cat.get(name).ok_or(AdminError::UnknownTopic)?;
-                let configs = topic_config::apply_changes(&current.configs, changes, *replace, &self.topic_defaults)
-                    .map_err(AdminError::InvalidConfig)?;
-                let changed = configs != current.configs;
-                let topic = TopicEntry { configs, ..(**current).clone() };
-                if !validate_only && changed {
-                    store_ops.extend(Catalog::put_ops(&topic));
-                    cat.insert(topic.clone());
-                }
-                Ok(Arc::new(topic))
-            }
-            AdminOp::DeleteTopic(r) => {
-                let name = match r {
-                    TopicRef::Name(n) => cat.get(n).ok_or(AdminError::UnknownTopic)?.name.clone(),
-                    TopicRef::Id(id) => cat.get_by_id(id).ok_or(AdminError::UnknownTopicId)?.name.clone(),
-                };
-                store_ops.extend(Catalog::delete_ops(&name));
-                cat.remove(&name).ok_or(AdminError::UnknownTopic)
-            }
-            AdminOp::CreatePartitions { name, total, owners, validate_only } => {
-                let existing = cat.get(name).ok_or(AdminError::UnknownTopic)?;
-                let current = existing.partitions.len() as i32;
-                if *total <= current {
-                    return Err(AdminError::InvalidPartitions(format!(
-                        "Topic currently has {current} partitions, which is higher than the requested {total}."
-                    )));
-                }
-                if *total > self.max_partitions {
-                    return Err(AdminError::InvalidPartitions(format!(
-                        "Number of partitions must be at most {}",
-                        self.max_partitions
-                    )));
-                }
-                let added = (*total - current) as usize;
-                self.check_owners(owners, added)?;
-                let new_brokers = match owners {
-                    Some(o) => o.clone(),
-                    None => assignment::place_on(
-                        &self.brokers,
-                        cat.owners(),
-                        existing.partitions.iter().map(|o| o.broker),
-                        added,
-                        current as usize,
-                    ),
-                };
-                let mut topic = (**existing).clone();
-                topic.partitions.extend(new_brokers.into_iter().map(PartitionOwner::new));
-                if !validate_only {
-                    store_ops.extend(Catalog::put_ops(&topic));
-                    cat.insert(topic.clone());
-                }
-                Ok(Arc::new(topic))
-            }
-        }
-    }
-}
-
-impl AdminOp {
-    fn validate_only(&self) -> bool {
-        match self {
-            AdminOp::CreateTopic { validate_only, .. }
-            | AdminOp::CreatePartitions { validate_only, .. }
-            | AdminOp::AlterTopicConfigs { validate_only, .. } => *validate_only,
-            AdminOp::DeleteTopic(_) | AdminOp::Reassign { .. } => false,
-        }
-    }
 }
 
 /// FNV-1a: a stable hash (unlike std's, which is randomly seeded per process).
 pub fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
-/// An existing topic of the same namespace whose name equals `name`'s once '.' and '_' are
-/// taken as one character (Kafka's rule).
-fn colliding(cat: &Catalog, name: &TopicName) -> Option<String> {
-    if !name.local.contains(['.', '_']) {
-        return None;
-    }
-    let unify = |s: &str| s.replace('.', "_");
-    let key = unify(&name.local);
-    cat.topics()
-        .map(|t| &t.name)
-        .find(|t| t.tenant == name.tenant && t.namespace == name.namespace && unify(&t.local) == key)
-        .map(|t| t.local.clone())
 }
