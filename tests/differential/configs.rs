@@ -68,6 +68,8 @@ fn incremental(
             format!("[{}]", items.join(", "))
         }),
     );
+    // Kafka answers before its brokers' metadata has the change (see legacy_topic).
+    std::thread::sleep(std::time::Duration::from_millis(500));
 }
 
 /// The topic's overrides (DYNAMIC_TOPIC_CONFIG entries) among `keys`.
