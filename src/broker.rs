@@ -15,6 +15,7 @@ use crate::group::{GroupCoordinator, OFFSETS_TOPIC, offsets_topic_name};
 use crate::kafka::ProducerIdBlock;
 use crate::log::PartitionLogs;
 use crate::meta::assignment::PartitionOwner;
+use crate::meta::broker_config::DynamicLayers;
 use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::controller::ControllerClient;
 use crate::meta::topic_name::{TopicName, TopicNameError};
@@ -143,7 +144,7 @@ impl Broker {
         peers: Vec<async_channel::Sender<CoreMessage>>,
     ) -> Self {
         let responses = ResponseMemory::new(config.connections.queued_max_response_bytes);
-        Self {
+        let broker = Self {
             id: crate::cluster::broker_id(node, core),
             core,
             node,
@@ -155,9 +156,20 @@ impl Broker {
             groups: GroupCoordinator::new(),
             peers,
             responses,
-            catalog: RefCell::new(catalog),
+            catalog: RefCell::new(catalog.clone()),
             cluster: RefCell::new(cluster),
-        }
+        };
+        broker.apply_dynamic_configs(&catalog);
+        broker
+    }
+
+    /// Takes this broker's dynamic configs from a catalog (see `meta::broker_config`).
+    fn apply_dynamic_configs(&self, catalog: &Catalog) {
+        let layers = DynamicLayers::of(catalog, Some(self.id));
+        self.logs.set_dynamic(
+            layers.topic_defaults(&self.config.topic_defaults),
+            layers.tail_cache_bytes(self.config.tail_cache_bytes),
+        );
     }
 
     /// This core's view of the cluster's live brokers.
@@ -194,6 +206,7 @@ impl Broker {
             owned = catalog.owners().filter(|b| *b as i32 == self.id).count(),
             "catalog in use"
         );
+        self.apply_dynamic_configs(&catalog);
         self.logs.catalog_changed(&catalog);
         *self.catalog.borrow_mut() = catalog;
     }

@@ -1,7 +1,6 @@
-//! IncrementalAlterConfigs and the legacy AlterConfigs: topic overrides changed through the
-//! controller (persisted in the catalog, applied to the open partitions when the new catalog
-//! reaches their core). Broker configs cannot change at run time yet; they are refused the way
-//! Kafka refuses a key that is not dynamic.
+//! IncrementalAlterConfigs and the legacy AlterConfigs: topic overrides and dynamic broker
+//! configs (one broker's, or the cluster default's) changed through the controller, persisted
+//! in the catalog and applied by each core when the new catalog reaches it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,6 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::KafkaError;
 use crate::broker::Broker;
+use crate::meta::broker_config;
+use crate::meta::controller::BrokerConfigAlteration;
 use crate::meta::controller::{AdminError, AdminOp};
 use crate::meta::topic_config::ConfigChange;
 
@@ -61,16 +62,26 @@ fn preprocess(broker: &Broker, r: &Resource, incremental: bool) -> Result<Vec<Co
                 )));
             }
         }
-        // Nothing of kopd's configuration changes at run time yet.
-        if !r.configs.is_empty() {
-            let keys: Vec<&str> = r.configs.iter().map(|(n, _, _)| n.as_str()).collect();
-            return Err(invalid_request(format!("Cannot update these configs dynamically: Set({})", keys.join(", "))));
+        // Checked here, as Kafka's broker checks them before its controller: INVALID_REQUEST.
+        let fixed: Vec<&str> =
+            r.configs.iter().map(|(n, _, _)| n.as_str()).filter(|n| broker_config::is_static(n)).collect();
+        if !fixed.is_empty() {
+            return Err(invalid_request(format!("Cannot update these configs dynamically: Set({})", fixed.join(", "))));
         }
-        return Ok(Vec::new());
+        for (name, op, value) in &r.configs {
+            if let (0, Some(v)) = (op, value) {
+                broker_config::validate(name.as_str(), v.as_str()).map_err(invalid_request)?;
+            }
+        }
+        return changes(r);
     }
     if r.kind != RESOURCE_TOPIC {
         return Err(invalid_request(format!("Unknown resource type {}", r.kind)));
     }
+    changes(r)
+}
+
+fn changes(r: &Resource) -> Result<Vec<ConfigChange>, KafkaError> {
     r.configs
         .iter()
         .map(|(name, op, value)| {
@@ -104,8 +115,9 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
     for r in resources {
         *count.entry((r.kind, r.name.as_str())).or_default() += 1;
     }
-    // Topic resources that passed the checks, as (index, op), committed as one change.
-    let mut ops = Vec::new();
+    // Resources that passed the checks, as (index, change): topics committed as one change,
+    // brokers as another.
+    let (mut ops, mut brokers) = (Vec::new(), Vec::new());
     for (i, r) in resources.iter().enumerate() {
         if count[&(r.kind, r.name.as_str())] > 1 {
             outcomes[i] = Some(Err(invalid_request("Each resource must appear at most once.")));
@@ -118,8 +130,10 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
                 continue;
             }
         };
-        if r.kind != RESOURCE_TOPIC {
-            outcomes[i] = Some(Ok(()));
+        if r.kind == RESOURCE_BROKER {
+            // preprocess has checked the id: empty (the cluster default) or this broker's.
+            let broker = r.name.as_str().parse().ok();
+            brokers.push((i, BrokerConfigAlteration { broker, changes, replace: !incremental }));
             continue;
         }
         if r.name.is_empty() {
@@ -131,6 +145,13 @@ async fn alter(broker: &Broker, resources: &[Resource], incremental: bool, valid
                 ops.push((i, AdminOp::AlterTopicConfigs { name, changes, replace: !incremental, validate_only }))
             }
             Err(_) => outcomes[i] = Some(Err(no_such_topic(r))),
+        }
+    }
+    let (indices, alterations): (Vec<usize>, Vec<BrokerConfigAlteration>) = brokers.into_iter().unzip();
+    if !alterations.is_empty() {
+        let results = broker.controller.alter_broker_configs(alterations, validate_only).await;
+        for (i, result) in indices.into_iter().zip(results) {
+            outcomes[i] = Some(result.map_err(|e| KafkaError::from(&e)));
         }
     }
     let (indices, ops): (Vec<usize>, Vec<AdminOp>) = ops.into_iter().unzip();

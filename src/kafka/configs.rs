@@ -11,7 +11,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::meta::catalog::TopicEntry;
+use crate::config::KEYS;
+use crate::meta::broker_config::{self, DynamicLayers, Layer};
+use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::topic_config::{self, TOPIC_CONFIGS, TopicConfigDef};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -19,26 +21,48 @@ const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's ConfigSource codes.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-pub const SOURCE_STATIC_BROKER: i8 = 4;
-pub const SOURCE_DEFAULT: i8 = 5;
+
+fn source_code(layer: Layer) -> i8 {
+    match layer {
+        Layer::DynamicBroker => 2,
+        Layer::DynamicDefault => 3,
+        Layer::Static => 4,
+        Layer::Default => 5,
+    }
+}
 
 /// One topic config's effective value and where it came from.
 pub struct TopicConfigEntry {
     pub def: &'static TopicConfigDef,
     pub value: String,
     pub source: i8,
-    pub default: String,
+    /// The broker key's values below the topic's own (Kafka's synonyms), highest first.
+    pub inherited: Vec<(i8, String)>,
 }
 
-/// Every topic config of `topic` (or the defaults, for `None`).
+/// Every topic config of `topic` (or the defaults, for `None`), as this broker sees them: a
+/// config the topic does not override has its broker key's value here (dynamic, static or
+/// default), and that value's source.
 pub fn topic_config_entries(broker: &Broker, topic: Option<&TopicEntry>) -> Vec<TopicConfigEntry> {
+    let catalog = broker.catalog();
+    let layers = DynamicLayers::of(&catalog, Some(broker.id));
+    let defaults = broker.logs.defaults();
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let default = topic_config::default_value(def, &broker.config.topic_defaults);
+            let default = || topic_config::default_value(def, &defaults);
+            let inherited: Vec<(i8, String)> = match def.broker_key {
+                "" => vec![(source_code(Layer::Default), default())],
+                key => {
+                    layers.values(key, &broker.config, default).into_iter().map(|(l, v)| (source_code(l), v)).collect()
+                }
+            };
             match topic.and_then(|t| t.configs.get(def.name)) {
-                Some(v) => TopicConfigEntry { def, value: v.clone(), source: SOURCE_DYNAMIC_TOPIC, default },
-                None => TopicConfigEntry { def, value: default.clone(), source: SOURCE_DEFAULT, default },
+                Some(v) => TopicConfigEntry { def, value: v.clone(), source: SOURCE_DYNAMIC_TOPIC, inherited },
+                None => {
+                    let (source, value) = inherited[0].clone();
+                    TopicConfigEntry { def, value, source, inherited }
+                }
             }
         })
         .collect()
@@ -58,6 +82,7 @@ fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
 
 pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
     let catalog = broker.catalog();
+    let flags = (req.include_synonyms, req.include_documentation);
     let results = req
         .resources
         .into_iter()
@@ -90,7 +115,8 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: 
                                     synonyms.push(synonym(e.def.name, &e.value, SOURCE_DYNAMIC_TOPIC));
                                 }
                                 if !e.def.broker_key.is_empty() {
-                                    synonyms.push(synonym(e.def.broker_key, &e.default, SOURCE_DEFAULT));
+                                    synonyms
+                                        .extend(e.inherited.iter().map(|(src, v)| synonym(e.def.broker_key, v, *src)));
                                 }
                             }
                             DescribeConfigsResourceResult::default()
@@ -109,38 +135,97 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest, _version: 
                 }
                 RESOURCE_BROKER => {
                     let id = res.resource_name.as_str();
-                    let valid = id.is_empty() || id.parse::<usize>().is_ok_and(|i| i < broker.config.cores);
-                    if !valid {
+                    if id.is_empty() {
+                        return base.with_configs(default_broker_configs(&catalog, &res.configuration_keys, flags));
+                    }
+                    if id.parse::<i32>().ok() != Some(broker.id) {
                         return fail(ResponseError::InvalidRequest, format!("Unexpected broker id {id}"));
                     }
-                    let configs = broker
-                        .config
-                        .settings
-                        .iter()
-                        .filter(|st| wanted(&res.configuration_keys, &st.key))
-                        .map(|st| {
-                            let source = if st.explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
-                            DescribeConfigsResourceResult::default()
-                                .with_name(s(&st.key))
-                                .with_value(Some(s(&st.value)))
-                                .with_read_only(true)
-                                .with_config_source(source)
-                                .with_config_type(2)
-                                .with_synonyms(if req.include_synonyms {
-                                    vec![synonym(&st.key, &st.value, source)]
-                                } else {
-                                    vec![]
-                                })
-                                .with_documentation(req.include_documentation.then(|| s(st.doc)))
-                        })
-                        .collect();
-                    base.with_configs(configs)
+                    base.with_configs(broker_configs(broker, &catalog, &res.configuration_keys, flags))
                 }
                 other => fail(ResponseError::InvalidRequest, format!("Unsupported resource type {other}")),
             }
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A broker's configs: every setting, with its dynamic values over the static ones. Keys that
+/// change at run time are not read-only.
+fn broker_configs(
+    broker: &Broker,
+    catalog: &Catalog,
+    keys: &Option<Vec<StrBytes>>,
+    (synonyms, docs): (bool, bool),
+) -> Vec<DescribeConfigsResourceResult> {
+    let layers = DynamicLayers::of(catalog, Some(broker.id));
+    broker
+        .config
+        .settings
+        .iter()
+        .filter(|st| wanted(keys, &st.key))
+        .map(|st| {
+            let values = layers.values(&st.key, &broker.config, || st.value.clone());
+            let (layer, value) = values[0].clone();
+            DescribeConfigsResourceResult::default()
+                .with_name(s(&st.key))
+                .with_value(Some(s(&value)))
+                .with_read_only(!broker_config::is_dynamic(&st.key))
+                .with_config_source(source_code(layer))
+                .with_config_type(broker_config::config_type(&st.key).map_or(2, |t| t.kafka_code()))
+                .with_synonyms(if synonyms {
+                    values.iter().map(|(l, v)| synonym(&st.key, v, source_code(*l))).collect()
+                } else {
+                    vec![]
+                })
+                .with_documentation(docs.then(|| s(st.doc)))
+        })
+        .chain(
+            layers
+                .unknown_entries()
+                .filter(|(k, _, _)| wanted(keys, k))
+                .map(|(k, v, layer)| unknown_or_dynamic(k, v, source_code(layer), (synonyms, docs))),
+        )
+        .collect()
+}
+
+/// The cluster default resource (`--entity-default`): only the keys set there, as on Kafka.
+fn default_broker_configs(
+    catalog: &Catalog,
+    keys: &Option<Vec<StrBytes>>,
+    (synonyms, docs): (bool, bool),
+) -> Vec<DescribeConfigsResourceResult> {
+    let source = source_code(Layer::DynamicDefault);
+    DynamicLayers::of(catalog, None)
+        .default_entries()
+        .filter(|(k, _)| wanted(keys, k))
+        .map(|(k, v)| unknown_or_dynamic(k, v, source, (synonyms, docs)))
+        .collect()
+}
+
+/// A dynamic entry as its layer lists it. A key kopd does not know is read-only with its
+/// value hidden (it may be a secret), as Kafka lists keys it does not know.
+fn unknown_or_dynamic(
+    key: &str,
+    value: &str,
+    source: i8,
+    (synonyms, docs): (bool, bool),
+) -> DescribeConfigsResourceResult {
+    let known = broker_config::is_known(key);
+    let value = known.then(|| s(value));
+    let doc = KEYS.iter().find(|(k, _, _)| *k == key).map_or("", |(_, _, d)| d);
+    DescribeConfigsResourceResult::default()
+        .with_name(s(key))
+        .with_value(value.clone())
+        .with_read_only(!known)
+        .with_config_source(source)
+        .with_config_type(broker_config::config_type(key).map_or(if known { 2 } else { 0 }, |t| t.kafka_code()))
+        .with_synonyms(if synonyms {
+            vec![DescribeConfigsSynonym::default().with_name(s(key)).with_value(value).with_source(source)]
+        } else {
+            vec![]
+        })
+        .with_documentation(docs.then(|| s(doc)))
 }
 
 /// Kafka's config resource types that ListConfigResources (KIP-1142) lists from v1.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use event_listener::Event;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, TopicDefaults};
 use crate::meta::catalog::{Catalog, TopicEntry};
 use crate::meta::store::MetadataStoreThread;
 use crate::meta::topic_config;
@@ -35,13 +35,11 @@ use tail_cache::{TailBudget, TailCache};
 const LEDGER_MAX_ENTRIES: u64 = 50_000;
 
 /// The effective log settings of a topic (its overrides over the broker defaults).
-pub fn settings_for(config: &Config, topic: &TopicEntry) -> LogSettings {
+pub fn settings_for(defaults: &TopicDefaults, topic: &TopicEntry) -> LogSettings {
     let get = |name: &str| -> String {
         match topic.configs.get(name) {
             Some(v) => v.clone(),
-            None => topic_config::lookup(name)
-                .map(|d| topic_config::default_value(d, &config.topic_defaults))
-                .unwrap_or_default(),
+            None => topic_config::lookup(name).map(|d| topic_config::default_value(d, defaults)).unwrap_or_default(),
         }
     };
     let int = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
@@ -76,6 +74,8 @@ pub struct PartitionLogs {
     recovered: RefCell<HashMap<PartitionKey, RecoveredLog>>,
     /// The core's `log.tail.cache.bytes`, shared by its partitions' tail caches.
     tail_budget: Rc<TailBudget>,
+    /// This core's (broker's) topic defaults: the static ones under its dynamic broker configs.
+    defaults: RefCell<Rc<TopicDefaults>>,
 }
 
 impl PartitionLogs {
@@ -88,6 +88,7 @@ impl PartitionLogs {
     ) -> Self {
         Self {
             tail_budget: TailBudget::new(config.tail_cache_bytes),
+            defaults: RefCell::new(Rc::new(config.topic_defaults.clone())),
             config,
             store,
             meta,
@@ -171,7 +172,7 @@ impl PartitionLogs {
             self.store.clone(),
             self.meta.clone(),
             recovered,
-            settings_for(&self.config, topic),
+            settings_for(&self.defaults(), topic),
             TailCache::new(self.tail_budget.clone()),
         )
         .await;
@@ -263,7 +264,7 @@ impl PartitionLogs {
                 Some(_) => {}
                 None => {
                     let rec = self.recovered.borrow_mut().remove(&key).unwrap_or_default();
-                    let settings = settings_for(&self.config, &orphan(&key));
+                    let settings = settings_for(&self.defaults(), &orphan(&key));
                     let tail = TailCache::new(self.tail_budget.clone());
                     let opened = ManagedLedger::open(
                         key.0.clone(),
@@ -281,6 +282,18 @@ impl PartitionLogs {
                 }
             }
         }
+    }
+
+    /// This core's topic defaults now.
+    pub fn defaults(&self) -> Rc<TopicDefaults> {
+        self.defaults.borrow().clone()
+    }
+
+    /// New dynamic broker configs of this core: its topic defaults and tail-cache budget.
+    /// Open logs take them with the next [`Self::catalog_changed`].
+    pub fn set_dynamic(&self, defaults: TopicDefaults, tail_cache_bytes: usize) {
+        *self.defaults.borrow_mut() = Rc::new(defaults);
+        self.tail_budget.set_max_bytes(tail_cache_bytes);
     }
 
     /// Reacts to a new catalog: logs of deleted (or re-created) topics are removed, settings
@@ -302,9 +315,10 @@ impl PartitionLogs {
                 });
             }
         }
+        let defaults = self.defaults();
         for (key, slot) in self.open.borrow().iter() {
             if let Some(t) = catalog.get(&key.0) {
-                slot.log.set_settings(settings_for(&self.config, t));
+                slot.log.set_settings(settings_for(&defaults, t));
             }
         }
     }

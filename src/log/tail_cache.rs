@@ -18,7 +18,8 @@ type Batches = RefCell<VecDeque<(i64, Bytes)>>;
 /// One core's tail-cache budget, shared by its partitions.
 #[derive(Debug)]
 pub struct TailBudget {
-    max_bytes: usize,
+    /// `log.tail.cache.bytes`, changeable at run time (a dynamic broker config).
+    max_bytes: Cell<usize>,
     /// Bytes held by all caches drawing from this budget.
     bytes: Cell<usize>,
     /// Every cached batch in write order: its partition's cache and base offset. Entries of
@@ -30,7 +31,19 @@ pub struct TailBudget {
 
 impl TailBudget {
     pub fn new(max_bytes: usize) -> Rc<Self> {
-        Rc::new(TailBudget { max_bytes, bytes: Cell::new(0), order: RefCell::new(VecDeque::new()), live: Cell::new(0) })
+        Rc::new(TailBudget {
+            max_bytes: Cell::new(max_bytes),
+            bytes: Cell::new(0),
+            order: RefCell::new(VecDeque::new()),
+            live: Cell::new(0),
+        })
+    }
+
+    /// A new budget; a smaller one evicts the oldest batches at once.
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        if self.max_bytes.replace(max_bytes) != max_bytes {
+            self.evict();
+        }
     }
 
     /// Bytes cached now, over all partitions.
@@ -46,7 +59,7 @@ impl TailBudget {
     /// Evicts the oldest batches until the budget holds.
     fn evict(&self) {
         let mut order = self.order.borrow_mut();
-        while self.bytes.get() > self.max_bytes {
+        while self.bytes.get() > self.max_bytes.get() {
             let Some((cache, base)) = order.pop_front() else { break };
             let Some(cache) = cache.upgrade() else { continue };
             let mut b = cache.borrow_mut();
@@ -86,7 +99,7 @@ impl TailCache {
     /// Adds the batch whose first offset is `base_offset` (offsets increase from call to call).
     pub fn push(&mut self, base_offset: i64, batch: Bytes) {
         debug_assert!(self.batches.borrow().back().is_none_or(|(b, _)| *b < base_offset));
-        if batch.len() > self.budget.max_bytes {
+        if batch.len() > self.budget.max_bytes.get() {
             // Could never be kept; and a gap must not be left in the run of offsets.
             self.clear();
             return;
@@ -206,6 +219,21 @@ mod tests {
         b.push(10, bytes(100));
         assert!(b.get(0).is_none() && b.get(1).is_some());
         assert_eq!(budget.bytes(), 1000);
+    }
+
+    #[test]
+    fn a_smaller_budget_evicts_the_oldest_at_once() {
+        let budget = TailBudget::new(1000);
+        let mut a = TailCache::new(budget.clone());
+        for o in 0..5 {
+            a.push(o, bytes(100));
+        }
+        budget.set_max_bytes(200);
+        assert_eq!(budget.bytes(), 200);
+        assert!(a.get(2).is_none() && a.get(3).is_some() && a.get(4).is_some());
+        budget.set_max_bytes(0);
+        a.push(5, bytes(100));
+        assert_eq!(budget.bytes(), 0, "no budget: nothing is kept");
     }
 
     #[test]

@@ -24,8 +24,10 @@ const MAX_ATTEMPTS: u32 = 8;
 use super::topic_config;
 use super::topic_name::TopicName;
 
-mod quotas;
+mod entity_configs;
 mod topic_admin;
+
+pub use entity_configs::BrokerConfigAlteration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AdminError {
@@ -131,6 +133,12 @@ pub enum ControllerRequest {
         validate_only: bool,
         reply: async_channel::Sender<Vec<Result<(), AdminError>>>,
     },
+    /// AlterConfigs of broker resources: dynamic broker configs, one result per alteration.
+    BrokerConfigs {
+        alterations: Vec<BrokerConfigAlteration>,
+        validate_only: bool,
+        reply: async_channel::Sender<Vec<Result<(), AdminError>>>,
+    },
     /// The live brokers (sorted) new partitions are placed on; with `rebalance` (the cluster's
     /// leader) partitions of brokers not among them move, and load is evened out.
     Place {
@@ -199,9 +207,27 @@ impl ControllerClient {
         validate_only: bool,
     ) -> Vec<Result<(), AdminError>> {
         let n = alterations.len();
+        self.per_item(n, |reply| ControllerRequest::ClientQuotas { alterations, validate_only, reply }).await
+    }
+
+    /// See [`ControllerRequest::BrokerConfigs`].
+    pub async fn alter_broker_configs(
+        &self,
+        alterations: Vec<BrokerConfigAlteration>,
+        validate_only: bool,
+    ) -> Vec<Result<(), AdminError>> {
+        let n = alterations.len();
+        self.per_item(n, |reply| ControllerRequest::BrokerConfigs { alterations, validate_only, reply }).await
+    }
+
+    /// Sends a request answered with one result per item (`n` of them).
+    async fn per_item(
+        &self,
+        n: usize,
+        request: impl FnOnce(async_channel::Sender<Vec<Result<(), AdminError>>>) -> ControllerRequest,
+    ) -> Vec<Result<(), AdminError>> {
         let (reply, answer) = async_channel::bounded(1);
-        let req = ControllerRequest::ClientQuotas { alterations, validate_only, reply };
-        if self.inbox.send(req).await.is_err() {
+        if self.inbox.send(request(reply)).await.is_err() {
             return vec![Err(AdminError::ControllerUnavailable); n];
         }
         answer.recv().await.unwrap_or_else(|_| vec![Err(AdminError::ControllerUnavailable); n])
@@ -280,6 +306,10 @@ impl Controller {
                 }
                 ControllerRequest::ClientQuotas { alterations, validate_only, reply } => {
                     let results = self.client_quotas(&alterations, validate_only, &publish).await;
+                    let _ = reply.send(results).await;
+                }
+                ControllerRequest::BrokerConfigs { alterations, validate_only, reply } => {
+                    let results = self.broker_configs(&alterations, validate_only, &publish).await;
                     let _ = reply.send(results).await;
                 }
                 ControllerRequest::ProducerIds { count, reply } => {

@@ -2,6 +2,7 @@
 //! writes them, and the metadata stores that keep them.
 
 pub mod assignment;
+pub mod broker_config;
 pub mod catalog;
 pub mod client_quotas;
 pub mod controller;

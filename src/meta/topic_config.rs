@@ -291,24 +291,25 @@ impl ConfigChange {
     }
 }
 
-/// A topic's overrides after `changes` (`replace`: a legacy AlterConfigs, whose sets are the
-/// whole new override set). Errors are Kafka's INVALID_CONFIG messages.
-pub fn apply_changes(
+/// A set of config overrides after `changes` (`replace`: the sets are the whole new set),
+/// unvalidated. `def_of(name)` gives a list config's type and its value when not overridden
+/// (APPEND and SUBTRACT start from it), or the error for an unknown name.
+pub fn edit(
     current: &BTreeMap<String, String>,
     changes: &[ConfigChange],
     replace: bool,
-    defaults: &TopicDefaults,
+    def_of: impl Fn(&str) -> Result<(ConfigType, String), String>,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut next = if replace { BTreeMap::new() } else { current.clone() };
     for c in changes {
         let name = c.name();
-        let list = |op: &str| -> Result<(&'static TopicConfigDef, Vec<String>), String> {
-            let def = lookup(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
-            if def.ty != ConfigType::List {
+        let list = |op: &str| -> Result<Vec<String>, String> {
+            let (ty, default) = def_of(name)?;
+            if ty != ConfigType::List {
                 return Err(format!("Can't {op} to key {name} because its type is not LIST."));
             }
-            let now = next.get(name).cloned().unwrap_or_else(|| default_value(def, defaults));
-            Ok((def, now.split(',').map(str::trim).filter(|i| !i.is_empty()).map(String::from).collect()))
+            let now = next.get(name).cloned().unwrap_or(default);
+            Ok(now.split(',').map(str::trim).filter(|i| !i.is_empty()).map(String::from).collect())
         };
         match c {
             ConfigChange::Set(_, v) => {
@@ -318,7 +319,7 @@ pub fn apply_changes(
                 next.remove(name);
             }
             ConfigChange::Append(_, v) => {
-                let (_, mut items) = list("APPEND")?;
+                let mut items = list("APPEND")?;
                 for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                     if !items.iter().any(|i| i == item) {
                         items.push(item.to_string());
@@ -327,13 +328,29 @@ pub fn apply_changes(
                 next.insert(name.to_string(), items.join(","));
             }
             ConfigChange::Subtract(_, v) => {
-                let (_, mut items) = list("SUBTRACT")?;
+                let mut items = list("SUBTRACT")?;
                 let gone: Vec<&str> = v.split(',').map(str::trim).collect();
                 items.retain(|i| !gone.contains(&i.as_str()));
                 next.insert(name.to_string(), items.join(","));
             }
         }
     }
+    Ok(next)
+}
+
+/// A topic's overrides after `changes` (`replace`: a legacy AlterConfigs, whose sets are the
+/// whole new override set). Errors are Kafka's INVALID_CONFIG messages.
+pub fn apply_changes(
+    current: &BTreeMap<String, String>,
+    changes: &[ConfigChange],
+    replace: bool,
+    defaults: &TopicDefaults,
+) -> Result<BTreeMap<String, String>, String> {
+    let next = edit(current, changes, replace, |name| {
+        lookup(name)
+            .map(|d| (d.ty, default_value(d, defaults)))
+            .ok_or_else(|| format!("Unknown topic config name: {name}"))
+    })?;
     validate_all(&next)?;
     // A legacy replace may drop an override without naming it: every key is compared.
     for name in current.keys().chain(next.keys()) {

@@ -11,6 +11,7 @@
 //! `target/tmp/differential-report.txt`.
 
 mod admin;
+mod broker_configs;
 #[path = "../common/mod.rs"]
 mod common;
 mod configs;
@@ -69,8 +70,16 @@ pub type CaseFn = fn(&mut Side, &mut T);
 
 fn all_cases() -> Vec<(&'static str, CaseFn)> {
     let mut v = Vec::new();
-    for list in [misc::CASES, topics::CASES, configs::CASES, produce::CASES, fetch::CASES, groups::CASES, admin::CASES]
-    {
+    for list in [
+        misc::CASES,
+        topics::CASES,
+        configs::CASES,
+        broker_configs::CASES,
+        produce::CASES,
+        fetch::CASES,
+        groups::CASES,
+        admin::CASES,
+    ] {
         v.extend_from_slice(list);
     }
     v

@@ -21,8 +21,10 @@ import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.AlterConfigsOptions;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidRequestException;
@@ -76,8 +78,13 @@ class ConfigsToolTest {
 
     /** Sends one record of `size` bytes; the exception it failed with, or null. */
     Throwable produce(String topic, int size) throws Exception {
+        return produce(topic, null, size);
+    }
+
+    /** Sends one record of `size` bytes to a partition (any, for null). */
+    Throwable produce(String topic, Integer partition, int size) throws Exception {
         try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(kopd.producerProps())) {
-            p.send(new ProducerRecord<>(topic, new byte[size])).get(30, TimeUnit.SECONDS);
+            p.send(new ProducerRecord<>(topic, partition, null, new byte[size])).get(30, TimeUnit.SECONDS);
             return null;
         } catch (ExecutionException e) {
             return e.getCause();
@@ -149,10 +156,10 @@ class ConfigsToolTest {
                     new AlterConfigsOptions().validateOnly(true)).all());
             assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG,
                     get(admin.describeConfigs(List.of(cfg)).all()).get(cfg).get("segment.ms").source());
-            // Broker configs cannot change at run time (yet): refused, not ignored.
+            // A broker config that only a restart changes: refused, not ignored.
             ConfigResource b0 = new ConfigResource(ConfigResource.Type.BROKER, "0");
-            assertInstanceOf(InvalidRequestException.class, failure(admin, b0,
-                    List.of(new AlterConfigOp(new ConfigEntry("log.retention.ms", "5"), AlterConfigOp.OpType.SET))));
+            assertInstanceOf(InvalidRequestException.class, failure(admin, b0, List.of(new AlterConfigOp(
+                    new ConfigEntry("auto.create.topics.enable", "false"), AlterConfigOp.OpType.SET))));
         }
 
         assertEquals(0, kopd.stop(), "kopd exit status after SIGTERM\n" + kopd.logTail());
@@ -160,6 +167,99 @@ class ConfigsToolTest {
         d = describeTopic("cfg");
         assertTrue(d.contains("retention.ms=3600000"), "after a restart\n" + d);
         assertTrue(d.contains("cleanup.policy=delete"), "after a restart\n" + d);
+    }
+
+    ConfigEntry topicConfig(Admin admin, String topic, String key) throws Exception {
+        ConfigResource r = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        return get(admin.describeConfigs(List.of(r)).all()).get(r).get(key);
+    }
+
+    long earliest(Admin admin, TopicPartition tp) throws Exception {
+        return get(admin.listOffsets(Map.of(tp, OffsetSpec.earliest())).all()).get(tp).offset();
+    }
+
+    /**
+     * Dynamic broker configs through kafka-configs.sh: the cluster default (--entity-default)
+     * and one broker's (a core's) value over it. Topics without their own value take them at
+     * once (a lowered message.max.bytes refuses a larger record only on the brokers it applies
+     * to; a lowered log.retention.ms deletes rolled ledgers), and they survive a restart.
+     */
+    @Test
+    @Timeout(value = 300, unit = TimeUnit.SECONDS)
+    void dynamicBrokerConfigsTakeEffectAndSurviveARestart() throws Exception {
+        int port = Kopd.freePorts(2);
+        List<String> fastRetention = List.of("--set", "log.retention.check.interval.ms=300");
+        kopd = Kopd.start(dataDir, 2, port, fastRetention);
+        int[] leader = new int[2];
+        try (Admin admin = kopd.admin()) {
+            get(admin.createTopics(List.of(new NewTopic("dyn", 2, (short) 1))).all());
+            var parts = get(admin.describeTopics(List.of("dyn")).allTopicNames()).get("dyn").partitions();
+            for (var p : parts) {
+                leader[p.partition()] = p.leader().id();
+            }
+        }
+        assertNotEquals(leader[0], leader[1], "two partitions go to two cores");
+
+        Util.ToolResult r = configs("--entity-type", "brokers", "--entity-default", "--alter",
+                "--add-config", "message.max.bytes=2048");
+        assertEquals(0, r.status(), "kafka-configs --entity-default --alter\n" + r.describe());
+        r = configs("--entity-type", "brokers", "--entity-default", "--describe");
+        assertEquals(0, r.status(), r.describe());
+        assertTrue(r.out().contains("message.max.bytes=2048"), r.out());
+        assertInstanceOf(RecordTooLargeException.class, produce("dyn", 0, 4096), "the cluster default applies");
+        assertInstanceOf(RecordTooLargeException.class, produce("dyn", 1, 4096), "on every broker");
+
+        // One broker's own value beats the cluster default, on that broker only.
+        String b0 = Integer.toString(leader[0]);
+        r = configs("--entity-type", "brokers", "--entity-name", b0, "--alter", "--add-config", "message.max.bytes=8192");
+        assertEquals(0, r.status(), "kafka-configs --entity-name --alter\n" + r.describe());
+        r = configs("--entity-type", "brokers", "--entity-name", b0, "--describe");
+        assertTrue(r.out().contains("message.max.bytes=8192"), r.out());
+        assertEquals(null, produce("dyn", 0, 4096), "broker " + b0 + "'s own value");
+        assertInstanceOf(RecordTooLargeException.class, produce("dyn", 1, 4096), "the other broker keeps the default");
+        try (Admin admin = kopd.admin()) {
+            // A topic is described as the broker answering sees it (either core here).
+            ConfigEntry e = topicConfig(admin, "dyn", "max.message.bytes");
+            assertTrue(e.source() == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG && e.value().equals("2048")
+                    || e.source() == ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG && e.value().equals("8192"),
+                    e.toString());
+            ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, b0);
+            ConfigEntry mine = get(admin.describeConfigs(List.of(broker)).all()).get(broker).get("message.max.bytes");
+            assertEquals("8192", mine.value());
+            assertEquals(ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG, mine.source());
+            assertFalse(mine.isReadOnly());
+            assertInstanceOf(InvalidRequestException.class, failure(admin, broker, List.of(new AlterConfigOp(
+                    new ConfigEntry("log.retention.ms", "soon"), AlterConfigOp.OpType.SET))));
+        }
+
+        // Small ledgers, then a short retention: the rolled ones are deleted.
+        r = configs("--entity-type", "brokers", "--entity-default", "--alter", "--add-config", "log.segment.bytes=100");
+        assertEquals(0, r.status(), r.describe());
+        for (int i = 0; i < 5; i++) {
+            assertEquals(null, produce("dyn", 1, 200));
+        }
+        TopicPartition tp1 = new TopicPartition("dyn", 1);
+        try (Admin admin = kopd.admin()) {
+            assertEquals(0L, earliest(admin, tp1), "nothing deleted yet (retention is a week)");
+            r = configs("--entity-type", "brokers", "--entity-default", "--alter", "--add-config", "log.retention.ms=1");
+            assertEquals(0, r.status(), r.describe());
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (earliest(admin, tp1) == 0 && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+            }
+            assertTrue(earliest(admin, tp1) > 0, "the lowered log.retention.ms deleted rolled ledgers");
+        }
+        r = configs("--entity-type", "brokers", "--entity-default", "--alter", "--delete-config",
+                "log.retention.ms,log.segment.bytes");
+        assertEquals(0, r.status(), r.describe());
+
+        assertEquals(0, kopd.stop(), "kopd exit status after SIGTERM\n" + kopd.logTail());
+        kopd = Kopd.start(dataDir, 2, port, fastRetention);
+        r = configs("--entity-type", "brokers", "--entity-default", "--describe");
+        assertTrue(r.out().contains("message.max.bytes=2048"), "after a restart\n" + r.out());
+        assertFalse(r.out().contains("log.retention.ms"), "deleted before the restart\n" + r.out());
+        assertEquals(null, produce("dyn", 0, 4096), "broker " + b0 + "'s value after a restart");
+        assertInstanceOf(RecordTooLargeException.class, produce("dyn", 1, 4096), "the default after a restart");
     }
 
     /**
