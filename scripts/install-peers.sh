@@ -27,6 +27,24 @@ if ! command -v kcat >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q kcat
 fi
 
+# ---- Prometheus (promtool and a server, for the metrics test) ---------------
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  log "installing prometheus"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  # The package's service is not wanted (tests start their own server): policy-rc.d keeps
+  # the maintainer scripts from starting it.
+  POLICY=/usr/sbin/policy-rc.d
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod +x "$POLICY"
+    TEMP_POLICY=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends prometheus
+  if [ "${TEMP_POLICY:-0}" = 1 ]; then $SUDO rm -f "$POLICY"; fi
+fi
+
 # ---- Apache Kafka tools ----------------------------------------------------
 have_jars() {
   [ -f "$LIBS/kafka-tools-$KAFKA_VERSION.jar" ] &&

@@ -50,6 +50,8 @@ pub enum CoreMessage {
     Cursors { coordinator: i32, full: bool, updates: Vec<crate::group::cursors::CursorUpdate> },
     /// The admin API asks for the stats of this core's open partitions.
     Stats { reply: async_channel::Sender<Vec<crate::admin::PartitionStats>> },
+    /// A metrics scrape asks for this core's samples.
+    Metrics { reply: async_channel::Sender<crate::metrics::Snapshot> },
     /// Cluster mode: the live nodes changed.
     Cluster(Arc<ClusterView>),
     /// Cluster mode: this core's node holds the partition's lease now; serve it. The reply says
@@ -241,6 +243,9 @@ impl Broker {
                 }
                 CoreMessage::Stats { reply } => {
                     let _ = reply.send(crate::admin::partition_stats(self)).await;
+                }
+                CoreMessage::Metrics { reply } => {
+                    let _ = reply.send(crate::admin::metrics::core_snapshot(self)).await;
                 }
                 CoreMessage::Cluster(view) => *self.cluster.borrow_mut() = view,
                 // Opening reads a partition's ledgers, sealing waits for its appends: neither

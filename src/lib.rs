@@ -9,6 +9,7 @@ pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod meta;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod server;

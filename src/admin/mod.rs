@@ -7,11 +7,13 @@
 //!   every partition of a topic.
 //! - `GET /kopd/cursors`: every cursor on every partition as a flat list (the consumer group,
 //!   its committed offset, position and backlog); `kopd cursors` prints it as a table.
+//! - `GET /metrics`: Prometheus metrics (see `crate::metrics` and `metrics.rs`).
 //!
 //! Each core reports its own open partitions (`CoreMessage::Stats`), so a view is a snapshot
 //! assembled from all cores. One request per connection, small requests only.
 
 pub mod client;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -123,15 +125,24 @@ async fn serve_one(broker: &Broker, mut stream: TcpStream) -> std::io::Result<()
         true
     })
     .await;
-    let (status, body) = match (complete, std::str::from_utf8(&head)) {
+    let target = match (complete, std::str::from_utf8(&head)) {
         (Some(true), Ok(text)) => match text.lines().next().map(|l| l.split(' ').collect::<Vec<_>>()) {
-            Some(parts) if parts.len() == 3 && parts[0] == "GET" => route(broker, parts[1]).await,
-            Some(parts) if parts.len() == 3 => (405, json!({"reason": "only GET is served"})),
-            _ => (400, json!({"reason": "bad request line"})),
+            Some(parts) if parts.len() == 3 && parts[0] == "GET" => Ok(parts[1].to_string()),
+            Some(parts) if parts.len() == 3 => Err((405, json!({"reason": "only GET is served"}))),
+            _ => Err((400, json!({"reason": "bad request line"}))),
         },
-        _ => (400, json!({"reason": "incomplete or oversized request"})),
+        _ => Err((400, json!({"reason": "incomplete or oversized request"}))),
     };
-    let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    let (status, content_type, body) = match target {
+        Ok(t) if t.split('?').next() == Some("/metrics") => {
+            (200, metrics::CONTENT_TYPE, metrics::scrape(broker).await.into_bytes())
+        }
+        Ok(t) => {
+            let (status, body) = route(broker, &t).await;
+            (status, "application/json", serde_json::to_vec_pretty(&body).unwrap_or_default())
+        }
+        Err((status, body)) => (status, "application/json", serde_json::to_vec_pretty(&body).unwrap_or_default()),
+    };
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -139,7 +150,7 @@ async fn serve_one(broker: &Broker, mut stream: TcpStream) -> std::io::Result<()
         _ => "Bad Request",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

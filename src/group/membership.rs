@@ -57,6 +57,7 @@ pub(super) fn prepare_rebalance(g: &mut Group, s: &GroupSettings, now: Instant) 
     let was_empty = g.state == GroupState::Empty;
     let max = g.max_rebalance_timeout_ms();
     g.set_state(GroupState::PreparingRebalance, now_ms());
+    crate::metrics::with(|m| crate::metrics::inc(&m.rebalances));
     g.sync_deadline = None;
     g.rebalance_deadline = Some(now + Duration::from_millis(max));
     g.initial_delay = None;

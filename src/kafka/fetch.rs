@@ -51,7 +51,7 @@ impl NonDurableCursor<'_> {
         mut budget: usize,
         mut allow_oversize: bool,
         out: &mut Vec<Bytes>,
-    ) -> Result<usize, ResponseError> {
+    ) -> Result<(usize, u64), ResponseError> {
         let mut entries = Vec::new();
         let mut next = self.next_offset;
         while let Some(e) = self.log.entry_from(next) {
@@ -66,17 +66,18 @@ impl NonDurableCursor<'_> {
                 break;
             }
         }
-        let mut total = 0;
+        let (mut total, mut records) = (0, 0);
         for chunk in entries.chunks(READS_IN_FLIGHT) {
             let reads = futures_util::future::join_all(chunk.iter().map(|e| self.log.read_batch(e))).await;
             for (e, r) in chunk.iter().zip(reads) {
                 let batch = r.map_err(|err| partition::log_error_code(&err))?;
                 total += batch.len();
+                records += (e.last_offset - e.base_offset + 1).max(0) as u64;
                 out.push(batch);
                 self.next_offset = e.last_offset + 1;
             }
         }
-        Ok(total)
+        Ok((total, records))
     }
 }
 
@@ -138,14 +139,15 @@ pub async fn handle(broker: &Broker, mut req: FetchRequest, version: i16, splice
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let read_committed = req.isolation_level == 1;
-    let (mut datas, splices) = loop {
+    let waiting = Instant::now();
+    let (mut datas, splices, counts) = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let listeners: Vec<_> = targets.iter().filter_map(|t| t.log.as_ref().ok()).map(|l| l.listen()).collect();
-        let (datas, total, splices) = read_all(&targets, max_bytes, splice).await;
+        let (datas, total, splices, counts) = read_all(&targets, max_bytes, splice).await;
         let now = Instant::now();
         let errors = datas.iter().any(|d| d.error_code != 0);
         if total >= min_bytes || errors || now >= deadline || listeners.is_empty() || broker.shutdown.is_triggered() {
-            break (datas, splices);
+            break (datas, splices, counts);
         }
         let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
         runtime::timeout(
@@ -160,6 +162,17 @@ pub async fn handle(broker: &Broker, mut req: FetchRequest, version: i16, splice
         .await;
     };
 
+    crate::metrics::with(|m| {
+        if req.max_wait_ms > 0 && min_bytes > 0 {
+            m.fetch_wait.record_duration(waiting.elapsed());
+        }
+        datas.iter().for_each(|d| m.error(kafka_protocol::messages::ApiKey::Fetch as i16, d.error_code));
+    });
+    for (t, (bytes, records)) in targets.iter().zip(counts) {
+        if let Ok(log) = &t.log {
+            log.traffic.fetched(bytes, records);
+        }
+    }
     let mut responses: Vec<FetchableTopicResponse> = topic_meta
         .into_iter()
         .map(|(name, id)| FetchableTopicResponse::default().with_topic(name).with_topic_id(id))
@@ -185,12 +198,18 @@ pub async fn handle(broker: &Broker, mut req: FetchRequest, version: i16, splice
 }
 
 /// One read pass over every target, within the request's byte budget.
-async fn read_all(targets: &[Target], max_bytes: usize, splice: bool) -> (Vec<PartitionData>, usize, Splices) {
+/// Also each target's (bytes, records) read.
+async fn read_all(
+    targets: &[Target],
+    max_bytes: usize,
+    splice: bool,
+) -> (Vec<PartitionData>, usize, Splices, Vec<(usize, u64)>) {
     let mut splices = Splices::new(splice);
+    let mut counts = vec![(0, 0); targets.len()];
     let mut budget = max_bytes;
     let mut total = 0;
     let mut out = Vec::with_capacity(targets.len());
-    for t in targets {
+    for (i, t) in targets.iter().enumerate() {
         let base = PartitionData::default()
             .with_partition_index(t.partition)
             .with_high_watermark(-1)
@@ -215,7 +234,8 @@ async fn read_all(targets: &[Target], max_bytes: usize, splice: bool) -> (Vec<Pa
         let mut cursor = NonDurableCursor { log, next_offset: t.fetch_offset };
         let limit = t.max_bytes.min(budget);
         match cursor.read(limit, total == 0, &mut batches).await {
-            Ok(n) => {
+            Ok((n, records)) => {
+                counts[i] = (n, records);
                 total += n;
                 budget = budget.saturating_sub(n);
                 out.push(base.with_records(Some(splices.records(batches, n))));
@@ -223,5 +243,5 @@ async fn read_all(targets: &[Target], max_bytes: usize, splice: bool) -> (Vec<Pa
             Err(e) => out.push(base.with_error_code(e.code()).with_records(Some(Bytes::new()))),
         }
     }
-    (out, total, splices)
+    (out, total, splices, counts)
 }

@@ -113,6 +113,7 @@ pub async fn handle_request(
     out: &mut ResponseBuf,
     client_host: &str,
 ) -> Result<(), ProtocolError> {
+    let arrived = std::time::Instant::now();
     let Some(Decoded { api, version, header, request }) = decode(frame, out)? else {
         return Ok(());
     };
@@ -148,6 +149,7 @@ pub async fn handle_request(
     }
     let spliced = out.spliced_len() - spliced_before;
     finish_frame(&mut out.bytes, at, spliced);
+    crate::metrics::with(|m| m.request(api as i16, arrived.elapsed()));
     Ok(())
 }
 
@@ -164,6 +166,7 @@ pub type ProduceInFlight<'a> =
 /// order produces are begun); the returned future is the rest. A connection may begin its next
 /// produce before this one's answer, so durability is awaited for several at once.
 pub async fn begin_produce(broker: &Broker, frame: Bytes) -> Result<ProduceInFlight<'_>, ProtocolError> {
+    let arrived = std::time::Instant::now();
     let mut unused = ResponseBuf::default();
     let decoded = decode(frame, &mut unused)?;
     let Some(Decoded { api: ApiKey::Produce, version, header, request: RequestKind::Produce(req) }) = decoded else {
@@ -180,6 +183,7 @@ pub async fn begin_produce(broker: &Broker, frame: Bytes) -> Result<ProduceInFli
     let in_flight = produce::begin(broker, req, version).await;
     Ok(Box::pin(async move {
         let response = in_flight.finish(broker).await;
+        crate::metrics::with(|m| m.request(ApiKey::Produce as i16, arrived.elapsed()));
         if silent {
             return Ok(None);
         }

@@ -5,6 +5,7 @@
 //! can begin its next produce while this one's entries are being made durable.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -24,6 +25,8 @@ enum Started {
         resp: PartitionProduceResponse,
         log: std::rc::Rc<ManagedLedger>,
         appending: Appending,
+        /// The batch's bytes and records, counted in once stored.
+        size: (usize, u64),
     },
 }
 
@@ -31,11 +34,13 @@ impl Started {
     async fn finish(self) -> PartitionProduceResponse {
         match self {
             Started::Answered(r) => r,
-            Started::Appending { resp, log, appending } => match appending.await {
-                Ok(r) => resp
-                    .with_base_offset(r.base_offset)
-                    .with_log_append_time_ms(r.log_append_time)
-                    .with_log_start_offset(r.log_start_offset),
+            Started::Appending { resp, log, appending, size } => match appending.await {
+                Ok(r) => {
+                    log.traffic.appended(size.0, size.1);
+                    resp.with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(r.log_append_time)
+                        .with_log_start_offset(r.log_start_offset)
+                }
                 Err(e) => with_log_start(refused(&resp, log_error_code(&e), Some(e.to_string())), &log),
             },
         }
@@ -141,7 +146,10 @@ async fn start_partition(
         Err(e) => return Started::Answered(with_log_start(batch_error(e), &log)),
     };
     match log.begin_append(&batch, &validated, owner.epoch).await {
-        Ok(appending) => Started::Appending { resp, log, appending },
+        Ok(appending) => {
+            let size = (batch.len(), validated.header.records_count.max(0) as u64);
+            Started::Appending { resp, log, appending, size }
+        }
         Err(e) => Started::Answered(with_log_start(refused(&resp, log_error_code(&e), Some(e.to_string())), &log)),
     }
 }
@@ -156,11 +164,14 @@ pub struct InFlight {
     topics: Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, usize)>,
     started: Vec<Started>,
     version: i16,
+    /// When every partition's entry was queued (the persist stage starts).
+    queued: std::time::Instant,
 }
 
 /// The first half of a produce: every partition's batch validated, given its offsets and
 /// queued in its log (or answered already).
 pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> InFlight {
+    let began = std::time::Instant::now();
     let catalog = broker.catalog();
     // A partition named twice is produced to once, with the last data given.
     partition::keep_last_of_each(
@@ -208,14 +219,21 @@ pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> In
             futures.push(start_partition(broker, topic.clone(), pd.index, pd.records, err, version, lease_wait));
         }
     }
-    InFlight { topics, started: futures_util::future::join_all(futures).await, version }
+    let started = futures_util::future::join_all(futures).await;
+    let queued = std::time::Instant::now();
+    crate::metrics::with(|m| m.produce_validate.record_duration(queued - began));
+    InFlight { topics, started, version, queued }
 }
 
 impl InFlight {
     /// The second half: the answer once every queued entry is durable (or failed).
     pub async fn finish(self, broker: &Broker) -> ProduceResponse {
-        let InFlight { topics, started, version } = self;
+        let InFlight { topics, started, version, queued } = self;
         let results = futures_util::future::join_all(started.into_iter().map(Started::finish)).await;
+        crate::metrics::with(|m| {
+            m.produce_persist.record_duration(queued.elapsed());
+            results.iter().for_each(|r| m.error(ApiKey::Produce as i16, r.error_code));
+        });
         respond(broker, topics, results, version)
     }
 }

@@ -134,6 +134,29 @@ pub struct ManagedLedger {
     progress: Event,
     /// Durable cursors by name (see `cursor.rs`).
     pub(super) cursors: RefCell<BTreeMap<String, Cursor>>,
+    /// Bytes and records in and out since the log was opened here (metrics).
+    pub traffic: Traffic,
+}
+
+/// A partition's traffic counters, read by metrics scrapes.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: std::cell::Cell<u64>,
+    pub records_in: std::cell::Cell<u64>,
+    pub bytes_out: std::cell::Cell<u64>,
+    pub records_out: std::cell::Cell<u64>,
+}
+
+impl Traffic {
+    pub fn appended(&self, bytes: usize, records: u64) {
+        self.bytes_in.set(self.bytes_in.get() + bytes as u64);
+        self.records_in.set(self.records_in.get() + records);
+    }
+
+    pub fn fetched(&self, bytes: usize, records: u64) {
+        self.bytes_out.set(self.bytes_out.get() + bytes as u64);
+        self.records_out.set(self.records_out.get() + records);
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -196,6 +219,7 @@ impl ManagedLedger {
                 settings,
             }),
             progress: Event::new(),
+            traffic: Traffic::default(),
             cursors: RefCell::new(cursors.into_iter().map(|c| (c.name.clone(), c)).collect()),
         });
         ml.roll_over().await?;

@@ -72,6 +72,15 @@ impl Drop for Slot {
     }
 }
 
+/// Counts a connection closed when its task ends, however it ends.
+struct ClosedOnDrop;
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        crate::metrics::with(|m| crate::metrics::inc(&m.connections_closed));
+    }
+}
+
 /// Accepts connections until shutdown, then waits (bounded) for open connections to finish.
 pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
     let open = Rc::new(OpenConnections::default());
@@ -96,6 +105,7 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
             Ok(slot) => slot,
             Err(limit) => {
                 // Kafka closes such a connection at once; the log stays quiet under a flood.
+                crate::metrics::with(|m| m.refused(limit));
                 refused += 1;
                 if refused.is_power_of_two() {
                     info!(core = broker.id, peer = ?peer, limit, refused, "connection refused by a limit");
@@ -108,8 +118,10 @@ pub async fn serve(broker: Rc<Broker>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
+        crate::metrics::with(|m| crate::metrics::inc(&m.connections_accepted));
         runtime::spawn(async move {
             let _slot = slot;
+            let _counted = ClosedOnDrop;
             // Kafka shows a member's host as "/<ip>" (DescribeGroups, kafka-consumer-groups).
             let client_host = peer.map(|p| format!("/{}", p.ip())).unwrap_or_default();
             if let Err(reason) = Connection::new(&b, stream, &client_host).serve().await {

@@ -18,8 +18,10 @@ impl ManagedLedger {
     /// The stored batch bytes of an index entry: from the tail cache, else from the store.
     pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
         if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
+            crate::metrics::with(|m| crate::metrics::inc(&m.tail_cache_hits));
             return Ok(b.clone());
         }
+        crate::metrics::with(|m| crate::metrics::inc(&m.tail_cache_misses));
         let raw = self.store.read(e.ledger, e.entry).await?;
         let decoded = entry::decode_entry(&raw).map_err(|err| StorageError::Corrupt(err.to_string()))?;
         Ok(decoded.payload)

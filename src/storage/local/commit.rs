@@ -159,7 +159,10 @@ async fn fdatasync(shared: &Shared, file: &SegmentFile) -> io::Result<()> {
     if !shared.sync_delay.get().is_zero() {
         glommio::timer::sleep(shared.sync_delay.get()).await;
     }
-    file.fdatasync().await
+    let started = std::time::Instant::now();
+    let r = file.fdatasync().await;
+    crate::metrics::with(|m| m.fsync.record_duration(started.elapsed()));
+    r
 }
 
 async fn sync(shared: &Shared, w: &mut Writer) -> io::Result<()> {
@@ -228,6 +231,7 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
         let busy = window.is_some();
         if let Some(win) = window {
             let sync_now = interval.is_none() || win.force_sync;
+            crate::metrics::with(|m| m.commit_window_bytes.record(win.entry_bytes as u64));
             let res = commit(&shared, &mut w, &win, sync_now).await;
             if sync_now {
                 last_sync = Instant::now();
