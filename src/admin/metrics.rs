@@ -49,20 +49,6 @@ pub fn core_snapshot(broker: &Broker) -> Snapshot {
 
 /// Asks every core for its samples and renders them.
 pub async fn scrape(broker: &Broker) -> String {
-    let (tx, rx) = async_channel::bounded(broker.peers.len().max(1));
-    let mut asked = 0;
-    for peer in &broker.peers {
-        if peer.send(CoreMessage::Metrics { reply: tx.clone() }).await.is_ok() {
-            asked += 1;
-        }
-    }
-    drop(tx);
-    let mut all = Vec::new();
-    for _ in 0..asked {
-        match rx.recv().await {
-            Ok(s) => all.extend(s),
-            Err(_) => break,
-        }
-    }
+    let all = super::ask_every_core(broker, |reply| CoreMessage::Metrics { reply }).await;
     metrics::render::text(&all)
 }

@@ -200,12 +200,12 @@ async fn route(broker: &Broker, target: &str) -> (u16, Value) {
     }
 }
 
-/// Collects every core's partition stats.
-async fn gather(broker: &Broker) -> Vec<PartitionStats> {
+/// Asks every core (its inbox message made by `ask`) and collects the answers.
+async fn ask_every_core<T>(broker: &Broker, ask: impl Fn(async_channel::Sender<Vec<T>>) -> CoreMessage) -> Vec<T> {
     let (tx, rx) = async_channel::bounded(broker.peers.len().max(1));
     let mut asked = 0;
     for peer in &broker.peers {
-        if peer.send(CoreMessage::Stats { reply: tx.clone() }).await.is_ok() {
+        if peer.send(ask(tx.clone())).await.is_ok() {
             asked += 1;
         }
     }
@@ -217,6 +217,12 @@ async fn gather(broker: &Broker) -> Vec<PartitionStats> {
             Err(_) => break,
         }
     }
+    all
+}
+
+/// Collects every core's partition stats.
+async fn gather(broker: &Broker) -> Vec<PartitionStats> {
+    let mut all = ask_every_core(broker, |reply| CoreMessage::Stats { reply }).await;
     all.sort_by(|a, b| (&a.topic.to_string(), a.partition).cmp(&(&b.topic.to_string(), b.partition)));
     all
 }
