@@ -112,6 +112,9 @@ pub struct CoreMetrics {
     /// (API key, error code) -> count of error answers.
     errors: RefCell<BTreeMap<(i16, i16), u64>>,
     pub produce_validate: Histogram,
+    /// Per commit window of the embedded store: from its first append until the committer
+    /// takes it.
+    pub produce_queue: Histogram,
     /// From offsets assigned to the store's acknowledgement (write and fsync included).
     pub produce_persist: Histogram,
     pub fsync: Histogram,
@@ -132,6 +135,7 @@ thread_local! {
             requests: RefCell::new(BTreeMap::new()),
             errors: RefCell::new(BTreeMap::new()),
             produce_validate: Histogram::new(),
+            produce_queue: Histogram::new(),
             produce_persist: Histogram::new(),
             fsync: Histogram::new(),
             commit_window_bytes: Histogram::new(),
@@ -212,6 +216,7 @@ impl CoreMetrics {
         }
         let stage = |s: &str| vec![("stage", s.to_string())];
         hist("kopd_produce_stage_duration_seconds", stage("validate"), &self.produce_validate, LATENCY_BUCKETS, MICROS);
+        hist("kopd_produce_stage_duration_seconds", stage("queue"), &self.produce_queue, LATENCY_BUCKETS, MICROS);
         hist("kopd_produce_stage_duration_seconds", stage("persist"), &self.produce_persist, LATENCY_BUCKETS, MICROS);
         hist("kopd_fsync_duration_seconds", vec![], &self.fsync, LATENCY_BUCKETS, MICROS);
         hist("kopd_commit_window_bytes", vec![], &self.commit_window_bytes, BYTES_BUCKETS, 1.0);
@@ -273,7 +278,14 @@ mod tests {
             m.request(0, Duration::from_micros(300));
             m.error(0, 3);
             m.refused("max.connections");
-            for h in [&m.produce_validate, &m.produce_persist, &m.fsync, &m.commit_window_bytes, &m.fetch_wait] {
+            for h in [
+                &m.produce_validate,
+                &m.produce_queue,
+                &m.produce_persist,
+                &m.fsync,
+                &m.commit_window_bytes,
+                &m.fetch_wait,
+            ] {
                 h.record(10);
             }
             m.snapshot(0)

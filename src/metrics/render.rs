@@ -25,7 +25,7 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "kopd_produce_stage_duration_seconds",
         Kind::Histogram,
-        "Produce time by stage: validate (checks and offset assignment), persist (until the store acknowledged: queue, write and fsync).",
+        "Produce time by stage: validate (checks and offset assignment, per request), queue (a commit window of the embedded store waiting for its write, per window), persist (until the store acknowledged: queue, write and fsync, per request); fsync itself is kopd_fsync_duration_seconds.",
     ),
     ("kopd_fsync_duration_seconds", Kind::Histogram, "fdatasync latency of the embedded ledger store."),
     (

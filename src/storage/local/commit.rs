@@ -37,6 +37,8 @@ pub(super) struct Window {
     /// file is unlinked).
     pub force_sync: bool,
     pub done: Rc<Done>,
+    /// When its first record arrived (metrics: how long the window waited for the committer).
+    pub opened: Option<Instant>,
 }
 
 pub(super) struct Pending {
@@ -54,7 +56,7 @@ impl Pending {
 
 impl Window {
     pub fn new() -> Self {
-        Window { recs: Vec::new(), entry_bytes: 0, force_sync: false, done: Rc::new(Done::default()) }
+        Window { recs: Vec::new(), entry_bytes: 0, force_sync: false, done: Rc::new(Done::default()), opened: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,6 +71,7 @@ impl Window {
     /// [`Self::push`], with the checksum of the payload's tail when the caller has it.
     pub fn push_known(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes, known: Option<KnownCrc>) {
         let header = encode_record_header(ledger, entry, &payload, known);
+        self.opened.get_or_insert_with(Instant::now);
         self.recs.push(Pending { ledger, entry, header, payload });
     }
 }
@@ -231,7 +234,12 @@ pub(super) async fn run(shared: Rc<Shared>, mut w: Writer) {
         let busy = window.is_some();
         if let Some(win) = window {
             let sync_now = interval.is_none() || win.force_sync;
-            crate::metrics::with(|m| m.commit_window_bytes.record(win.entry_bytes as u64));
+            crate::metrics::with(|m| {
+                m.commit_window_bytes.record(win.entry_bytes as u64);
+                if let Some(opened) = win.opened {
+                    m.produce_queue.record_duration(opened.elapsed());
+                }
+            });
             let res = commit(&shared, &mut w, &win, sync_now).await;
             if sync_now {
                 last_sync = Instant::now();
