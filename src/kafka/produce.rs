@@ -102,7 +102,7 @@ async fn start_partition(
         .configs
         .get("max.message.bytes")
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| broker.logs.defaults().max_message_bytes) as usize;
+        .unwrap_or_else(|| broker.logs.default_max_message_bytes()) as usize;
     let limits = ValidationLimits { max_message_bytes, ..ValidationLimits::default() };
     let batch_error = |e: record_batch::BatchError| {
         let code = ResponseError::try_from_code(e.kafka_code()).unwrap_or(ResponseError::CorruptMessage);

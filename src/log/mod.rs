@@ -284,6 +284,11 @@ impl PartitionLogs {
         }
     }
 
+    /// This core's default `max.message.bytes` (read on every produce to a topic without its own).
+    pub fn default_max_message_bytes(&self) -> i64 {
+        self.defaults.borrow().max_message_bytes
+    }
+
     /// This core's topic defaults now.
     pub fn defaults(&self) -> Rc<TopicDefaults> {
         self.defaults.borrow().clone()

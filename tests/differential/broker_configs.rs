@@ -4,7 +4,7 @@
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, DescribeConfigsRequest, IncrementalAlterConfigsRequest, alter_configs_request,
+    ApiKey, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
     incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
 };
 use kafka_protocol::protocol::StrBytes;
@@ -176,40 +176,24 @@ fn refusals(s: &mut Side, t: &mut T) {
     }
     alter(s, t, "validate only", "", &[set("log.retention.ms", "1000")], true);
     describe(s, t, BROKER, "", None, false);
+    alter(s, t, "delete the unknown key", "", &[("no.such.config", DELETE, None)], false);
+    alter(s, t, "delete the unknown key, per broker", &me, &[("no.such.config", DELETE, None)], false);
     describe(s, t, BROKER, "7", None, false);
     describe(s, t, BROKER, "abc", None, false);
 }
 
 fn legacy_alter(s: &mut Side, t: &mut T) {
-    let v = s.ver(ApiKey::AlterConfigs, 2);
     let me = s.node_id.to_string();
-    for (what, broker, entries) in [
-        // Kafka refuses a legacy alter of the cluster default, which would drop the
-        // min.insync.replicas its storage format set there: only a broker's are compared.
-        ("two", me.as_str(), vec![("log.retention.bytes", "1000000000"), ("log.segment.bytes", "100000000")]),
-        ("replace with one", me.as_str(), vec![("log.segment.bytes", "200000000")]),
-        ("bad value", me.as_str(), vec![("log.segment.bytes", "big")]),
-        ("not dynamic", me.as_str(), vec![("auto.create.topics.enable", "false")]),
-        ("clear", me.as_str(), vec![]),
+    // Kafka refuses a legacy alter of the cluster default, which would drop the
+    // min.insync.replicas its storage format set there: only a broker's are compared.
+    for (what, entries) in [
+        ("two", vec![("log.retention.bytes", "1000000000"), ("log.segment.bytes", "100000000")]),
+        ("replace with one", vec![("log.segment.bytes", "200000000")]),
+        ("bad value", vec![("log.segment.bytes", "big")]),
+        ("not dynamic", vec![("auto.create.topics.enable", "false")]),
+        ("clear", vec![]),
     ] {
-        let req = AlterConfigsRequest::default().with_resources(vec![
-            alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(BROKER)
-                .with_resource_name(st(broker))
-                .with_configs(
-                    entries
-                        .iter()
-                        .map(|(k, val)| {
-                            alter_configs_request::AlterableConfig::default().with_name(st(k)).with_value(Some(st(val)))
-                        })
-                        .collect(),
-                ),
-        ]);
-        let r = s.call(v, &req);
-        t.step(
-            format!("AlterConfigs v{v} {what}"),
-            reply(&r, |r| r.responses.iter().map(|x| e(x.error_code)).collect::<Vec<_>>().join(", ")),
-        );
+        crate::configs::legacy_alter(s, t, BROKER, &me, what, &entries);
         std::thread::sleep(std::time::Duration::from_millis(500));
         describe(s, t, BROKER, "", None, false);
         describe(s, t, BROKER, &me, Some(&["log.retention.bytes", "log.segment.bytes"]), false);

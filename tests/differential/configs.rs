@@ -156,35 +156,37 @@ fn incremental_refusals(s: &mut Side, t: &mut T) {
 fn legacy_topic(s: &mut Side, t: &mut T) {
     let n = "ac-topic";
     ensure(s, n, 1);
-    let v = s.ver(ApiKey::AlterConfigs, 2);
     for (what, entries) in [
         ("two", vec![("retention.ms", "3600000"), ("segment.ms", "60000")]),
         ("replace with one", vec![("max.message.bytes", "2048")]),
         ("bad value", vec![("retention.ms", "soon")]),
     ] {
-        let req = AlterConfigsRequest::default().with_resources(vec![
-            alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(TOPIC)
-                .with_resource_name(st(n))
-                .with_configs(
-                    entries
-                        .iter()
-                        .map(|(k, val)| {
-                            alter_configs_request::AlterableConfig::default().with_name(st(k)).with_value(Some(st(val)))
-                        })
-                        .collect(),
-                ),
-        ]);
-        let r = s.call(v, &req);
-        t.step(
-            format!("AlterConfigs v{v} {what}"),
-            reply(&r, |r| r.responses.iter().map(|x| e(x.error_code)).collect::<Vec<_>>().join(", ")),
-        );
+        legacy_alter(s, t, TOPIC, n, what, &entries);
         // Kafka answers before its brokers' metadata has the change: a describe at once may
         // still see the old overrides.
         std::thread::sleep(std::time::Duration::from_millis(500));
         overrides(s, t, n, KEYS);
     }
+}
+
+/// A legacy AlterConfigs of one resource (its whole new set of `entries`).
+pub fn legacy_alter(s: &mut Side, t: &mut T, kind: i8, name: &str, what: &str, entries: &[(&str, &str)]) {
+    let v = s.ver(ApiKey::AlterConfigs, 2);
+    let configs = entries
+        .iter()
+        .map(|(k, val)| alter_configs_request::AlterableConfig::default().with_name(st(k)).with_value(Some(st(val))))
+        .collect();
+    let req = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(st(name))
+            .with_configs(configs),
+    ]);
+    let r = s.call(v, &req);
+    t.step(
+        format!("AlterConfigs v{v} {what}"),
+        reply(&r, |r| r.responses.iter().map(|x| e(x.error_code)).collect::<Vec<_>>().join(", ")),
+    );
 }
 
 /// Every topic config Kafka lists, by name and type; the values of those kopd does not act on
