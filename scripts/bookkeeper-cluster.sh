@@ -93,6 +93,24 @@ bookie_addr() { echo "127.0.0.1:$((BOOKIE_PORT + $1))"; }
 
 # A pid from FILE if that process is alive and is ours (its command line names DIR), so a
 # recycled pid is never signalled.
+# SIGSTOP, then wait (bounded) until every thread has stopped: the signal is delivered to each
+# thread as it next runs, and a caller probing at once could still get an answer.
+stop_process() {
+  local pid="$1" deadline=$((SECONDS + 5)) running stat state
+  kill -STOP "$pid"
+  while :; do
+    running=0
+    for stat in /proc/"$pid"/task/*/stat; do
+      # The state is the field after the parenthesised command name.
+      state="$(sed -n 's/^.*) \(.\).*$/\1/p' "$stat" 2>/dev/null || true)"
+      if [ -n "$state" ] && [ "$state" != T ] && [ "$state" != t ]; then running=1; fi
+    done
+    [ "$running" = 0 ] && return 0
+    [ $SECONDS -lt $deadline ] || { log "process $pid has threads still running after SIGSTOP"; return 0; }
+    sleep 0.02
+  done
+}
+
 live_pid() {
   local f="$1" pid
   [ -f "$f" ] || return 1
@@ -437,11 +455,11 @@ case "$CMD" in
   pause-bookie | resume-bookie)
     need_index
     pid="$(live_pid "$DIR/bookie-$ARG.pid")" || die "bookie $ARG is not running"
-    if [ "$CMD" = pause-bookie ]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+    if [ "$CMD" = pause-bookie ]; then stop_process "$pid"; else kill -CONT "$pid"; fi
     ;;
   pause-zk)
     pid="$(live_pid "$DIR/zk.pid")" || die "ZooKeeper is not running"
-    kill -STOP "$pid"
+    stop_process "$pid"
     ;;
   cds-archive) cmd_cds_archive ;;
   resume-zk)

@@ -716,7 +716,9 @@ fn a_new_owner_whose_catalog_lags_takes_pipelined_batches_in_order() {
     // the new owner compares its replica with the store before it refuses.
     const BATCHES: usize = 12;
     let topic = "lagging";
-    let cluster = Cluster::start(topic, 3);
+    // Each pause below must stay well inside the paused node's session: one that outlived it
+    // (a slow machine) would take the node's partitions away, a different test.
+    let cluster = Cluster::start_with_session(topic, 3, 15_000);
     common::create_topic(&mut cluster.conn(0), topic, 1, &[]);
     let (brokers, mut leaders) = wait_served(&cluster, 0, topic, Duration::from_secs(30));
     let mut expected: Vec<(i64, Bytes)> = Vec::new();
@@ -766,14 +768,23 @@ fn a_new_owner_whose_catalog_lags_takes_pipelined_batches_in_order() {
     let (pid, epoch) = init_producer(&mut cluster.conn(teller));
     let batches: Vec<Bytes> = (0..BATCHES).map(|b| idempotent_batch(pid, epoch, 0, b)).collect();
     cluster.signal(behind, "-STOP");
+    let paused = Instant::now();
     create_assigned(&mut cluster.conn(teller), fresh, to);
     let target = brokers[&to];
     let sender = std::thread::spawn(move || produce_pipelined(target, fresh, 0, &batches, Duration::ZERO));
     std::thread::sleep(Duration::from_millis(300));
     cluster.signal(behind, "-CONT");
+    let paused = paused.elapsed();
+    let answered = Instant::now();
     let answers = sender.join().expect("producer thread");
     let offsets: Vec<(i16, i64)> = (0..BATCHES).map(|b| (0, (b * RECORDS) as i64)).collect();
-    assert_eq!(answers, offsets, "a new topic's first batches");
+    assert!(
+        answers == offsets,
+        "a new topic's first batches: {answers:?} (node {behind} paused {paused:?}, answered within {:?}; \
+         node {teller} now names {:?} for broker {to}'s partition)",
+        answered.elapsed(),
+        layout(&mut cluster.conn(teller), fresh).map(|l| l.1)
+    );
 }
 
 /// Creates a one-partition topic on `broker`.

@@ -13,8 +13,8 @@ pub struct PartitionOwner {
     pub broker: u32,
     /// Kafka leader epoch: bumped whenever the owner changes.
     pub epoch: i32,
-    /// Placed by an operator (a partition reassignment): load balancing leaves it where it
-    /// is; only its broker leaving moves it (and unpins it).
+    /// Placed by an operator (a reassignment, or an explicit assignment at creation): load
+    /// balancing leaves it where it is; only its broker leaving moves it (and unpins it).
     pub pinned: bool,
 }
 

@@ -24,16 +24,24 @@ pub struct Cluster {
     pub bk: BookKeeperCluster,
     pub chroot: String,
     pub nodes: Vec<Node>,
+    /// The nodes' `zookeeper.session.timeout.ms`.
+    pub session_ms: u64,
 }
 
 impl Cluster {
     pub fn start(name: &str, nodes: usize) -> Cluster {
+        Self::start_with_session(name, nodes, SESSION_MS)
+    }
+
+    /// A cluster whose nodes' ZooKeeper sessions last `session_ms`: a test that pauses a node
+    /// for reasons other than its session keeps clear of expiry on a slow machine this way.
+    pub fn start_with_session(name: &str, nodes: usize, session_ms: u64) -> Cluster {
         if super::test_storage() != "local" {
             // This suite starts its own ZooKeeper and bookies whatever the pass.
             eprintln!("running with a cluster of its own (KOPD_TEST_STORAGE is ignored here)");
         }
         let bk = BookKeeperCluster::start(3);
-        let mut c = Cluster { bk, chroot: format!("/{name}"), nodes: Vec::new() };
+        let mut c = Cluster { bk, chroot: format!("/{name}"), nodes: Vec::new(), session_ms };
         for _ in 0..nodes {
             c.add_node();
         }
@@ -51,7 +59,7 @@ impl Cluster {
             "--set".into(),
             "cluster.name=test".into(),
             "--set".into(),
-            format!("zookeeper.session.timeout.ms={SESSION_MS}"),
+            format!("zookeeper.session.timeout.ms={}", self.session_ms),
             "--set".into(),
             "cluster.poll.interval.ms=100".into(),
             "--set".into(),

@@ -30,6 +30,9 @@ impl Controller {
                 }
                 self.check_owners(owners, *partitions as usize)?;
                 topic_config::validate_all(configs).map_err(AdminError::InvalidConfig)?;
+                // An operator's explicit assignment stays where it was put (as in Kafka): the
+                // leader's balancing moves it only off a broker that left.
+                let pinned = owners.is_some();
                 let brokers = match owners {
                     Some(o) => o.clone(),
                     None => {
@@ -46,7 +49,10 @@ impl Controller {
                 let topic = TopicEntry {
                     name: name.clone(),
                     id: Uuid::new_v4(),
-                    partitions: brokers.into_iter().map(PartitionOwner::new).collect(),
+                    partitions: brokers
+                        .into_iter()
+                        .map(|b| PartitionOwner { pinned, ..PartitionOwner::new(b) })
+                        .collect(),
                     configs: configs.clone(),
                 };
                 if !validate_only {
@@ -111,6 +117,7 @@ impl Controller {
                 }
                 let added = (*total - current) as usize;
                 self.check_owners(owners, added)?;
+                let pinned = owners.is_some();
                 let new_brokers = match owners {
                     Some(o) => o.clone(),
                     None => assignment::place_on(
@@ -122,7 +129,9 @@ impl Controller {
                     ),
                 };
                 let mut topic = (**existing).clone();
-                topic.partitions.extend(new_brokers.into_iter().map(PartitionOwner::new));
+                topic
+                    .partitions
+                    .extend(new_brokers.into_iter().map(|b| PartitionOwner { pinned, ..PartitionOwner::new(b) }));
                 if !validate_only {
                     store_ops.extend(Catalog::put_ops(&topic));
                     cat.insert(topic.clone());
