@@ -48,24 +48,11 @@ impl NonDurableCursor<'_> {
     /// `READS_IN_FLIGHT` at a time: reads that miss the tail cache go to the disk concurrently.
     async fn read(
         &mut self,
-        mut budget: usize,
-        mut allow_oversize: bool,
+        budget: usize,
+        allow_oversize: bool,
         out: &mut Vec<Bytes>,
     ) -> Result<(usize, u64), ResponseError> {
-        let mut entries = Vec::new();
-        let mut next = self.next_offset;
-        while let Some(e) = self.log.entry_from(next) {
-            if (e.size as usize) > budget && !allow_oversize {
-                break;
-            }
-            budget = budget.saturating_sub(e.size as usize);
-            allow_oversize = false;
-            next = e.last_offset + 1;
-            entries.push(e);
-            if budget == 0 {
-                break;
-            }
-        }
+        let entries = self.log.entries_from(self.next_offset, budget, allow_oversize);
         let (mut total, mut records) = (0, 0);
         for chunk in entries.chunks(READS_IN_FLIGHT) {
             let reads = futures_util::future::join_all(chunk.iter().map(|e| self.log.read_batch(e))).await;

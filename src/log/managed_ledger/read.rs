@@ -15,6 +15,30 @@ impl ManagedLedger {
         st.index.get(pos).filter(|e| e.base_offset < st.high_watermark).copied()
     }
 
+    /// The index entries a fetch from `offset` reads with `budget` bytes, in one walk of the
+    /// index (one search, then consecutive entries): whole batches below the high watermark
+    /// until the next would exceed the budget, the first one even if larger when
+    /// `allow_oversize` (a consumer must always make progress).
+    pub fn entries_from(&self, offset: i64, mut budget: usize, mut allow_oversize: bool) -> Vec<IndexEntry> {
+        let st = self.state.borrow();
+        let mut out = Vec::new();
+        let Some(first) = st.index.position_from(offset) else { return out };
+        for pos in first.. {
+            let Some(e) = st.index.get(pos).filter(|e| e.base_offset < st.high_watermark) else { break };
+            if (e.size as usize) > budget && !allow_oversize {
+                break;
+            }
+            debug_assert!(out.last().is_none_or(|p: &IndexEntry| p.last_offset < e.base_offset), "offsets ascend");
+            budget = budget.saturating_sub(e.size as usize);
+            allow_oversize = false;
+            out.push(*e);
+            if budget == 0 {
+                break;
+            }
+        }
+        out
+    }
+
     /// The stored batch bytes of an index entry: from the tail cache, else from the store.
     pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
         if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
