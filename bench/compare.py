@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -208,19 +209,41 @@ def produce(boot, records, size, rate, timeout):
             "p99": float(m.group(8)), "p99.9": float(m.group(9))}
 
 
-def consume(boot, expect, size, timeout):
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (NaN if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of stat; [0] here is field 3 (the state).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def consume(boot, expect, size, timeout, broker_pid):
     # The loadgen's drain mode (librdkafka, nothing printed per record): kcat, printing every
     # record into a pipe, was the limit at 300-800k records/s, not the broker.
+    # Both sides' CPU over the drain (in cores: CPU seconds per second) shows which one limits
+    # it: brokers and client share this machine's cores.
+    broker_before = cpu_seconds(broker_pid)
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     p = subprocess.run([LOADGEN, "--brokers", boot, "--topic", TOPIC, "--drain", str(expect),
                         "--drain-timeout", str(timeout), "--json"],
                        cwd=ROOT, timeout=timeout + 30, capture_output=True, text=True)
+    wall = max(time.monotonic() - started, 1e-9)
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    broker_cpu = (cpu_seconds(broker_pid) - broker_before) / wall
+    client_cpu = (client_after.ru_utime + client_after.ru_stime
+                  - client_before.ru_utime - client_before.ru_stime) / wall
     try:
         r = json.loads(p.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         raise RuntimeError(f"drain printed no result (rc {p.returncode}): {p.stderr[-500:]!r}")
     if r["records"] != expect:
         raise RuntimeError(f"drain read {r['records']} of {expect} records (rc {p.returncode}): {p.stderr[-500:]!r}")
-    return {"rec_s": r["records_per_s"], "mb_s": expect * size / r["secs"] / 1048576}
+    return {"rec_s": r["records_per_s"], "mb_s": expect * size / r["secs"] / 1048576,
+            "broker_cpu": broker_cpu, "client_cpu": client_cpu}
 
 
 def drop_page_cache():
@@ -280,7 +303,7 @@ def one_run(broker, args, rate, lg_rate):
         n_rate = max(100, min(args.records, int(rate * args.latency_seconds)))
         out["produce-50%"] = produce(broker.boot, n_rate, args.size, rate, args.timeout)
         out["produce-50%"]["rate"] = rate
-        out["consume"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout)
+        out["consume"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout, broker.pid)
         out["e2e"] = e2e(broker.boot, args.e2e_records, args.size, args.timeout)
         if args.loadgen:
             out["loadgen-max"] = loadgen(broker.boot, args, 0)
@@ -293,7 +316,8 @@ def one_run(broker, args, rate, lg_rate):
             # From disk: a restarted broker has no tail cache, and the page cache is dropped.
             broker.restart()
             out["cold_dropped"] = drop_page_cache()
-            out["consume-cold"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout)
+            out["consume-cold"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout,
+                                          broker.pid)
     finally:
         broker.stop()
     return out, rate, lg_rate
@@ -449,6 +473,8 @@ ROWS = [
     ("produce at 50%, p99.9 ms", "produce-50%", "p99.9", False),
     ("consume from beginning, records/s", "consume", "rec_s", True),
     ("consume from beginning, MB/s", "consume", "mb_s", True),
+    ("consume from beginning, broker CPU (cores)", "consume", "broker_cpu", False),
+    ("consume from beginning, client CPU (cores)", "consume", "client_cpu", False),
     ("e2e (1 partition), p50 ms", "e2e", "p50", False),
     ("e2e (1 partition), p99 ms", "e2e", "p99", False),
     ("e2e (1 partition), p99.9 ms", "e2e", "p99.9", False),
