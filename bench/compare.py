@@ -220,30 +220,35 @@ def cpu_seconds(pid):
         return float("nan")
 
 
-def consume(boot, expect, size, timeout, broker_pid):
-    # The loadgen's drain mode (librdkafka, nothing printed per record): kcat, printing every
-    # record into a pipe, was the limit at 300-800k records/s, not the broker.
-    # Both sides' CPU over the drain (in cores: CPU seconds per second) shows which one limits
-    # it: brokers and client share this machine's cores.
+def with_cpu(broker_pid, client):
+    """Runs `client` (which runs one client process to its end) and returns its result with the
+    broker's and the client's CPU over that time, in cores (CPU seconds per second): brokers
+    and clients share this machine's cores, so these show which side limits a figure."""
     broker_before = cpu_seconds(broker_pid)
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
+    result = client()
+    wall = max(time.monotonic() - started, 1e-9)
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["broker_cpu"] = (cpu_seconds(broker_pid) - broker_before) / wall
+    result["client_cpu"] = (client_after.ru_utime + client_after.ru_stime
+                            - client_before.ru_utime - client_before.ru_stime) / wall
+    return result
+
+
+def consume(boot, expect, size, timeout):
+    # The loadgen's drain mode (librdkafka, nothing printed per record): kcat, printing every
+    # record into a pipe, was the limit at 300-800k records/s, not the broker.
     p = subprocess.run([LOADGEN, "--brokers", boot, "--topic", TOPIC, "--drain", str(expect),
                         "--drain-timeout", str(timeout), "--json"],
                        cwd=ROOT, timeout=timeout + 30, capture_output=True, text=True)
-    wall = max(time.monotonic() - started, 1e-9)
-    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    broker_cpu = (cpu_seconds(broker_pid) - broker_before) / wall
-    client_cpu = (client_after.ru_utime + client_after.ru_stime
-                  - client_before.ru_utime - client_before.ru_stime) / wall
     try:
         r = json.loads(p.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         raise RuntimeError(f"drain printed no result (rc {p.returncode}): {p.stderr[-500:]!r}")
     if r["records"] != expect:
         raise RuntimeError(f"drain read {r['records']} of {expect} records (rc {p.returncode}): {p.stderr[-500:]!r}")
-    return {"rec_s": r["records_per_s"], "mb_s": expect * size / r["secs"] / 1048576,
-            "broker_cpu": broker_cpu, "client_cpu": client_cpu}
+    return {"rec_s": r["records_per_s"], "mb_s": expect * size / r["secs"] / 1048576}
 
 
 def drop_page_cache():
@@ -298,15 +303,17 @@ def one_run(broker, args, rate, lg_rate):
         create_topic(broker.boot, E2E_TOPIC, 1)
         if args.loadgen:
             create_topic(broker.boot, LG_TOPIC, args.partitions)
-        out["produce-max"] = produce(broker.boot, args.records, args.size, -1, args.timeout)
+        out["produce-max"] = with_cpu(broker.pid, lambda: produce(broker.boot, args.records, args.size, -1,
+                                                                    args.timeout))
         rate = rate or max(1, int(out["produce-max"]["rec_s"] / 2))
         n_rate = max(100, min(args.records, int(rate * args.latency_seconds)))
         out["produce-50%"] = produce(broker.boot, n_rate, args.size, rate, args.timeout)
         out["produce-50%"]["rate"] = rate
-        out["consume"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout, broker.pid)
+        out["consume"] = with_cpu(broker.pid, lambda: consume(broker.boot, args.records + n_rate, args.size,
+                                                                args.timeout))
         out["e2e"] = e2e(broker.boot, args.e2e_records, args.size, args.timeout)
         if args.loadgen:
-            out["loadgen-max"] = loadgen(broker.boot, args, 0)
+            out["loadgen-max"] = with_cpu(broker.pid, lambda: loadgen(broker.boot, args, 0))
             lg_rate = lg_rate or max(1, int(out["loadgen-max"]["rec_s"] / 2))
             out["loadgen-50%"] = loadgen(broker.boot, args, lg_rate)
         out["rss_mib"] = peak_rss_mib(broker.pid)
@@ -316,8 +323,7 @@ def one_run(broker, args, rate, lg_rate):
             # From disk: a restarted broker has no tail cache, and the page cache is dropped.
             broker.restart()
             out["cold_dropped"] = drop_page_cache()
-            out["consume-cold"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout,
-                                          broker.pid)
+            out["consume-cold"] = consume(broker.boot, args.records + n_rate, args.size, args.timeout)
     finally:
         broker.stop()
     return out, rate, lg_rate
@@ -467,6 +473,8 @@ ROWS = [
     ("produce max, MB/s", "produce-max", "mb_s", True),
     ("produce max, p50 ms", "produce-max", "p50", False),
     ("produce max, p99 ms", "produce-max", "p99", False),
+    ("produce max, broker CPU (cores)", "produce-max", "broker_cpu", False),
+    ("produce max, client CPU (cores)", "produce-max", "client_cpu", False),
     ("produce at 50% of Kafka max, records/s", "produce-50%", "rec_s", True),
     ("produce at 50%, p50 ms", "produce-50%", "p50", False),
     ("produce at 50%, p99 ms", "produce-50%", "p99", False),
@@ -483,6 +491,8 @@ LOADGEN_ROWS = [
     ("loadgen max, records/s", "loadgen-max", "rec_s", True),
     ("loadgen max, MB/s", "loadgen-max", "mb_s", True),
     ("loadgen max, produce p99 ms", "loadgen-max", "p99", False),
+    ("loadgen max, broker CPU (cores)", "loadgen-max", "broker_cpu", False),
+    ("loadgen max, client CPU (cores)", "loadgen-max", "client_cpu", False),
     ("loadgen at 50% of Kafka max, records/s", "loadgen-50%", "rec_s", True),
     ("loadgen at 50%, produce p50 ms", "loadgen-50%", "p50", False),
     ("loadgen at 50%, produce p99 ms", "loadgen-50%", "p99", False),

@@ -556,10 +556,17 @@ fn planned_moves_hand_over_and_a_new_node_takes_a_share() {
         }
         size(c.dir())
     };
+    // A topic placed by an operator (all on one broker): balancing leaves it there.
+    let placed = "placed";
+    let (brokers, _) = wait_served(&cluster, 0, topic, Duration::from_secs(30));
+    let one = *brokers.keys().min().expect("a broker");
+    create_assigned(&mut cluster.conn(0), placed, &[one; 4]);
     let before = ledger_bytes(&cluster.bk);
     let n = cluster.add_node();
     let per = wait_share(&cluster, topic, n, 2, Duration::from_secs(30));
     eprintln!("after adding a node: {per:?}");
+    let (_, owners) = wait_served(&cluster, n, placed, Duration::from_secs(30));
+    assert!(owners.iter().all(|(leader, epoch)| (*leader, *epoch) == (one, 0)), "placed by hand: {owners:?}");
     let after = ledger_bytes(&cluster.bk);
     // Moving a partition writes a new (empty) ledger and seals the old one: kilobytes, not
     // the data (12 partitions hold well over a megabyte).
@@ -769,7 +776,7 @@ fn a_new_owner_whose_catalog_lags_takes_pipelined_batches_in_order() {
     let batches: Vec<Bytes> = (0..BATCHES).map(|b| idempotent_batch(pid, epoch, 0, b)).collect();
     cluster.signal(behind, "-STOP");
     let paused = Instant::now();
-    create_assigned(&mut cluster.conn(teller), fresh, to);
+    create_assigned(&mut cluster.conn(teller), fresh, &[to]);
     let target = brokers[&to];
     let sender = std::thread::spawn(move || produce_pipelined(target, fresh, 0, &batches, Duration::ZERO));
     std::thread::sleep(Duration::from_millis(300));
@@ -787,8 +794,8 @@ fn a_new_owner_whose_catalog_lags_takes_pipelined_batches_in_order() {
     );
 }
 
-/// Creates a one-partition topic on `broker`.
-fn create_assigned(c: &mut Conn, topic: &str, broker: i32) {
+/// Creates a topic whose partition i is on `brokers[i]`.
+fn create_assigned(c: &mut Conn, topic: &str, brokers: &[i32]) {
     use kafka_protocol::messages::CreateTopicsRequest;
     use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
     let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
@@ -796,11 +803,17 @@ fn create_assigned(c: &mut Conn, topic: &str, broker: i32) {
             .with_name(name(topic))
             .with_num_partitions(-1)
             .with_replication_factor(-1)
-            .with_assignments(vec![
-                CreatableReplicaAssignment::default()
-                    .with_partition_index(0)
-                    .with_broker_ids(vec![kafka_protocol::messages::BrokerId(broker)]),
-            ]),
+            .with_assignments(
+                brokers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(i as i32)
+                            .with_broker_ids(vec![kafka_protocol::messages::BrokerId(*b)])
+                    })
+                    .collect(),
+            ),
     ]);
     let resp = c.send(7, &req).expect("CreateTopics");
     assert_eq!(resp.topics[0].error_code, 0, "create {topic}: {:?}", resp.topics[0].error_message);

@@ -127,10 +127,15 @@ pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(us
         if total[from] <= total[to] + 1 {
             break;
         }
-        // A topic with more partitions on `from` than on `to` stays even after the move.
-        let pick = (0..topics.len()).rev().find(|&t| per_topic[t][from] > per_topic[t][to]);
-        let Some(t) = pick else { break };
-        let Some(p) = topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned) else { break };
+        // A topic with more partitions on `from` than on `to` stays even after the move; one
+        // whose partitions there are all pinned cannot give one up (and must not stop the
+        // search for a topic that can).
+        let movable = |t: usize, topics: &[Vec<PartitionOwner>]| {
+            topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned)
+        };
+        let pick =
+            (0..topics.len()).rev().find(|&t| per_topic[t][from] > per_topic[t][to] && movable(t, topics).is_some());
+        let Some((t, Some(p))) = pick.map(|t| (t, movable(t, topics))) else { break };
         shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
     }
     moved
@@ -222,6 +227,21 @@ mod tests {
         let moved = rebalance(&mut t, &[1, 2]);
         assert_eq!(moved.len(), 3);
         assert!(t[0].iter().all(|p| p.broker != 0 && !p.pinned));
+    }
+
+    #[test]
+    fn a_pinned_topic_does_not_stop_other_topics_from_evening_the_totals() {
+        // Topic 0 (unpinned) has two partitions on broker 0 and one on broker 1; topic 1 (an
+        // operator's placement) four, pinned, on broker 0. Broker 0 carries 6, broker 1 one:
+        // topic 0 gives one up, topic 1 stays.
+        let mut t = vec![owners(&[0, 1, 0]), owners(&[0, 0, 0, 0])];
+        for p in &mut t[1] {
+            p.pinned = true;
+        }
+        let moved = rebalance(&mut t, &[0, 1]);
+        assert_eq!(moved, vec![(0, 2)]);
+        assert!(t[1].iter().all(|p| p.broker == 0 && p.pinned));
+        assert!(rebalance(&mut t, &[0, 1]).is_empty(), "nothing more can move");
     }
 
     #[test]
