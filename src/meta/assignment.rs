@@ -130,12 +130,11 @@ pub fn rebalance(topics: &mut [Vec<PartitionOwner>], brokers: &[u32]) -> Vec<(us
         // A topic with more partitions on `from` than on `to` stays even after the move; one
         // whose partitions there are all pinned cannot give one up (and must not stop the
         // search for a topic that can).
-        let movable = |t: usize, topics: &[Vec<PartitionOwner>]| {
-            topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned)
-        };
-        let pick =
-            (0..topics.len()).rev().find(|&t| per_topic[t][from] > per_topic[t][to] && movable(t, topics).is_some());
-        let Some((t, Some(p))) = pick.map(|t| (t, movable(t, topics))) else { break };
+        let pick = (0..topics.len())
+            .rev()
+            .filter(|&t| per_topic[t][from] > per_topic[t][to])
+            .find_map(|t| topics[t].iter().rposition(|o| o.broker == brokers[from] && !o.pinned).map(|p| (t, p)));
+        let Some((t, p)) = pick else { break };
         shift(topics, &mut total, &mut per_topic, (t, p), Some(from), to);
     }
     moved
