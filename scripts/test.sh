@@ -38,7 +38,7 @@ trap 'bash scripts/bookkeeper-cluster.sh stop --dir "$BK_DIR" || true' EXIT
 export KOPD_TEST_STORAGE=bookkeeper KOPD_TEST_ZK="127.0.0.1:$BK_ZK_PORT"
 
 step "BookKeeper backend: Rust durable-log, group and cursor suites"
-cargo test --release --locked --test data_path --test groups --test cursors
+cargo test --release --locked --test data_path --test large_batches --test groups --test cursors
 
 step "BookKeeper backend: Java producer/consumer, restarts and groups"
 mvn -q -B -Dstyle.color=never -f tests/java/pom.xml test -Dkopd.bin="$PWD/target/release/kopd" \

@@ -67,7 +67,7 @@ async fn append_all(
     ledger: u64,
     range: std::ops::Range<usize>,
 ) -> Result<Vec<u64>, StorageError> {
-    let futs: Vec<_> = range.clone().map(|i| store.append(ledger, payload(i))).collect();
+    let futs: Vec<_> = range.clone().map(|i| store.append(ledger, payload(i).into())).collect();
     let checks = futs.into_iter().map(|f| {
         let store = store.clone();
         async move {
@@ -113,7 +113,7 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
             read_back(&store, ledger, 300).await;
             assert!(matches!(store.read(ledger, 300).await, Err(StorageError::NoSuchEntry { .. })));
             store.close_ledger(ledger).await.expect("close");
-            assert!(store.append(ledger, payload(0)).await.is_err(), "append after close");
+            assert!(store.append(ledger, payload(0).into()).await.is_err(), "append after close");
             read_back(&store, ledger, 300).await;
             ledger
         });
@@ -162,7 +162,7 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
         assert_eq!(new.last_entry(ledger), Some(119));
         read_back(&new, ledger, 120).await;
         // The old writer is fenced: its next add fails, and is never acknowledged.
-        let r = old.append(ledger, payload(120)).await;
+        let r = old.append(ledger, payload(120).into()).await;
         assert!(matches!(r, Err(StorageError::Fenced(l)) if l == ledger), "old writer after recovery: {r:?}");
         assert!(old.failures() >= 1);
         assert!(old.close_ledger(ledger).await.is_err());
@@ -174,7 +174,7 @@ fn bk_write_read_close_recover_and_fallback_on_three_bookies() {
         // sealed, not its stale writer's view (whose LAC can lag entries the bookies took).
         let raced = old.create_ledger("public/default/persistent/raced").await.expect("create");
         append_all(&old, raced, 0..50).await.expect("appends");
-        let adds: Vec<_> = (50..1050).map(|i| old.append(raced, payload(i))).collect();
+        let adds: Vec<_> = (50..1050).map(|i| old.append(raced, payload(i).into())).collect();
         let sealed = new.recover_ledger(raced).await.expect("recover mid-write").expect("not empty");
         let acked: Vec<u64> = join_all(adds).await.into_iter().filter_map(Result::ok).collect();
         assert!(acked.iter().all(|id| *id <= sealed), "acknowledged past the recovered end {sealed}: {acked:?}");

@@ -219,7 +219,7 @@ impl GroupCoordinator {
         let now = Instant::now();
         while next < end {
             let Some(entry) = log.entry_from(next) else { break };
-            let batch = log.read_batch(&entry).await.map_err(|e| e.to_string())?;
+            let batch = log.read_batch(&entry).await.map_err(|e| e.to_string())?.contiguous();
             next = entry.last_offset + 1;
             let recs = match record_batch::records(&batch, MAX_REPLAY_BATCH) {
                 Ok(r) => r,

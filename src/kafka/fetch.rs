@@ -60,7 +60,8 @@ impl NonDurableCursor<'_> {
                 let batch = r.map_err(|err| partition::log_error_code(&err))?;
                 total += batch.len();
                 records += (e.last_offset - e.base_offset + 1).max(0) as u64;
-                out.push(batch);
+                // A batch kept in two pieces goes out as two slices, back to back.
+                out.extend(batch.pieces().cloned());
                 self.next_offset = e.last_offset + 1;
             }
         }

@@ -25,7 +25,7 @@ async fn find_record(
     e: &IndexEntry,
     pick: impl Fn(i64, i64) -> bool,
 ) -> Result<Option<(i64, i64)>, ResponseError> {
-    let batch = log.read_batch(e).await.map_err(|err| partition::log_error_code(&err))?;
+    let batch = log.read_batch(e).await.map_err(|err| partition::log_error_code(&err))?.contiguous();
     let header = record_batch::parse_header(&batch).map_err(|_| ResponseError::KafkaStorageError)?;
     let log_append_time = header.attributes & 0x08 != 0;
     let records = record_batch::records(&batch, MAX_UNCOMPRESSED).map_err(|_| ResponseError::KafkaStorageError)?;

@@ -165,7 +165,12 @@ pub type ProduceInFlight<'a> =
 /// The first half of handling a Produce frame (offsets assigned, entries queued, in the
 /// order produces are begun); the returned future is the rest. A connection may begin its next
 /// produce before this one's answer, so durability is awaited for several at once.
-pub async fn begin_produce(broker: &Broker, frame: Bytes) -> Result<ProduceInFlight<'_>, ProtocolError> {
+/// `allocation`: the size of the buffer `frame` is a slice of (see [`produce::begin`]).
+pub async fn begin_produce(
+    broker: &Broker,
+    frame: Bytes,
+    allocation: usize,
+) -> Result<ProduceInFlight<'_>, ProtocolError> {
     let arrived = std::time::Instant::now();
     let mut unused = ResponseBuf::default();
     let decoded = decode(frame, &mut unused)?;
@@ -180,7 +185,7 @@ pub async fn begin_produce(broker: &Broker, frame: Bytes) -> Result<ProduceInFli
     // Not the header itself: its client id is a slice of the connection's read buffer.
     let correlation_id = header.correlation_id;
     drop(header);
-    let in_flight = produce::begin(broker, req, version).await;
+    let in_flight = produce::begin(broker, req, version, allocation).await;
     Ok(Box::pin(async move {
         let response = in_flight.finish(broker).await;
         crate::metrics::with(|m| m.request(ApiKey::Produce as i16, arrived.elapsed()));

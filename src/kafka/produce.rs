@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::partition::{self, log_error_code};
 use crate::broker::Broker;
-use crate::log::managed_ledger::{Appending, ManagedLedger};
+use crate::log::managed_ledger::{Appending, IncomingBatch, ManagedLedger};
 use crate::log::record_batch::{self, ValidationLimits};
 
 /// One partition of a produce once its first half is done.
@@ -60,15 +60,25 @@ fn with_log_start(r: PartitionProduceResponse, log: &ManagedLedger) -> Partition
     if bare { r } else { r.with_log_start_offset(log.log_start_offset()) }
 }
 
+/// What every partition of one produce request shares.
+#[derive(Clone, Copy)]
+struct RequestContext {
+    version: i16,
+    /// How long to wait for a partition this core is about to own.
+    lease_wait: std::time::Duration,
+    /// Size of the buffer the request's bytes are slices of.
+    allocation: usize,
+}
+
 async fn start_partition(
     broker: &Broker,
+    ctx: RequestContext,
     topic: Option<std::sync::Arc<crate::meta::catalog::TopicEntry>>,
     index: i32,
     records: Option<bytes::Bytes>,
     topic_err: Option<ResponseError>,
-    version: i16,
-    lease_wait: std::time::Duration,
 ) -> Started {
+    let RequestContext { version, lease_wait, allocation } = ctx;
     let resp = PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(-1)
@@ -145,7 +155,14 @@ async fn start_partition(
         Ok(v) => v,
         Err(e) => return Started::Answered(with_log_start(batch_error(e), &log)),
     };
-    match log.begin_append(&batch, &validated, owner.epoch).await {
+    // A batch large enough next to the buffer it arrived in keeps its records there (no copy):
+    // what the tail cache then keeps alive is at most MAX_PIN_RATIO times what it counts.
+    let incoming = if batch.len().saturating_mul(MAX_PIN_RATIO) >= allocation {
+        IncomingBatch::Share(&batch)
+    } else {
+        IncomingBatch::Copy(&batch)
+    };
+    match log.begin_append(incoming, &validated, owner.epoch).await {
         Ok(appending) => {
             let size = (batch.len(), validated.header.records_count.max(0) as u64);
             Started::Appending { resp, log, appending, size }
@@ -155,8 +172,15 @@ async fn start_partition(
 }
 
 pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> ProduceResponse {
-    begin(broker, req, version).await.finish(broker).await
+    // Not a slice of a known buffer: every batch is copied.
+    begin(broker, req, version, usize::MAX).await.finish(broker).await
 }
+
+/// A batch is stored without copying its records when the buffer its request arrived in is at
+/// most this many times its size: the entry (until stored) and the tail cache (until evicted)
+/// then keep that buffer alive, and the tail cache's budget counts only the batch. Frames are
+/// read into buffers of 64 KiB and more, so only batches of 16 KiB and more qualify.
+const MAX_PIN_RATIO: usize = 4;
 
 /// A produce whose entries are queued, awaiting durability.
 pub struct InFlight {
@@ -169,8 +193,10 @@ pub struct InFlight {
 }
 
 /// The first half of a produce: every partition's batch validated, given its offsets and
-/// queued in its log (or answered already).
-pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> InFlight {
+/// queued in its log (or answered already). `allocation` is the size of the buffer the
+/// request's bytes are slices of (`usize::MAX` if unknown): it decides which batches are
+/// stored without a copy of their records (see [`MAX_PIN_RATIO`]).
+pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16, allocation: usize) -> InFlight {
     let began = std::time::Instant::now();
     let catalog = broker.catalog();
     // A partition named twice is produced to once, with the last data given.
@@ -203,6 +229,7 @@ pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> In
             }
         }
     }
+    let ctx = RequestContext { version, lease_wait, allocation };
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut futures = Vec::new();
     for (td, resolved) in req.topic_data.into_iter().zip(resolved) {
@@ -216,7 +243,7 @@ pub async fn begin(broker: &Broker, mut req: ProduceRequest, version: i16) -> In
         let name = kafka_protocol::messages::TopicName(StrBytes::from_string(td.name.as_str().to_string()));
         topics.push((name, td.topic_id, td.partition_data.len()));
         for pd in td.partition_data {
-            futures.push(start_partition(broker, topic.clone(), pd.index, pd.records, err, version, lease_wait));
+            futures.push(start_partition(broker, ctx, topic.clone(), pd.index, pd.records, err));
         }
     }
     let started = futures_util::future::join_all(futures).await;

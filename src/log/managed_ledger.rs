@@ -23,13 +23,13 @@ use super::record_batch::{self, TimestampType, Validated};
 use super::tail_cache::TailCache;
 use crate::meta::store::{MetadataStoreThread, StoreError, StoreOp};
 use crate::meta::topic_name::TopicName;
-use crate::storage::{Backend, EntryId, KnownCrc, LedgerId, LedgerStore, StorageError, entry};
+use crate::storage::{Backend, EntryId, KnownCrc, LedgerId, LedgerStore, SplitBytes, StorageError, entry};
 
 mod append;
 mod epochs;
 mod read;
 
-pub use append::Appending;
+pub use append::{Appending, IncomingBatch};
 mod resume;
 mod retention;
 mod seal;

@@ -342,16 +342,24 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
     put(batch, 12, epoch.to_be_bytes())
 }
 
-/// Sets the timestamp type and maxTimestamp, and recomputes the CRC.
+/// Sets the timestamp type and maxTimestamp, and updates the CRC. `batch` is the whole batch
+/// or only its first [`HEADER_SIZE`] bytes (the records may be elsewhere): the new CRC is the
+/// old one corrected by what the edit changed, so the records are not read, and the batch's
+/// CRC must be right beforehand (it has been validated).
 pub fn set_max_timestamp(batch: &mut [u8], kind: TimestampType, ts: i64) -> Result<(), BatchError> {
     let h = parse_header(batch)?;
+    let covered = |b: &[u8]| crc32c::crc32c(b.get(ATTRIBUTES..HEADER_SIZE).unwrap_or_default());
+    let before = covered(batch);
     let attributes = match kind {
         TimestampType::LogAppendTime => h.attributes | TIMESTAMP_TYPE_BIT,
         TimestampType::CreateTime => h.attributes & !TIMESTAMP_TYPE_BIT,
     };
     put(batch, ATTRIBUTES, attributes.to_be_bytes())?;
     put(batch, MAX_TIMESTAMP, ts.to_be_bytes())?;
-    let crc = crc32c::crc32c(batch.get(ATTRIBUTES..).unwrap_or_default());
+    // CRC-32C is affine: changing bytes followed by n others changes the checksum by the
+    // change's own checksum difference shifted over those n bytes.
+    let records = h.size_in_bytes().saturating_sub(HEADER_SIZE);
+    let crc = h.crc ^ crate::storage::crc::crc32c_combine(before ^ covered(batch), 0, records);
     put(batch, CRC, crc.to_be_bytes())
 }
 

@@ -11,9 +11,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
-use bytes::Bytes;
+use crate::storage::SplitBytes;
 
-type Batches = RefCell<VecDeque<(i64, Bytes)>>;
+type Batches = RefCell<VecDeque<(i64, SplitBytes)>>;
 
 /// One core's tail-cache budget, shared by its partitions.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ impl TailCache {
     }
 
     /// Adds the batch whose first offset is `base_offset` (offsets increase from call to call).
-    pub fn push(&mut self, base_offset: i64, batch: Bytes) {
+    pub fn push(&mut self, base_offset: i64, batch: SplitBytes) {
         debug_assert!(self.batches.borrow().back().is_none_or(|(b, _)| *b < base_offset));
         if batch.len() > self.budget.max_bytes.get() {
             // Could never be kept; and a gap must not be left in the run of offsets.
@@ -113,7 +113,7 @@ impl TailCache {
     }
 
     /// The cached batch starting at `base_offset`.
-    pub fn get(&self, base_offset: i64) -> Option<Bytes> {
+    pub fn get(&self, base_offset: i64) -> Option<SplitBytes> {
         let b = self.batches.borrow();
         let i = b.partition_point(|(o, _)| *o < base_offset);
         b.get(i).filter(|(o, _)| *o == base_offset).map(|(_, batch)| batch.clone())
@@ -146,6 +146,7 @@ impl Drop for TailCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn bytes(n: usize) -> Bytes {
         Bytes::from(vec![7u8; n])
@@ -154,14 +155,14 @@ mod tests {
     #[test]
     fn bounded_by_bytes() {
         let mut c = TailCache::new(TailBudget::new(10));
-        c.push(0, Bytes::from_static(b"aaaa"));
-        c.push(4, Bytes::from_static(b"bbbb"));
+        c.push(0, Bytes::from_static(b"aaaa").into());
+        c.push(4, Bytes::from_static(b"bbbb").into());
         assert!(c.get(0).is_some());
-        c.push(8, Bytes::from_static(b"cccc"));
+        c.push(8, Bytes::from_static(b"cccc").into());
         assert!(c.get(0).is_none());
-        assert_eq!(c.get(4).as_deref(), Some(&b"bbbb"[..]));
+        assert_eq!(c.get(4).map(|b| b.contiguous()).as_deref(), Some(&b"bbbb"[..]));
         assert!(c.get(5).is_none());
-        c.push(12, Bytes::from(vec![0u8; 11]));
+        c.push(12, Bytes::from(vec![0u8; 11]).into());
         assert!(c.get(8).is_none() && c.get(12).is_none());
         assert_eq!(c.budget.bytes(), 0);
     }
@@ -170,30 +171,30 @@ mod tests {
     fn truncate_drops_the_newest_batches() {
         let mut c = TailCache::new(TailBudget::new(100));
         for (o, b) in [(0, &b"aa"[..]), (2, b"bb"), (4, b"cc")] {
-            c.push(o, Bytes::copy_from_slice(b));
+            c.push(o, Bytes::copy_from_slice(b).into());
         }
         c.truncate_from(2);
         assert!(c.get(0).is_some() && c.get(2).is_none() && c.get(4).is_none());
         assert_eq!(c.budget.bytes(), 2);
-        c.push(2, Bytes::from_static(b"dd"));
-        assert_eq!(c.get(2).as_deref(), Some(&b"dd"[..]));
+        c.push(2, Bytes::from_static(b"dd").into());
+        assert_eq!(c.get(2).map(|b| b.contiguous()).as_deref(), Some(&b"dd"[..]));
     }
 
     #[test]
     fn partitions_share_the_budget_oldest_write_out_first() {
         let budget = TailBudget::new(300);
         let (mut a, mut b) = (TailCache::new(budget.clone()), TailCache::new(budget.clone()));
-        a.push(0, bytes(100));
-        b.push(0, bytes(100));
-        a.push(1, bytes(100));
+        a.push(0, bytes(100).into());
+        b.push(0, bytes(100).into());
+        a.push(1, bytes(100).into());
         assert_eq!(budget.bytes(), 300);
         // Over budget: the oldest write (a's offset 0) goes, not b's newer batch.
-        b.push(1, bytes(100));
+        b.push(1, bytes(100).into());
         assert!(a.get(0).is_none() && b.get(0).is_some() && a.get(1).is_some() && b.get(1).is_some());
         assert_eq!(budget.bytes(), 300);
         // A busy partition takes the whole budget from an idle one over time.
         for o in 2..5 {
-            a.push(o, bytes(100));
+            a.push(o, bytes(100).into());
         }
         assert!(b.get(0).is_none() && b.get(1).is_none());
         assert!((2..5).all(|o| a.get(o).is_some()));
@@ -205,18 +206,18 @@ mod tests {
         let budget = TailBudget::new(1000);
         let mut a = TailCache::new(budget.clone());
         for o in 0..5 {
-            a.push(o, bytes(100));
+            a.push(o, bytes(100).into());
         }
         let mut b = TailCache::new(budget.clone());
-        b.push(0, bytes(100));
+        b.push(0, bytes(100).into());
         drop(a);
         assert_eq!(budget.bytes(), 100);
         // The dropped partition's stale entries do not cost the others anything.
         for o in 1..10 {
-            b.push(o, bytes(100));
+            b.push(o, bytes(100).into());
         }
         assert_eq!(budget.bytes(), 1000);
-        b.push(10, bytes(100));
+        b.push(10, bytes(100).into());
         assert!(b.get(0).is_none() && b.get(1).is_some());
         assert_eq!(budget.bytes(), 1000);
     }
@@ -226,13 +227,13 @@ mod tests {
         let budget = TailBudget::new(1000);
         let mut a = TailCache::new(budget.clone());
         for o in 0..5 {
-            a.push(o, bytes(100));
+            a.push(o, bytes(100).into());
         }
         budget.set_max_bytes(200);
         assert_eq!(budget.bytes(), 200);
         assert!(a.get(2).is_none() && a.get(3).is_some() && a.get(4).is_some());
         budget.set_max_bytes(0);
-        a.push(5, bytes(100));
+        a.push(5, bytes(100).into());
         assert_eq!(budget.bytes(), 0, "no budget: nothing is kept");
     }
 
@@ -242,11 +243,11 @@ mod tests {
         let mut c = TailCache::new(budget.clone());
         for round in 0..100i64 {
             for o in 0..100 {
-                c.push(round * 100 + o, bytes(1));
+                c.push(round * 100 + o, bytes(1).into());
             }
             c.clear();
         }
-        c.push(1_000_000, bytes(1));
+        c.push(1_000_000, bytes(1).into());
         // One live batch: at most twice that plus the slack, plus the pushes of one round.
         assert!(budget.order.borrow().len() <= 2 + 1024 + 100, "{}", budget.order.borrow().len());
         assert_eq!(budget.bytes(), 1);

@@ -101,7 +101,9 @@ impl<'a> Connection<'a> {
                 self.request_began = None;
                 if kafka::is_produce(&frame) {
                     // Offsets are assigned now, in request order; the answer comes when durable.
-                    in_flight.push_back(kafka::begin_produce(self.broker, frame).await.map_err(|e| e.to_string())?);
+                    let allocation = self.inbuf.allocation();
+                    let begun = kafka::begin_produce(self.broker, frame, allocation).await;
+                    in_flight.push_back(begun.map_err(|e| e.to_string())?);
                     continue;
                 }
                 // Answers go out in request order: earlier produces are answered first.

@@ -20,11 +20,14 @@ pub(super) struct ReadBuffer {
     lent: usize,
     /// Bytes zeroed so far (what this type exists to keep low).
     zeroed: usize,
+    /// Size of the allocation the buffered bytes live in: what a frame split off now keeps
+    /// alive for as long as any slice of it is kept (a produce's large batch, in the tail cache).
+    allocation: usize,
 }
 
 impl ReadBuffer {
     pub fn new() -> Self {
-        Self { buf: BytesMut::new(), init_end: 0, lent: 0, zeroed: 0 }
+        Self { buf: BytesMut::new(), init_end: 0, lent: 0, zeroed: 0, allocation: 0 }
     }
 
     /// The bytes read and not yet taken as frames.
@@ -41,11 +44,17 @@ impl ReadBuffer {
         self.buf.capacity()
     }
 
+    /// The size of the allocation that frames split off now are slices of.
+    pub fn allocation(&self) -> usize {
+        self.allocation
+    }
+
     /// Gives the memory back to the allocator (an idle or drained connection).
     pub fn release(&mut self) {
         self.buf = BytesMut::new();
         self.init_end = 0;
         self.lent = 0;
+        self.allocation = 0;
     }
 
     /// Takes the whole frame at the front, if it has arrived.
@@ -58,7 +67,11 @@ impl ReadBuffer {
 
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.filled(0);
+        let at = self.buf.as_ptr();
         self.buf.extend_from_slice(bytes);
+        if self.buf.as_ptr() != at {
+            self.allocation = self.buf.capacity();
+        }
         let end = self.data_end();
         self.init_end = self.init_end.max(end);
         if self.spare_init() == 0 {
@@ -84,6 +97,9 @@ impl ReadBuffer {
         let len = self.buf.len();
         if self.buf.capacity() - len < want {
             self.buf.reserve(want);
+            // Grown in place, moved to the front of its own allocation, or copied to a new
+            // one: either way the data now starts the allocation, which `capacity` spans.
+            self.allocation = self.buf.capacity();
         }
         let init = self.spare_init();
         if init < want {
@@ -208,5 +224,34 @@ mod tests {
         b.spare(64);
         assert!(b.next_frame(&decoder).unwrap().is_none());
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn frames_know_the_allocation_they_keep_alive() {
+        let decoder = FrameDecoder::new(1 << 20);
+        let mut b = ReadBuffer::new();
+        assert_eq!(b.allocation(), 0);
+        let wire = [frame(&[1u8; 10_000]), frame(&[2u8; 100_000])].concat();
+        let mut fed = 0;
+        let mut seen = Vec::new();
+        while fed < wire.len() {
+            let want = (wire.len() - fed).clamp(4096, 65_536);
+            let room = b.spare(want);
+            let n = (wire.len() - fed).min(room.len());
+            room[..n].copy_from_slice(&wire[fed..fed + n]);
+            b.filled(n);
+            fed += n;
+            while let Some(f) = b.next_frame(&decoder).unwrap() {
+                // The frame lies inside an allocation of the size reported.
+                assert!(b.allocation() >= f.len(), "{} in {}", f.len(), b.allocation());
+                seen.push((f, b.allocation()));
+            }
+        }
+        assert_eq!(seen.len(), 2);
+        // The frames are kept (as the tail cache would): the buffer cannot take its room back,
+        // so the large frame grew into a new allocation, no larger than its reads needed.
+        assert!(seen[1].1 >= 100_004 && seen[1].1 < 4 * 100_004, "{}", seen[1].1);
+        b.release();
+        assert_eq!(b.allocation(), 0);
     }
 }

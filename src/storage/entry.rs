@@ -82,6 +82,13 @@ impl DecodedEntry {
 /// Encodes a Kafka batch as a KoP `kafka`-format entry. `index` is the offset of the batch's
 /// last record; `broker_timestamp` (ms) is also used as the publish time, as KoP does.
 pub fn encode_kafka_entry(batch: &[u8], index: i64, num_messages: i32, broker_timestamp: u64) -> Bytes {
+    encode_kafka_entry_start(batch, index, num_messages, broker_timestamp).freeze()
+}
+
+/// The start of a `kafka`-format entry: its metadata followed by `batch_start`, the whole batch
+/// or its first bytes (the rest following in a piece of its own: see `SplitBytes`).
+pub fn encode_kafka_entry_start(batch_start: &[u8], index: i64, num_messages: i32, broker_timestamp: u64) -> BytesMut {
+    let batch = batch_start;
     // proto uint64 carries Java's long bit for bit, so a negative index round-trips too.
     let index = index as u64;
     let bem_len = 1 + varint_len(broker_timestamp) + 1 + varint_len(index);
@@ -113,7 +120,7 @@ pub fn encode_kafka_entry(batch: &[u8], index: i64, num_messages: i32, broker_ti
     put_varint(&mut out, num);
     out.put_slice(batch);
     debug_assert_eq!(out.len(), total);
-    out.freeze()
+    out
 }
 
 /// Decodes an entry written by kopd, KoP or a Pulsar broker with broker entry metadata on.

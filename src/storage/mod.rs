@@ -8,6 +8,9 @@ pub mod codec;
 pub mod crc;
 pub mod entry;
 pub mod local;
+pub mod split_bytes;
+
+pub use split_bytes::SplitBytes;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,15 +55,18 @@ pub trait LedgerStore {
     /// entry is durable.
     /// The future borrows nothing of the store (`use<Self>`), so a caller may keep it beyond
     /// the call that queued the entry (a produce answered after the next one was taken).
-    fn append(&self, ledger: LedgerId, entry: Bytes)
-    -> impl Future<Output = Result<EntryId, StorageError>> + use<Self>;
+    fn append(
+        &self,
+        ledger: LedgerId,
+        entry: SplitBytes,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<Self>;
     /// [`Self::append`] of an entry part of whose checksum the caller already has: a store
     /// that checksums entries may derive its checksum from `known` instead of reading those
     /// bytes again.
     fn append_known(
         &self,
         ledger: LedgerId,
-        entry: Bytes,
+        entry: SplitBytes,
         known: KnownCrc,
     ) -> impl Future<Output = Result<EntryId, StorageError>> + use<Self> {
         let _ = known;
@@ -152,14 +158,18 @@ impl LedgerStore for Backend {
         dispatch!(either self, s => s.create_ledger(name))
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
+    fn append(
+        &self,
+        ledger: LedgerId,
+        entry: SplitBytes,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         dispatch!(either self, s => s.append(ledger, entry))
     }
 
     fn append_known(
         &self,
         ledger: LedgerId,
-        entry: Bytes,
+        entry: SplitBytes,
         known: KnownCrc,
     ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         dispatch!(either self, s => s.append_known(ledger, entry, known))

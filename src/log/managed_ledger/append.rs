@@ -4,9 +4,29 @@
 
 use super::*;
 
+/// A batch handed to an append (validated).
+#[derive(Clone, Copy)]
+pub enum IncomingBatch<'a> {
+    /// Copied into its entry.
+    Copy(&'a [u8]),
+    /// Only the header is copied; the records stay where they are, referenced by the entry
+    /// until it is stored and by the tail cache after that. For large batches, whose buffer
+    /// the caller accepts to keep alive that long.
+    Share(&'a Bytes),
+}
+
+impl IncomingBatch<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            IncomingBatch::Copy(b) => b,
+            IncomingBatch::Share(b) => b,
+        }
+    }
+}
+
 /// An append after its synchronous half.
 struct Prepared {
-    entry_bytes: Bytes,
+    entry_bytes: SplitBytes,
     /// The checksum of the batch inside the entry (validated), for the store to build on.
     known_crc: KnownCrc,
     expected_entry: u64,
@@ -28,10 +48,11 @@ impl ManagedLedger {
     fn prepare(
         &self,
         ledger: LedgerId,
-        batch: &[u8],
+        incoming: IncomingBatch<'_>,
         validated: &Validated,
         leader_epoch: i32,
     ) -> Result<Step, LogError> {
+        let batch = incoming.bytes();
         let header = &validated.header;
         let count = header.last_offset_delta as i64 + 1;
         let mut st = self.state.borrow_mut();
@@ -48,9 +69,14 @@ impl ManagedLedger {
         let base = st.next_offset;
         let last = base + count - 1;
         let now = now_ms();
-        let entry_bytes = entry::encode_kafka_entry(batch, last, count as i32, now as u64);
-        let payload_at = entry_bytes.len() - batch.len();
-        let mut entry_bytes = entry_bytes.try_into_mut().unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
+        // A shared batch's records stay a piece of their own; its header is copied and edited.
+        let records = match incoming {
+            IncomingBatch::Share(b) if b.len() > record_batch::HEADER_SIZE => b.slice(record_batch::HEADER_SIZE..),
+            _ => Bytes::new(),
+        };
+        let copied = &batch[..batch.len() - records.len()];
+        let mut entry_bytes = entry::encode_kafka_entry_start(copied, last, count as i32, now as u64);
+        let payload_at = entry_bytes.len() - copied.len();
         let append_time = if st.settings.log_append_time { now } else { -1 };
         let max_ts = if append_time >= 0 { append_time } else { validated.max_timestamp };
         {
@@ -69,9 +95,9 @@ impl ManagedLedger {
                 return Err(LogError::Failed(e.to_string()));
             }
         }
-        let entry_bytes = entry_bytes.freeze();
+        let entry_bytes = SplitBytes::new(entry_bytes.freeze(), records);
         // A validated batch always has its CRC field; else no tail is known (an empty one).
-        let known_crc = record_batch::crc_field(&entry_bytes[payload_at..]).map_or(
+        let known_crc = record_batch::crc_field(&entry_bytes.front()[payload_at..]).map_or(
             KnownCrc { from: entry_bytes.len(), crc: 0 },
             |(from, crc)| KnownCrc { from: payload_at + from, crc },
         );
@@ -80,7 +106,7 @@ impl ManagedLedger {
         st.current_entries += 1;
         st.current_bytes += entry_bytes.len() as u64;
         st.index.push(base, last, ledger, expected_entry, max_ts, batch.len() as u32);
-        st.tail.push(base, entry_bytes.slice(payload_at..));
+        st.tail.push(base, entry_bytes.slice_from(payload_at));
         if let Some(last_seq) = producer_batch {
             let b = BatchSeq {
                 first_seq: header.base_sequence,
@@ -106,7 +132,7 @@ impl ManagedLedger {
         validated: &Validated,
         leader_epoch: i32,
     ) -> Result<AppendResult, LogError> {
-        self.begin_append(batch, validated, leader_epoch).await?.await
+        self.begin_append(IncomingBatch::Copy(batch), validated, leader_epoch).await?.await
     }
 
     /// The first half of [`Self::append`]: assigns the batch its offsets and queues it in the
@@ -115,14 +141,14 @@ impl ManagedLedger {
     /// connection may take its next produce before answering this one.
     pub async fn begin_append(
         self: &Rc<Self>,
-        batch: &[u8],
+        batch: IncomingBatch<'_>,
         validated: &Validated,
         leader_epoch: i32,
     ) -> Result<Appending, LogError> {
         let ledger = self.ready().await?;
         // Refused before offsets are assigned, so backpressure leaves nothing to undo. The
         // margin covers the entry's Pulsar metadata.
-        if !self.store.has_room(batch.len() + 256) {
+        if !self.store.has_room(batch.bytes().len() + 256) {
             return Err(LogError::Storage(StorageError::Backpressure));
         }
         let ml = self.clone();

@@ -21,7 +21,8 @@ impl ManagedLedger {
     /// The leader epoch stamped on the batch of `e` (-1 for an entry without one).
     async fn epoch_of(&self, e: &IndexEntry) -> Result<i32, LogError> {
         let batch = self.read_batch(e).await?;
-        Ok(batch.get(EPOCH_AT).and_then(|b| b.try_into().ok()).map_or(-1, i32::from_be_bytes))
+        // In the first piece: a batch split in two keeps its whole header there.
+        Ok(batch.front().get(EPOCH_AT).and_then(|b| b.try_into().ok()).map_or(-1, i32::from_be_bytes))
     }
 
     /// Live index entries below the high watermark: (count, base offset of the first).

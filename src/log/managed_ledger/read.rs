@@ -1,7 +1,7 @@
 //! Lookups and reads of stored batches for fetch and ListOffsets: only below the high
 //! watermark. A child module, so it works on the log's private state directly.
 
-use bytes::Bytes;
+use crate::storage::SplitBytes;
 
 use super::{LogError, ManagedLedger};
 use crate::log::offset_index::IndexEntry;
@@ -39,16 +39,17 @@ impl ManagedLedger {
         out
     }
 
-    /// The stored batch bytes of an index entry: from the tail cache, else from the store.
-    pub async fn read_batch(&self, e: &IndexEntry) -> Result<Bytes, LogError> {
+    /// The stored batch bytes of an index entry: from the tail cache (maybe in two pieces:
+    /// see `IncomingBatch::Share`), else from the store.
+    pub async fn read_batch(&self, e: &IndexEntry) -> Result<SplitBytes, LogError> {
         if let Some(b) = self.state.borrow().tail.get(e.base_offset) {
             crate::metrics::with(|m| crate::metrics::inc(&m.tail_cache_hits));
-            return Ok(b.clone());
+            return Ok(b);
         }
         crate::metrics::with(|m| crate::metrics::inc(&m.tail_cache_misses));
         let raw = self.store.read(e.ledger, e.entry).await?;
         let decoded = entry::decode_entry(&raw).map_err(|err| StorageError::Corrupt(err.to_string()))?;
-        Ok(decoded.payload)
+        Ok(decoded.payload.into())
     }
 
     /// Index position search by timestamp, returning the entry (below the high watermark).

@@ -210,7 +210,16 @@ fn header_edits() {
 
     set_max_timestamp(&mut b, TimestampType::CreateTime, 1_002).unwrap();
     assert!(crc_ok(&b));
-    assert_eq!(records(&Bytes::from(b), 1 << 20).unwrap()[2].timestamp, 1_002);
+    assert_eq!(records(&Bytes::from(b.clone()), 1 << 20).unwrap()[2].timestamp, 1_002);
+
+    // Edited in its header alone (the records elsewhere), the CRC still covers the whole.
+    for kind in [TimestampType::LogAppendTime, TimestampType::CreateTime] {
+        let mut header = b[..HEADER_SIZE].to_vec();
+        set_max_timestamp(&mut header, kind, 7_777).unwrap();
+        let whole = [&header[..], &b[HEADER_SIZE..]].concat();
+        assert!(crc_ok(&whole), "{kind:?}");
+        assert_eq!(parse_header(&whole).unwrap().timestamp_type(), kind);
+    }
     assert!(set_base_offset(&mut [0; 7], 1).is_err());
     assert!(set_log_append_time(&mut [0; 30], 1).is_err());
 }

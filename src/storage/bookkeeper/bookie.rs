@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::metadata::BookieId;
 use super::protocol::{self, Response};
 use crate::runtime;
+use crate::storage::SplitBytes;
 
 /// What a request's owner is told once: the response, or why there is none.
 pub type Completion = Box<dyn FnOnce(Result<Response, BookieError>)>;
@@ -60,7 +61,7 @@ struct Pending {
 
 struct Outgoing {
     head: Bytes,
-    payload: Bytes,
+    payload: SplitBytes,
 }
 
 struct Conn {
@@ -173,7 +174,7 @@ impl Bookie {
         self: &Rc<Self>,
         key: (u8, i64, i64),
         head: Bytes,
-        payload: Bytes,
+        payload: SplitBytes,
         timeout: Duration,
         done: Completion,
     ) {
@@ -303,7 +304,8 @@ async fn run(conn: &Rc<Conn>, addr: SocketAddr, connect_timeout: Duration) -> Bo
         if batch.is_empty() {
             continue;
         }
-        let slices: Vec<&[u8]> = batch.iter().flat_map(|o| [&o.head[..], &o.payload[..]]).collect();
+        let slices: Vec<&[u8]> =
+            batch.iter().flat_map(|o| std::iter::once(&o.head[..]).chain(o.payload.pieces().map(|p| &p[..]))).collect();
         if let Err(e) = writer.write_all_vectored(&slices).await {
             writer.shutdown();
             return BookieError::Connection(name, e.to_string());

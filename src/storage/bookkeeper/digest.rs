@@ -92,25 +92,25 @@ impl Digester {
         self.kind
     }
 
-    /// Appends the digest of `header || payload` to `out`.
-    pub fn digest_into(&self, header: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    /// Appends the digest of `header || payload` (the concatenation of its pieces) to `out`.
+    pub fn digest_into(&self, header: &[u8], payload: &[&[u8]], out: &mut Vec<u8>) {
         match self.kind {
             DigestType::Crc32 => {
                 let mut h = crc32fast::Hasher::new();
                 h.update(header);
-                h.update(payload);
+                payload.iter().for_each(|p| h.update(p));
                 // Java's CRC32.getValue() is a long with the upper half zero.
                 out.extend_from_slice(&u64::from(h.finalize()).to_be_bytes());
             }
             DigestType::Crc32c => {
-                let crc = crc32c::crc32c_append(crc32c::crc32c(header), payload);
+                let crc = payload.iter().fold(crc32c::crc32c(header), |crc, p| crc32c::crc32c_append(crc, p));
                 out.extend_from_slice(&crc.to_be_bytes());
             }
             DigestType::Mac => {
                 // A 20-byte key is always a valid HMAC key; the error arm is unreachable.
                 if let Ok(mut m) = Hmac::<Sha1>::new_from_slice(&self.mac_key) {
                     m.update(header);
-                    m.update(payload);
+                    payload.iter().for_each(|p| m.update(p));
                     out.extend_from_slice(&m.finalize().into_bytes());
                 }
             }
@@ -119,7 +119,7 @@ impl Digester {
     }
 
     /// The 32-byte header plus digest of an entry, ready to be followed by the payload on the wire.
-    pub fn entry_prefix(&self, ledger: i64, entry: i64, lac: i64, length: i64, payload: &[u8]) -> Vec<u8> {
+    pub fn entry_prefix(&self, ledger: i64, entry: i64, lac: i64, length: i64, payload: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::with_capacity(ENTRY_HEADER_LEN + self.kind.digest_len());
         out.extend_from_slice(&ledger.to_be_bytes());
         out.extend_from_slice(&entry.to_be_bytes());
@@ -140,7 +140,7 @@ impl Digester {
         let (header, rest) = stored.split_at(ENTRY_HEADER_LEN);
         let (digest, payload) = rest.split_at(dlen);
         let mut expect = Vec::with_capacity(dlen);
-        self.digest_into(header, payload, &mut expect);
+        self.digest_into(header, &[payload], &mut expect);
         if expect != digest {
             return Err(DigestError::Mismatch);
         }
@@ -197,7 +197,7 @@ mod tests {
     const PAYLOAD: &[u8] = b"hello bookkeeper";
 
     fn prefix(kind: DigestType) -> Vec<u8> {
-        Digester::new(kind, b"").entry_prefix(7, 3, 2, 1029, PAYLOAD)
+        Digester::new(kind, b"").entry_prefix(7, 3, 2, 1029, &[PAYLOAD])
     }
 
     #[test]
@@ -217,7 +217,7 @@ mod tests {
     fn verify_round_trips_and_detects_corruption() {
         for kind in [DigestType::Crc32, DigestType::Crc32c, DigestType::Mac, DigestType::Dummy] {
             let d = Digester::new(kind, b"pw");
-            let mut stored = d.entry_prefix(7, 3, 2, 1029, PAYLOAD);
+            let mut stored = d.entry_prefix(7, 3, 2, 1029, &[PAYLOAD]);
             stored.extend_from_slice(PAYLOAD);
             let e = d.verify(&stored).unwrap();
             assert_eq!((e.ledger, e.entry, e.lac, e.length), (7, 3, 2, 1029));
@@ -234,7 +234,7 @@ mod tests {
             assert!(matches!(d.verify(&stored[..20]), Err(DigestError::Truncated(20))));
         }
         // A MAC made with another password does not verify.
-        let mut stored = Digester::new(DigestType::Mac, b"a").entry_prefix(1, 0, -1, 3, b"abc");
+        let mut stored = Digester::new(DigestType::Mac, b"a").entry_prefix(1, 0, -1, 3, &[b"abc"]);
         stored.extend_from_slice(b"abc");
         assert_eq!(Digester::new(DigestType::Mac, b"b").verify(&stored), Err(DigestError::Mismatch));
     }

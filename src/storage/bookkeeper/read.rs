@@ -47,7 +47,7 @@ pub(crate) async fn read_entry(
         bookie.send(
             (OP_READ, ledger as i64, entry),
             frame,
-            Bytes::new(),
+            Default::default(),
             ctx.config.read_timeout,
             Box::new(move |res: Result<protocol::Response, BookieError>| {
                 let outcome = match res {

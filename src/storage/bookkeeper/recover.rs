@@ -85,7 +85,7 @@ async fn fence(ctx: &Rc<Ctx>, id: u64, meta: &LedgerMetadata, digester: &Digeste
         bookie.send(
             (OP_READ, id as i64, LAST_ADD_CONFIRMED),
             frame.clone(),
-            Bytes::new(),
+            Default::default(),
             ctx.config.read_timeout,
             Box::new(move |r: Result<protocol::Response, BookieError>| tx.send(r)),
         );
@@ -272,7 +272,7 @@ async fn recovery_add(
     s: &super::digest::StoredEntry,
     payload: Bytes,
 ) -> Result<(), Vec<usize>> {
-    let prefix = digester.entry_prefix(s.ledger, s.entry, s.lac, s.length, &payload);
+    let prefix = digester.entry_prefix(s.ledger, s.entry, s.lac, s.length, &[&payload]);
     let mut head = BytesMut::with_capacity(protocol::ADD_PREFIX_LEN + prefix.len());
     head.extend_from_slice(&protocol::add_prefix(
         protocol::FLAG_RECOVERY_ADD,
@@ -288,7 +288,7 @@ async fn recovery_add(
         ctx.bookie(&ensemble[i]).send(
             (OP_ADD, s.ledger, entry),
             head.clone(),
-            payload.clone(),
+            payload.clone().into(),
             ctx.config.add_timeout,
             Box::new(move |r: Result<protocol::Response, BookieError>| tx.send(r)),
         );

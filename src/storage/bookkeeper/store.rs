@@ -16,7 +16,7 @@ use super::metadata::{
 use super::read::{ReadFailure, read_entry};
 use super::write::{DELETED, WriteLedger, WriterState, zk_error};
 use super::{BookKeeperConfig, Ctx};
-use crate::storage::{EntryId, LedgerId, LedgerStore, StorageError};
+use crate::storage::{EntryId, LedgerId, LedgerStore, SplitBytes, StorageError};
 use crate::zookeeper::{CreateMode, ZkError, ZooKeeper};
 
 /// A closed (or recovered) ledger: readable up to its last entry.
@@ -191,7 +191,11 @@ impl LedgerStore for BookKeeperStore {
         self.create(name).await
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
+    fn append(
+        &self,
+        ledger: LedgerId,
+        entry: SplitBytes,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         // The entry is handed to the bookies now, so appends keep their call order.
         let rx = match self.writer(ledger) {
             Some(w) => w.append(entry),

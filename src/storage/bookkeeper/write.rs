@@ -15,7 +15,7 @@ use super::digest::Digester;
 use super::metadata::{LedgerMetadata, LedgerState, ledger_path};
 use super::protocol::{self, OP_ADD, rc};
 use super::{Ctx, oneshot, write_set};
-use crate::storage::{EntryId, LedgerId, StorageError};
+use crate::storage::{EntryId, LedgerId, SplitBytes, StorageError};
 use crate::zookeeper::ZkError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(crate) const DELETED: &str = "deleted";
 pub(crate) struct PendingAdd {
     pub entry: i64,
     pub head: Bytes,
-    pub payload: Bytes,
+    pub payload: SplitBytes,
     pub length: i64,
     /// Ensemble positions that acknowledged (bit i = position i).
     pub acks: u64,
@@ -103,7 +103,7 @@ impl WriteLedger {
     /// Hands one entry to the bookies now; the receiver resolves once it is durable.
     pub fn append(
         self: &Rc<Self>,
-        payload: Bytes,
+        payload: SplitBytes,
     ) -> Result<oneshot::Receiver<Result<EntryId, StorageError>>, StorageError> {
         {
             let s = self.state.borrow();
@@ -113,7 +113,13 @@ impl WriteLedger {
         }
         let entry = self.next_entry.get();
         let length = self.length.get() + payload.len() as i64;
-        let prefix = self.digester.entry_prefix(self.id as i64, entry, self.lac.get(), length, &payload);
+        let prefix = self.digester.entry_prefix(
+            self.id as i64,
+            entry,
+            self.lac.get(),
+            length,
+            &payload.pieces().map(|p| &p[..]).collect::<Vec<_>>(),
+        );
         let frame_len = protocol::ADD_PREFIX_LEN + prefix.len() + payload.len();
         if frame_len > protocol::MAX_FRAME {
             return Err(StorageError::Unavailable(format!(

@@ -14,21 +14,19 @@ use std::time::Instant;
 
 use glommio::io::DmaFile;
 
-use bytes::Bytes;
-
 use super::format::{DELETE, Loc, REC_HEADER_LEN, RESERVE, SEG_HEADER_LEN, encode_record_header};
 use super::segments::SegInfo;
 use super::writer::SegmentFile;
 pub(super) use super::writer::Writer;
 use super::{FlushPolicy, Shared};
-use crate::storage::{EntryId, KnownCrc, LedgerId, StorageError};
+use crate::storage::{EntryId, KnownCrc, LedgerId, SplitBytes, StorageError};
 
 /// Records waiting for the committer. Appends join the open window; the committer takes it
 /// whole, so everything arriving while it writes or syncs forms the next window.
 ///
-/// A record is kept as its encoded header plus the entry `Bytes` the caller handed in (the
-/// same allocation the tail cache holds), so the only copy on the way to the disk is the one
-/// into the DMA buffer.
+/// A record is kept as its encoded header plus the entry's pieces the caller handed in (the
+/// allocations the tail cache holds; a large batch's records still in its request's buffer),
+/// so the only copy on the way to the disk is the one into the DMA buffer.
 pub(super) struct Window {
     pub recs: Vec<Pending>,
     /// Bytes of entry records (what `max_pending_bytes` bounds).
@@ -45,7 +43,7 @@ pub(super) struct Pending {
     pub ledger: LedgerId,
     pub entry: EntryId,
     pub header: [u8; REC_HEADER_LEN],
-    pub payload: Bytes,
+    pub payload: SplitBytes,
 }
 
 impl Pending {
@@ -64,12 +62,12 @@ impl Window {
     }
 
     /// The caller has checked `payload.len() <= MAX_PAYLOAD`.
-    pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes) {
+    pub fn push(&mut self, ledger: LedgerId, entry: EntryId, payload: SplitBytes) {
         self.push_known(ledger, entry, payload, None);
     }
 
     /// [`Self::push`], with the checksum of the payload's tail when the caller has it.
-    pub fn push_known(&mut self, ledger: LedgerId, entry: EntryId, payload: Bytes, known: Option<KnownCrc>) {
+    pub fn push_known(&mut self, ledger: LedgerId, entry: EntryId, payload: SplitBytes, known: Option<KnownCrc>) {
         let header = encode_record_header(ledger, entry, &payload, known);
         self.opened.get_or_insert_with(Instant::now);
         self.recs.push(Pending { ledger, entry, header, payload });
@@ -353,7 +351,10 @@ async fn commit(shared: &Shared, w: &mut Writer, win: &Window, sync_now: bool) -
             roll(shared, w).await?;
             continue;
         }
-        let parts: Vec<&[u8]> = win.recs[i..j].iter().flat_map(|r| [&r.header[..], &r.payload[..]]).collect();
+        let parts: Vec<&[u8]> = win.recs[i..j]
+            .iter()
+            .flat_map(|r| std::iter::once(&r.header[..]).chain(r.payload.pieces().map(|p| &p[..])))
+            .collect();
         w.write_parts(&parts).await?;
         i = j;
     }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::{EntryId, KnownCrc, LedgerId};
+use crate::storage::{EntryId, KnownCrc, LedgerId, SplitBytes};
 
 pub(super) const SEG_MAGIC: [u8; 8] = *b"KOPDLEDG";
 pub(super) const SEG_VERSION: u32 = 1;
@@ -129,11 +129,16 @@ pub(super) fn record_crc(ledger: LedgerId, entry: EntryId, payload: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&ids), payload)
 }
 
+/// [`record_crc`] of a payload in pieces.
+fn record_crc_split(ledger: LedgerId, entry: EntryId, payload: &SplitBytes) -> u32 {
+    payload.pieces().fold(record_crc(ledger, entry, &[]), |crc, p| crc32c::crc32c_append(crc, p))
+}
+
 /// [`record_crc`] from the checksum of the payload's tail, which the caller computed: only
 /// the bytes before it are read, and the two checksums combined.
-pub(super) fn record_crc_known(ledger: LedgerId, entry: EntryId, payload: &[u8], known: KnownCrc) -> u32 {
-    let Some(head) = payload.get(..known.from) else {
-        return record_crc(ledger, entry, payload);
+pub(super) fn record_crc_known(ledger: LedgerId, entry: EntryId, payload: &SplitBytes, known: KnownCrc) -> u32 {
+    let Some(head) = payload.front().get(..known.from) else {
+        return record_crc_split(ledger, entry, payload);
     };
     let head_crc = record_crc(ledger, entry, head);
     crate::storage::crc::crc32c_combine(head_crc, known.crc, payload.len() - known.from)
@@ -144,14 +149,14 @@ pub(super) fn record_crc_known(ledger: LedgerId, entry: EntryId, payload: &[u8],
 pub(super) fn encode_record_header(
     ledger: LedgerId,
     entry: EntryId,
-    payload: &[u8],
+    payload: &SplitBytes,
     known: Option<KnownCrc>,
 ) -> [u8; REC_HEADER_LEN] {
     let crc = match known {
         Some(k) => record_crc_known(ledger, entry, payload, k),
-        None => record_crc(ledger, entry, payload),
+        None => record_crc_split(ledger, entry, payload),
     };
-    debug_assert_eq!(crc, record_crc(ledger, entry, payload), "a known checksum that is wrong");
+    debug_assert_eq!(crc, record_crc_split(ledger, entry, payload), "a known checksum that is wrong");
     let mut h = [0u8; REC_HEADER_LEN];
     h[0..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
     h[4..8].copy_from_slice(&crc.to_be_bytes());
@@ -188,18 +193,24 @@ mod tests {
     #[test]
     fn a_known_tail_checksum_gives_the_same_record_checksum() {
         let payload: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let whole = SplitBytes::from(payload.clone());
+        // The same bytes in two pieces: the record's own part of a large batch's entry.
+        let split = SplitBytes::new(bytes::Bytes::copy_from_slice(&payload[..150]), payload[150..].to_vec().into());
         for from in [0, 1, 21, 100, 4095, 4999, 5000] {
             let known = KnownCrc { from, crc: crc32c::crc32c(&payload[from..]) };
-            assert_eq!(record_crc_known(9, 4, &payload, known), record_crc(9, 4, &payload), "from {from}");
+            for p in [&whole, &split] {
+                assert_eq!(record_crc_known(9, 4, p, known), record_crc(9, 4, &payload), "from {from}");
+            }
         }
-        // Past the end: falls back to reading everything.
+        // Past the end (or past the first piece): falls back to reading everything.
         let known = KnownCrc { from: 6000, crc: 0 };
-        assert_eq!(record_crc_known(9, 4, &payload, known), record_crc(9, 4, &payload));
+        assert_eq!(record_crc_known(9, 4, &whole, known), record_crc(9, 4, &payload));
+        assert_eq!(record_crc_split(9, 4, &split), record_crc(9, 4, &payload));
     }
 
     #[test]
     fn record_and_header_round_trip() {
-        let h = RecHeader::parse(&encode_record_header(7, 3, b"hello", None));
+        let h = RecHeader::parse(&encode_record_header(7, 3, &bytes::Bytes::from_static(b"hello").into(), None));
         assert_eq!((h.len, h.ledger, h.entry), (5, 7, 3));
         assert!(h.crc_ok(b"hello"));
         assert!(!h.crc_ok(b"hellp"));

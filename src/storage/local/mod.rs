@@ -43,7 +43,7 @@ pub use self::format::{core_dir, disk_space};
 pub use self::recover::{RecoveredLedgers, RecoveredStore, Scanned, recover, scan};
 use self::segments::{SegInfo, removable};
 use self::writer::SegmentFile;
-use super::{EntryId, KnownCrc, LedgerId, LedgerStore, StorageError};
+use super::{EntryId, KnownCrc, LedgerId, LedgerStore, SplitBytes, StorageError};
 
 /// Ledger seqs are made durable (reserved) this many at a time, so ids are never reused
 /// after a restart even for ledgers that never got an entry.
@@ -264,7 +264,7 @@ impl LocalLedgerStore {
     fn queue_append(
         &self,
         ledger: LedgerId,
-        entry: Bytes,
+        entry: SplitBytes,
         known: Option<KnownCrc>,
     ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         let queued = self.enqueue(ledger, entry, known);
@@ -278,7 +278,7 @@ impl LocalLedgerStore {
     fn enqueue(
         &self,
         ledger: LedgerId,
-        payload: Bytes,
+        payload: SplitBytes,
         known: Option<KnownCrc>,
     ) -> Result<(Rc<Done>, EntryId), StorageError> {
         let mut guard = self.shared.st.borrow_mut();
@@ -388,7 +388,7 @@ impl LocalLedgerStore {
         if st.next_seq > st.reserved && check_open(st).is_ok() {
             // Queued before any append to the new ledger can be, so durable no later.
             st.reserved = st.next_seq + RESERVE_STEP;
-            st.queue.push(ledger_id(core, st.reserved), RESERVE, Bytes::new());
+            st.queue.push(ledger_id(core, st.reserved), RESERVE, SplitBytes::default());
             drop(guard);
             self.shared.wake.notify();
         }
@@ -430,14 +430,18 @@ impl LedgerStore for LocalLedgerStore {
         LocalLedgerStore::pending_entries(self, ledger)
     }
 
-    fn append(&self, ledger: LedgerId, entry: Bytes) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
+    fn append(
+        &self,
+        ledger: LedgerId,
+        entry: SplitBytes,
+    ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         self.queue_append(ledger, entry, None)
     }
 
     fn append_known(
         &self,
         ledger: LedgerId,
-        entry: Bytes,
+        entry: SplitBytes,
         known: KnownCrc,
     ) -> impl Future<Output = Result<EntryId, StorageError>> + use<> {
         self.queue_append(ledger, entry, Some(known))
@@ -496,7 +500,7 @@ impl LedgerStore for LocalLedgerStore {
                 // Unknown ids get a marker too: deleting is idempotent, and the ledger may
                 // have entries this core was not given (the marker hides them for good).
                 check_open(&st).map(|()| {
-                    st.queue.push(ledger, DELETE, Bytes::new());
+                    st.queue.push(ledger, DELETE, SplitBytes::default());
                     st.queue.force_sync = true;
                     Some(st.queue.done.clone())
                 })

@@ -89,7 +89,7 @@ fn round_trip_across_many_ledgers() {
         let mut pending = Vec::new();
         for e in 0..10u64 {
             for &l in &ledgers {
-                pending.push((l, e, s.append(l, payload(l, e, 100 + e as usize))));
+                pending.push((l, e, s.append(l, payload(l, e, 100 + e as usize).into())));
             }
         }
         for (l, e, f) in pending {
@@ -103,12 +103,12 @@ fn round_trip_across_many_ledgers() {
             assert!(matches!(s.read(l, 10).await, Err(StorageError::NoSuchEntry { .. })));
         }
         assert!(matches!(s.read(12345, 0).await, Err(StorageError::NoSuchLedger(_))));
-        assert!(matches!(s.append(12345, Bytes::new()).await, Err(StorageError::NoSuchLedger(_))));
+        assert!(matches!(s.append(12345, Bytes::new().into()).await, Err(StorageError::NoSuchLedger(_))));
         assert_eq!(s.last_entry(12345), None);
         let empty = s.new_ledger();
         assert_eq!(s.last_entry(empty), None);
         // An empty payload is a valid entry.
-        assert_eq!(s.append(empty, Bytes::new()).await.unwrap(), 0);
+        assert_eq!(s.append(empty, Bytes::new().into()).await.unwrap(), 0);
         assert_eq!(s.read(empty, 0).await.unwrap(), Bytes::new());
     });
 }
@@ -125,7 +125,7 @@ fn group_commit_syncs_once_per_window() {
         let tasks: Vec<_> = (0..100)
             .map(|i| {
                 let s = s.clone();
-                glommio::spawn_local(async move { s.append(l, payload(l, i, 64)).await })
+                glommio::spawn_local(async move { s.append(l, payload(l, i, 64).into()).await })
             })
             .collect();
         let mut ids = Vec::new();
@@ -149,7 +149,7 @@ fn entries_bigger_than_the_registered_buffers() {
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
-        let fs: Vec<_> = sizes.iter().enumerate().map(|(e, n)| s.append(l, payload(l, e as u64, *n))).collect();
+        let fs: Vec<_> = sizes.iter().enumerate().map(|(e, n)| s.append(l, payload(l, e as u64, *n).into())).collect();
         for f in fs {
             f.await.unwrap();
         }
@@ -175,12 +175,12 @@ fn segments_roll_over_and_reads_span_them() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..60 {
-            let fa = s.append(a, payload(a, e, 1000));
-            let fb = s.append(b, payload(b, e, 300));
+            let fa = s.append(a, payload(a, e, 1000).into());
+            let fb = s.append(b, payload(b, e, 300).into());
             assert_eq!((fa.await.unwrap(), fb.await.unwrap()), (e, e));
         }
         // A record bigger than a whole segment goes alone into a fresh one.
-        assert_eq!(s.append(a, payload(a, 60, 20_000)).await.unwrap(), 60);
+        assert_eq!(s.append(a, payload(a, 60, 20_000).into()).await.unwrap(), 60);
         for e in 0..60 {
             assert_eq!(s.read(a, e).await.unwrap(), payload(a, e, 1000));
             assert_eq!(s.read(b, e).await.unwrap(), payload(b, e, 300));
@@ -201,7 +201,7 @@ fn segments_roll_over_and_reads_span_them() {
         let s = LocalLedgerStore::open(0, c2, part).await.unwrap();
         let ids = RecoveredIds::of(&s);
         assert_eq!(s.last_entry(ids.0), Some(60));
-        assert_eq!(s.append(ids.1, payload(ids.1, 60, 10)).await.unwrap(), 60);
+        assert_eq!(s.append(ids.1, payload(ids.1, 60, 10).into()).await.unwrap(), 60);
         assert_eq!(s.read(ids.0, 60).await.unwrap().len(), 20_000);
         assert_eq!(s.read(ids.1, 59).await.unwrap(), payload(ids.1, 59, 300));
     });
@@ -227,7 +227,7 @@ fn interval_policy_acks_before_syncing() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
         for e in 0..50 {
-            assert_eq!(s.append(l, payload(l, e, 200)).await.unwrap(), e);
+            assert_eq!(s.append(l, payload(l, e, 200).into()).await.unwrap(), e);
         }
         // Acknowledged, readable, and far fewer syncs than appends.
         assert_eq!(s.last_entry(l), Some(49));
@@ -255,7 +255,7 @@ fn interval_sync_runs_beside_appends() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         s.shared.sync_delay.set(Duration::from_millis(400));
         let l = s.new_ledger();
-        assert_eq!(s.append(l, payload(l, 0, 200)).await.unwrap(), 0);
+        assert_eq!(s.append(l, payload(l, 0, 200).into()).await.unwrap(), 0);
         for _ in 0..100 {
             if s.shared.interval_sync.running.get() {
                 break;
@@ -266,7 +266,7 @@ fn interval_sync_runs_beside_appends() {
         let before = s.fdatasync_count();
         // Acknowledged while the slow sync is still in flight: appends do not wait for it.
         for e in 1..30 {
-            assert_eq!(s.append(l, payload(l, e, 200)).await.unwrap(), e);
+            assert_eq!(s.append(l, payload(l, e, 200).into()).await.unwrap(), e);
         }
         assert!(s.shared.interval_sync.running.get(), "the sync ended before the appends did");
         assert_eq!(s.fdatasync_count(), before);
@@ -299,7 +299,7 @@ fn failed_interval_sync_fails_the_store() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
         s.shared.fail_next_sync.set(true);
-        assert_eq!(s.append(l, payload(l, 0, 10)).await.unwrap(), 0);
+        assert_eq!(s.append(l, payload(l, 0, 10).into()).await.unwrap(), 0);
         for _ in 0..200 {
             if s.failures() > 0 {
                 break;
@@ -316,7 +316,7 @@ fn failed_interval_sync_fails_the_store() {
         }
         assert_eq!(s.failure(), None);
         let l2 = s.new_ledger();
-        assert_eq!(s.append(l2, payload(l2, 0, 10)).await.unwrap(), 0);
+        assert_eq!(s.append(l2, payload(l2, 0, 10).into()).await.unwrap(), 0);
         s.close().await;
     });
 }
@@ -330,7 +330,7 @@ fn backpressure_beyond_max_pending_bytes() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
         // Queued synchronously, so none is written before the last call.
-        let fs: Vec<_> = (0..30).map(|e| s.append(l, payload(l, e, 1000))).collect();
+        let fs: Vec<_> = (0..30).map(|e| s.append(l, payload(l, e, 1000).into())).collect();
         let (mut ok, mut busy) = (Vec::new(), 0);
         for f in fs {
             match f.await {
@@ -342,8 +342,8 @@ fn backpressure_beyond_max_pending_bytes() {
         assert_eq!(ok, (0..9).collect::<Vec<_>>(), "ids stay contiguous");
         assert_eq!(busy, 21);
         // Drained: appends are accepted again, and one entry over the bound still goes.
-        assert_eq!(s.append(l, payload(l, 9, 1000)).await.unwrap(), 9);
-        assert_eq!(s.append(l, payload(l, 10, 50_000)).await.unwrap(), 10);
+        assert_eq!(s.append(l, payload(l, 9, 1000).into()).await.unwrap(), 9);
+        assert_eq!(s.append(l, payload(l, 10, 50_000).into()).await.unwrap(), 10);
         assert_eq!(s.read(l, 10).await.unwrap(), payload(l, 10, 50_000));
     });
 }
@@ -356,11 +356,11 @@ fn closed_store_refuses_appends() {
     run(move || async move {
         let s: Rc<LocalLedgerStore> = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
-        let f = s.append(l, payload(l, 0, 10));
+        let f = s.append(l, payload(l, 0, 10).into());
         s.close().await;
         // Queued before close: written. After: refused.
         assert_eq!(f.await.unwrap(), 0);
-        assert!(matches!(s.append(l, Bytes::new()).await, Err(StorageError::Unavailable(_))));
+        assert!(matches!(s.append(l, Bytes::new().into()).await, Err(StorageError::Unavailable(_))));
         assert_eq!(s.read(l, 0).await.unwrap(), payload(l, 0, 10));
     });
 }
@@ -373,15 +373,15 @@ fn failed_sync_refuses_appends_until_the_store_resumes() {
     let (l, l2) = run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
-        assert_eq!(s.append(l, payload(l, 0, 10)).await.unwrap(), 0);
+        assert_eq!(s.append(l, payload(l, 0, 10).into()).await.unwrap(), 0);
         s.shared.fail_next_sync.set(true);
-        let (a, b) = (s.append(l, payload(l, 1, 10)), s.append(l, payload(l, 2, 10)));
+        let (a, b) = (s.append(l, payload(l, 1, 10).into()), s.append(l, payload(l, 2, 10).into()));
         assert!(matches!(a.await, Err(StorageError::Unavailable(_))));
         assert!(matches!(b.await, Err(StorageError::Unavailable(_))));
         assert_eq!(s.failures(), 1);
         // Nothing is acknowledged while failed; what was durable stays readable.
         if s.failure().is_some() {
-            assert!(matches!(s.append(l, Bytes::new()).await, Err(StorageError::Unavailable(_))));
+            assert!(matches!(s.append(l, Bytes::new().into()).await, Err(StorageError::Unavailable(_))));
         }
         assert_eq!(s.last_entry(l), Some(0));
         assert_eq!(s.read(l, 0).await.unwrap(), payload(l, 0, 10));
@@ -395,9 +395,9 @@ fn failed_sync_refuses_appends_until_the_store_resumes() {
         assert_eq!(s.failure(), None);
         // The ledger that lost entries is sealed at its durable length; new ledgers work.
         assert_eq!(s.pending_entries(l), 0);
-        assert!(s.append(l, payload(l, 1, 10)).await.is_err());
+        assert!(s.append(l, payload(l, 1, 10).into()).await.is_err());
         let l2 = s.new_ledger();
-        assert_eq!(s.append(l2, payload(l2, 0, 10)).await.unwrap(), 0);
+        assert_eq!(s.append(l2, payload(l2, 0, 10).into()).await.unwrap(), 0);
         assert_eq!(s.read(l, 0).await.unwrap(), payload(l, 0, 10));
         s.close().await;
         (l, l2)

@@ -20,19 +20,19 @@ fn build(dir: &Path) -> (LedgerId, LedgerId, Vec<u8>) {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let (a, dead) = (s.new_ledger(), s.new_ledger());
         for e in 0..30 {
-            s.append(a, payload(a, e, 700)).await.unwrap();
+            s.append(a, payload(a, e, 700).into()).await.unwrap();
         }
         for e in 0..5 {
-            s.append(dead, payload(dead, e, 700)).await.unwrap();
+            s.append(dead, payload(dead, e, 700).into()).await.unwrap();
         }
         s.delete_ledger(dead).await.unwrap();
         let ckpt = s.checkpoint().unwrap();
         for e in 30..40 {
-            s.append(a, payload(a, e, 700)).await.unwrap();
+            s.append(a, payload(a, e, 700).into()).await.unwrap();
         }
         let b = s.new_ledger();
         for e in 0..5 {
-            s.append(b, payload(b, e, 300)).await.unwrap();
+            s.append(b, payload(b, e, 300).into()).await.unwrap();
         }
         s.close().await;
         (a, b, ckpt)
@@ -77,7 +77,7 @@ fn a_store_opened_from_a_checkpoint_keeps_going() {
         assert_eq!(s.read(a, 3).await.unwrap(), payload(a, 3, 700));
         let fresh = s.new_ledger();
         assert!(fresh > b, "ledger ids are not reused");
-        s.append(fresh, payload(fresh, 0, 10)).await.unwrap();
+        s.append(fresh, payload(fresh, 0, 10).into()).await.unwrap();
         s.close().await;
         s.checkpoint().unwrap()
     });

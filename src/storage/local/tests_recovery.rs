@@ -18,7 +18,7 @@ fn write_entries(dir: &Path, n: u64, len: usize) -> (LedgerId, Loc, PathBuf) {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let l = s.new_ledger();
         for e in 0..n {
-            assert_eq!(s.append(l, payload(l, e, len)).await.unwrap(), e);
+            assert_eq!(s.append(l, payload(l, e, len).into()).await.unwrap(), e);
         }
         let st = s.shared.st.borrow();
         let loc = *st.ledgers[&l].locs.last().unwrap();
@@ -42,7 +42,7 @@ fn appends_continue(dir: &Path, l: LedgerId, kept: u64) {
     run(move || async move {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         assert_eq!(s.last_entry(l), kept.checked_sub(1));
-        assert_eq!(s.append(l, payload(l, kept, 77)).await.unwrap(), kept);
+        assert_eq!(s.append(l, payload(l, kept, 77).into()).await.unwrap(), kept);
         let fresh = s.new_ledger();
         assert!(fresh > l, "ledger ids are not reused");
         s.close().await;
@@ -70,7 +70,7 @@ fn reopen_visits_every_acked_entry_in_order() {
             let l = ls[(e % 3) as usize];
             let id = *next.entry(l).and_modify(|x| *x += 1).or_insert(0u64);
             order.push((l, id, payload(l, id, 50 + e as usize)));
-            fs.push((id, s.append(l, payload(l, id, 50 + e as usize))));
+            fs.push((id, s.append(l, payload(l, id, 50 + e as usize).into())));
         }
         for (id, f) in fs {
             assert_eq!(f.await.unwrap(), id);
@@ -131,10 +131,10 @@ fn corrupt_sealed_segment_keeps_later_segments() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..30 {
-            s.append(a, payload(a, e, 1000)).await.unwrap();
+            s.append(a, payload(a, e, 1000).into()).await.unwrap();
         }
         for e in 0..5 {
-            s.append(b, payload(b, e, 100)).await.unwrap();
+            s.append(b, payload(b, e, 100).into()).await.unwrap();
         }
         let st = s.shared.st.borrow();
         let loc = st.ledgers[&a].locs[3];
@@ -153,8 +153,8 @@ fn corrupt_sealed_segment_keeps_later_segments() {
     run(move || async move {
         let s = LocalLedgerStore::open(0, c2, part).await.unwrap();
         assert_eq!(s.last_entry(a), Some(2));
-        assert!(matches!(s.append(a, Bytes::new()).await, Err(StorageError::Corrupt(_))));
-        assert_eq!(s.append(b, payload(b, 5, 100)).await.unwrap(), 5);
+        assert!(matches!(s.append(a, Bytes::new().into()).await, Err(StorageError::Corrupt(_))));
+        assert_eq!(s.append(b, payload(b, 5, 100).into()).await.unwrap(), 5);
     });
 }
 
@@ -168,10 +168,10 @@ fn delete_removes_segments_and_survives_recovery() {
         let s = LocalLedgerStore::open(0, c, part).await.unwrap();
         let (a, b) = (s.new_ledger(), s.new_ledger());
         for e in 0..5 {
-            s.append(b, payload(b, e, 100)).await.unwrap();
+            s.append(b, payload(b, e, 100).into()).await.unwrap();
         }
         for e in 0..40 {
-            s.append(a, payload(a, e, 1000)).await.unwrap();
+            s.append(a, payload(a, e, 1000).into()).await.unwrap();
         }
         (a, b)
     });
@@ -216,7 +216,7 @@ fn ledgers_of_other_core_dirs_stay_readable() {
         let x = s.new_ledger();
         assert_eq!(x >> 48, 1);
         for e in 0..30 {
-            s.append(x, payload(x, e, 1000)).await.unwrap();
+            s.append(x, payload(x, e, 1000).into()).await.unwrap();
         }
         // Ledgers that never get an entry still use up their ids.
         let unused = (0..3).map(|_| s.new_ledger()).max().unwrap();
