@@ -148,7 +148,6 @@ impl<'a> Connection<'a> {
                     let answered = futures_lite::future::or(async { Err(head.await) }, async { Ok(self.read().await) });
                     match answered.await {
                         Err(answer) => {
-                            self.inbuf.abandon_read();
                             in_flight.pop_front();
                             self.answer(answer)?;
                             continue;
@@ -265,10 +264,7 @@ impl<'a> Connection<'a> {
         let start = self.inbuf.bytes().len();
         // Grow toward a large frame as its bytes arrive, so a size prefix alone commits no memory.
         let want = self.decoder.missing(self.inbuf.bytes()).clamp(READ_CHUNK, MAX_READ);
-        let room = self.inbuf.spare(want);
-        let read = timeout_or_shutdown(self.broker, until, self.stream.read(room)).await;
-        let n = if let Wait::Done(Ok(n)) = read { n } else { 0 };
-        self.inbuf.filled(n);
+        let read = timeout_or_shutdown(self.broker, until, self.inbuf.read_from(&self.stream, want)).await;
         match read {
             Wait::Done(Ok(n)) => Ok(Some(self.outcome_of(n, start)?)),
             Wait::Done(Err(e)) => Err(format!("read failed: {e}")),

@@ -83,6 +83,35 @@ fn shutdown(s: &RefCell<TcpStream>) {
     unsafe { libc::shutdown(s.borrow().as_raw_fd(), libc::SHUT_RDWR) };
 }
 
+/// Reads what is available (at least one byte, at most `buf.len()`) into memory that need
+/// not be initialized, returning how many bytes were written at its start; `Ok(0)` at end of
+/// stream. A server's read buffers are filled this way, so their room is never zeroed first.
+/// Dropped while waiting, it has consumed nothing: bytes are taken only by the `recv` that
+/// returns them, in the same poll.
+pub async fn recv_uninit(stream: &TcpStream, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    let fd = stream.as_raw_fd();
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`, which is valid for writes
+        // of that many bytes; `MaybeUninit` memory needs no initialization before.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => {}
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+        // Nothing there yet: wait for data with a one-byte peek (the executor's own wait), then
+        // take it with recv; a peek of nothing is the end of the stream.
+        let mut probe = [0u8; 1];
+        if stream.peek(&mut probe).await.map_err(io::Error::from)? == 0 {
+            return Ok(0);
+        }
+    }
+}
+
 /// Writes every slice of `bufs` to `stream`, in order, with as few syscalls as the socket
 /// buffer allows (a server's response frames with stored batches referenced, not copied).
 pub async fn write_all_vectored(stream: &mut TcpStream, bufs: &[&[u8]]) -> io::Result<()> {
